@@ -1,0 +1,83 @@
+//! Engine facts through bollard: `GET /info`, and `GET /nodes/<id>` on a
+//! manager to learn whether it leads.
+
+use std::time::Duration;
+
+use berth_domain::engine::{EngineFacts, SwarmRole};
+use berth_domain::options::DockerHost;
+use berth_ports::EngineError;
+use bollard::models::{LocalNodeState, Node, SystemInfo};
+use bollard::{ClientVersion, Docker};
+
+/// API 1.41 (engine 20.10) has every field berth reads, and newer engines
+/// still serve it.
+const FACTS_API_VERSION: ClientVersion = ClientVersion {
+    major_version: 1,
+    minor_version: 41,
+};
+
+pub(super) async fn read_facts(
+    host: &DockerHost,
+    timeout: Duration,
+) -> Result<EngineFacts, EngineError> {
+    let endpoint = host.to_string();
+    let unreachable = |cause: String| EngineError::Unreachable {
+        endpoint: endpoint.clone(),
+        cause,
+    };
+    // Facts are read seldom, so a client per read costs little and copes
+    // with a socket that appears after start.
+    let seconds = timeout.as_secs().max(1);
+    let docker = match host {
+        DockerHost::Unix { path } => Docker::connect_with_unix(path, seconds, &FACTS_API_VERSION),
+        DockerHost::Tcp { .. } => Docker::connect_with_http(&endpoint, seconds, &FACTS_API_VERSION),
+    }
+    .map_err(|error| unreachable(error.to_string()))?;
+    let info = docker
+        .info()
+        .await
+        .map_err(|error| unreachable(error.to_string()))?;
+    let node = match swarm_manager_node_id(&info) {
+        Some(node_id) => Some(
+            docker
+                .inspect_node(&node_id)
+                .await
+                .map_err(|error| unreachable(error.to_string()))?,
+        ),
+        None => None,
+    };
+    Ok(facts_from_info(&info, node.as_ref()))
+}
+
+fn swarm_manager_node_id(info: &SystemInfo) -> Option<String> {
+    let swarm = info.swarm.as_ref()?;
+    let node_id = swarm.node_id.clone().filter(|id| !id.is_empty())?;
+    swarm.control_available.unwrap_or(false).then_some(node_id)
+}
+
+/// Maps the engine's answers to facts. `node` is the inspected swarm node,
+/// present only on a manager.
+pub fn facts_from_info(info: &SystemInfo, node: Option<&Node>) -> EngineFacts {
+    let swarm = info.swarm.as_ref();
+    let node_id = swarm.and_then(|s| s.node_id.clone()).unwrap_or_default();
+    let active = swarm
+        .and_then(|s| s.local_node_state.as_ref())
+        .is_some_and(|state| *state != LocalNodeState::INACTIVE && *state != LocalNodeState::EMPTY);
+    let role = if node_id.is_empty() || !active {
+        SwarmRole::Standalone
+    } else if swarm.and_then(|s| s.control_available).unwrap_or(false) {
+        let leader = node
+            .and_then(|n| n.manager_status.as_ref())
+            .and_then(|status| status.leader)
+            .unwrap_or(false);
+        SwarmRole::Manager { leader }
+    } else {
+        SwarmRole::Worker
+    };
+    EngineFacts {
+        node_name: info.name.clone().unwrap_or_default(),
+        role,
+        node_id,
+        engine_version: info.server_version.clone().unwrap_or_default(),
+    }
+}

@@ -1,0 +1,115 @@
+//! The `DockerEngine` port, implemented over the engine's socket.
+
+mod connector;
+mod facts;
+
+use std::time::Duration;
+
+use berth_domain::engine::EngineFacts;
+use berth_domain::options::DockerHost;
+use berth_ports::{Body, DockerEngine, EngineError};
+use http::uri::{PathAndQuery, Scheme};
+use http::{Request, Response, Uri};
+use http_body_util::BodyExt;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+
+use connector::EngineConnector;
+pub use facts::facts_from_info;
+
+/// A pooled HTTP/1.1 client to one Docker engine. Cloning shares the pool:
+/// build it once and hand out clones.
+#[derive(Clone)]
+pub struct DockerSocket {
+    client: Client<EngineConnector, Body>,
+    host: DockerHost,
+    connect_timeout: Duration,
+}
+
+impl DockerSocket {
+    pub fn new(host: DockerHost, connect_timeout: Duration) -> Self {
+        let connector = EngineConnector::new(host.clone(), connect_timeout);
+        let client = Client::builder(TokioExecutor::new())
+            // The client's own Host header passes through untouched.
+            .set_host(false)
+            .pool_idle_timeout(Duration::from_secs(60))
+            .build(connector);
+        DockerSocket {
+            client,
+            host,
+            connect_timeout,
+        }
+    }
+
+    fn engine_uri(&self, original: &Uri) -> Result<Uri, EngineError> {
+        let path_and_query = original
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| PathAndQuery::from_static("/"));
+        // The connector ignores the authority for unix sockets; it only
+        // has to be a valid URI.
+        let authority = match &self.host {
+            DockerHost::Unix { .. } => "docker".to_string(),
+            DockerHost::Tcp { host, port } if host.contains(':') => format!("[{host}]:{port}"),
+            DockerHost::Tcp { host, port } => format!("{host}:{port}"),
+        };
+        Uri::builder()
+            .scheme(Scheme::HTTP)
+            .authority(authority)
+            .path_and_query(path_and_query)
+            .build()
+            .map_err(|error| EngineError::Protocol {
+                endpoint: self.endpoint(),
+                cause: error.to_string(),
+            })
+    }
+
+    fn classify(&self, error: hyper_util::client::legacy::Error) -> EngineError {
+        let endpoint = self.endpoint();
+        if error.is_connect() {
+            if connector::is_timeout(&error) {
+                return EngineError::Timeout {
+                    endpoint,
+                    after_seconds: self.connect_timeout.as_secs(),
+                };
+            }
+            return EngineError::Unreachable {
+                endpoint,
+                cause: root_cause(&error),
+            };
+        }
+        EngineError::Unreachable {
+            endpoint,
+            cause: root_cause(&error),
+        }
+    }
+}
+
+fn root_cause(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut deepest = error;
+    while let Some(source) = deepest.source() {
+        deepest = source;
+    }
+    deepest.to_string()
+}
+
+impl DockerEngine for DockerSocket {
+    async fn forward(&self, request: Request<Body>) -> Result<Response<Body>, EngineError> {
+        let (mut parts, body) = request.into_parts();
+        parts.uri = self.engine_uri(&parts.uri)?;
+        let response = self
+            .client
+            .request(Request::from_parts(parts, body))
+            .await
+            .map_err(|error| self.classify(error))?;
+        Ok(response.map(|incoming| incoming.map_err(Into::into).boxed_unsync()))
+    }
+
+    async fn facts(&self) -> Result<EngineFacts, EngineError> {
+        facts::read_facts(&self.host, self.connect_timeout).await
+    }
+
+    fn endpoint(&self) -> String {
+        self.host.to_string()
+    }
+}

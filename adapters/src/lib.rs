@@ -1,0 +1,10 @@
+//! berth's adapters: one module per technology, each implementing a port.
+//!
+//! - [`docker`]: the `DockerEngine` port over a unix socket or TCP (hyper),
+//!   engine facts through bollard.
+//! - [`http`]: the HTTPS server (hyper + rustls) that feeds every request to
+//!   a `RequestHandler`, with connection limits, timeouts and graceful
+//!   shutdown.
+
+pub mod docker;
+pub mod http;

@@ -1,0 +1,28 @@
+//! Header names and fixed values of the Portainer agent protocol.
+
+/// The agent version berth reports in `Portainer-Agent`. Portainer compares
+/// it with its own; berth speaks the 2.23 protocol.
+pub const AGENT_VERSION: &str = "2.23.0";
+/// The agent API version (`Portainer-Agent-API-Version`).
+pub const AGENT_API_VERSION: &str = "2";
+/// `Portainer-Agent-Platform` for Docker (and Podman, which reports as Docker).
+pub const PLATFORM_DOCKER: &str = "1";
+
+pub const RESPONSE_AGENT: &str = "Portainer-Agent";
+pub const RESPONSE_API_VERSION: &str = "Portainer-Agent-API-Version";
+pub const RESPONSE_PLATFORM: &str = "Portainer-Agent-Platform";
+
+pub const REQUEST_TARGET: &str = "X-PortainerAgent-Target";
+pub const REQUEST_MANAGER_OPERATION: &str = "X-PortainerAgent-ManagerOperation";
+pub const REQUEST_PUBLIC_KEY: &str = "X-PortainerAgent-PublicKey";
+pub const REQUEST_SIGNATURE: &str = "X-PortainerAgent-Signature";
+
+/// The three headers every agent response carries, errors included, so that
+/// Portainer recognises an agent even from a refused request.
+pub fn common_response_headers() -> [(&'static str, &'static str); 3] {
+    [
+        (RESPONSE_AGENT, AGENT_VERSION),
+        (RESPONSE_API_VERSION, AGENT_API_VERSION),
+        (RESPONSE_PLATFORM, PLATFORM_DOCKER),
+    ]
+}

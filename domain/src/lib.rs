@@ -1,0 +1,13 @@
+//! berth's pure domain.
+//!
+//! Architecture Invariant: this crate does no I/O. It depends on no async
+//! runtime, network, filesystem or clock crate (a test in the suite runs
+//! `cargo tree` to keep it so). Everything here is a function of its inputs,
+//! so every rule is unit-tested without a socket.
+
+pub mod duration;
+pub mod engine;
+pub mod error;
+pub mod headers;
+pub mod options;
+pub mod routing;

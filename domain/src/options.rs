@@ -1,0 +1,998 @@
+//! The option model: every option of the Portainer agent plus the ones berth
+//! adds, their defaults, and the validation that turns raw strings into a
+//! checked [`Options`].
+//!
+//! The table [`OPTION_SPECS`] is the single source of truth: the command
+//! line is built from it, and the README's options table lists it.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::IpAddr;
+use std::time::Duration;
+
+use crate::duration::parse_go_duration;
+
+/// How an option's value is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ValueKind {
+    Text,
+    Flag,
+    Duration,
+    Port,
+    Integer,
+    IpAddress,
+    IntegerList,
+    LogLevel,
+    LogMode,
+    DockerHost,
+}
+
+/// One option: its environment variable, its flag and its default.
+#[derive(Debug, Clone, Copy)]
+pub struct OptionSpec {
+    pub env: &'static str,
+    /// The long flag, without the leading `--`.
+    pub flag: &'static str,
+    /// Deprecated flag names still accepted.
+    pub aliases: &'static [&'static str],
+    pub kind: ValueKind,
+    pub default: Option<&'static str>,
+    pub help: &'static str,
+}
+
+const fn spec(
+    env: &'static str,
+    flag: &'static str,
+    kind: ValueKind,
+    default: Option<&'static str>,
+    help: &'static str,
+) -> OptionSpec {
+    OptionSpec {
+        env,
+        flag,
+        aliases: &[],
+        kind,
+        default,
+        help,
+    }
+}
+
+use ValueKind as K;
+
+/// Every option berth reads, in the order `--help` shows them.
+pub const OPTION_SPECS: &[OptionSpec] = &[
+    spec(
+        "AGENT_HOST",
+        "host",
+        K::IpAddress,
+        Some("0.0.0.0"),
+        "API listen address",
+    ),
+    spec("AGENT_PORT", "port", K::Port, Some("9001"), "API port"),
+    spec(
+        "AGENT_SECRET",
+        "secret",
+        K::Text,
+        None,
+        "Shared secret (secret mode)",
+    ),
+    spec(
+        "AGENT_SECRET_TIMEOUT",
+        "secret-timeout",
+        K::Duration,
+        Some("72h"),
+        "Shut the API down after this long without an associated Portainer",
+    ),
+    spec(
+        "AGENT_CLUSTER_ADDR",
+        "cluster-addr",
+        K::Text,
+        None,
+        "Address(es) of cluster peers to join: DNS name, IP or host:port, comma-separated",
+    ),
+    spec(
+        "AGENT_CLUSTER_PROBE_TIMEOUT",
+        "agent-cluster-timeout",
+        K::Duration,
+        Some("500ms"),
+        "Gossip probe timeout",
+    ),
+    spec(
+        "AGENT_CLUSTER_PROBE_INTERVAL",
+        "agent-cluster-interval",
+        K::Duration,
+        Some("1s"),
+        "Gossip probe interval",
+    ),
+    spec(
+        "AGENT_CLUSTER_PORT",
+        "cluster-port",
+        K::Port,
+        Some("7946"),
+        "Gossip port (berth)",
+    ),
+    spec(
+        "AGENT_ADVERTISE_ADDR",
+        "advertise-addr",
+        K::IpAddress,
+        None,
+        "IP address peers use to reach this agent (berth)",
+    ),
+    spec(
+        "DOCKER_HOST",
+        "docker-host",
+        K::DockerHost,
+        Some("unix:///var/run/docker.sock"),
+        "Docker engine endpoint: unix:///path or tcp://host:port (berth)",
+    ),
+    spec(
+        "SSL_CERT",
+        "ssl-cert",
+        K::Text,
+        None,
+        "PEM certificate for the API; a self-signed one is generated when unset (berth)",
+    ),
+    spec(
+        "SSL_KEY",
+        "ssl-key",
+        K::Text,
+        None,
+        "PEM private key for SSL_CERT (berth)",
+    ),
+    spec(
+        "AGENT_CONNECT_TIMEOUT",
+        "connect-timeout",
+        K::Duration,
+        Some("5s"),
+        "Timeout to connect to the engine or a peer agent (berth)",
+    ),
+    spec(
+        "AGENT_HEADER_TIMEOUT",
+        "header-timeout",
+        K::Duration,
+        Some("30s"),
+        "Timeout for a client's TLS handshake and request headers (berth)",
+    ),
+    spec(
+        "AGENT_IDLE_TIMEOUT",
+        "idle-timeout",
+        K::Duration,
+        Some("120s"),
+        "Close a keep-alive connection idle this long between requests (berth)",
+    ),
+    spec(
+        "AGENT_FANOUT_TIMEOUT",
+        "fanout-timeout",
+        K::Duration,
+        Some("10s"),
+        "Per-node timeout of cluster-wide lists (berth)",
+    ),
+    spec(
+        "AGENT_SHUTDOWN_TIMEOUT",
+        "shutdown-timeout",
+        K::Duration,
+        Some("10s"),
+        "How long in-flight requests may finish after SIGTERM (berth)",
+    ),
+    spec(
+        "AGENT_FACTS_INTERVAL",
+        "facts-interval",
+        K::Duration,
+        Some("30s"),
+        "How often engine facts (node name, swarm role) are refreshed (berth)",
+    ),
+    spec(
+        "ASSETS_PATH",
+        "assets",
+        K::Text,
+        Some("/app"),
+        "Folder holding the docker and compose binaries",
+    ),
+    spec(
+        "DATA_PATH",
+        "data",
+        K::Text,
+        Some("/data"),
+        "Folder holding agent_edge_key",
+    ),
+    spec(
+        "LOG_LEVEL",
+        "log-level",
+        K::LogLevel,
+        Some("INFO"),
+        "ERROR, WARN, INFO or DEBUG (any case)",
+    ),
+    spec(
+        "LOG_MODE",
+        "log-mode",
+        K::LogMode,
+        Some("PRETTY"),
+        "PRETTY, NOCOLOR or JSON",
+    ),
+    spec(
+        "UPDATE_ID",
+        "update-id",
+        K::Integer,
+        Some("0"),
+        "Edge update ID",
+    ),
+    spec("EDGE", "edge", K::Flag, Some("false"), "Edge mode"),
+    spec(
+        "EDGE_ASYNC",
+        "edge-async",
+        K::Flag,
+        Some("false"),
+        "Async Edge mode (requires EDGE)",
+    ),
+    spec("EDGE_KEY", "edge-key", K::Text, None, "Edge key"),
+    spec("EDGE_ID", "edge-id", K::Text, None, "Edge ID"),
+    spec(
+        "EDGE_SERVER_HOST",
+        "edge-host",
+        K::IpAddress,
+        Some("0.0.0.0"),
+        "Edge key page listen address",
+    ),
+    spec(
+        "EDGE_SERVER_PORT",
+        "edge-port",
+        K::Port,
+        Some("80"),
+        "Edge key page port",
+    ),
+    spec(
+        "EDGE_INACTIVITY_TIMEOUT",
+        "edge-inactivity",
+        K::Duration,
+        Some("5m"),
+        "Close the Edge tunnel after this long without activity",
+    ),
+    spec(
+        "EDGE_INSECURE_POLL",
+        "edge-insecurepoll",
+        K::Flag,
+        Some("false"),
+        "Skip TLS verification when polling Portainer",
+    ),
+    spec(
+        "EDGE_TUNNEL",
+        "edge-tunnel",
+        K::Flag,
+        Some("true"),
+        "Open the reverse tunnel when Portainer asks",
+    ),
+    spec(
+        "HTTPS_PROXY",
+        "edge-tunnel-https-proxy",
+        K::Text,
+        None,
+        "Proxy for the Edge tunnel (wins over HTTP_PROXY)",
+    ),
+    spec(
+        "HTTP_PROXY",
+        "edge-tunnel-http-proxy",
+        K::Text,
+        None,
+        "Proxy for the Edge tunnel",
+    ),
+    spec(
+        "EDGE_GROUPS",
+        "edge-groups",
+        K::IntegerList,
+        None,
+        "Edge group IDs, colon-separated (auto-onboarding)",
+    ),
+    spec(
+        "PORTAINER_GROUP",
+        "environment-group",
+        K::Integer,
+        Some("0"),
+        "Environment group ID (auto-onboarding)",
+    ),
+    spec(
+        "PORTAINER_TAGS",
+        "tags",
+        K::IntegerList,
+        None,
+        "Tag IDs, colon-separated (auto-onboarding)",
+    ),
+    OptionSpec {
+        aliases: &["sslcert"],
+        ..spec(
+            "MTLS_SSL_CERT",
+            "mtlscert",
+            K::Text,
+            None,
+            "Client certificate for polling Portainer",
+        )
+    },
+    OptionSpec {
+        aliases: &["sslkey"],
+        ..spec(
+            "MTLS_SSL_KEY",
+            "mtlskey",
+            K::Text,
+            None,
+            "Private key of MTLS_SSL_CERT",
+        )
+    },
+    OptionSpec {
+        aliases: &["sslcacert"],
+        ..spec(
+            "MTLS_SSL_CA",
+            "mtlscacert",
+            K::Text,
+            None,
+            "CA bundle to verify Portainer",
+        )
+    },
+    spec(
+        "MTLS_CERT_RETRY_INTERVAL",
+        "certificate-retry-interval",
+        K::Duration,
+        Some("0"),
+        "Wait for the mTLS files at start, checking at this interval",
+    ),
+    spec(
+        "AWS_CLIENT_CERT",
+        "aws-cert",
+        K::Text,
+        Some("/certs/aws-client.crt"),
+        "IAM Roles Anywhere client certificate",
+    ),
+    spec(
+        "AWS_CLIENT_KEY",
+        "aws-key",
+        K::Text,
+        Some("/certs/aws-client.key"),
+        "IAM Roles Anywhere client key",
+    ),
+    spec(
+        "AWS_CLIENT_BUNDLE",
+        "aws-bundle",
+        K::Text,
+        None,
+        "IAM Roles Anywhere bundle",
+    ),
+    spec(
+        "AWS_ROLE_ARN",
+        "aws-role-arn",
+        K::Text,
+        None,
+        "IAM Roles Anywhere role ARN",
+    ),
+    spec(
+        "AWS_TRUST_ANCHOR_ARN",
+        "aws-trust-anchor-arn",
+        K::Text,
+        None,
+        "IAM Roles Anywhere trust anchor ARN",
+    ),
+    spec(
+        "AWS_PROFILE_ARN",
+        "aws-profile-arn",
+        K::Text,
+        None,
+        "IAM Roles Anywhere profile ARN",
+    ),
+    spec(
+        "AWS_REGION",
+        "aws-region",
+        K::Text,
+        None,
+        "IAM Roles Anywhere region",
+    ),
+];
+
+/// Where a raw value came from, so an error can name what the user typed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    Flag,
+    Environment,
+}
+
+/// The raw values a user gave, keyed by environment variable name. Options
+/// the user did not give are absent and take their default.
+#[derive(Debug, Clone, Default)]
+pub struct RawOptions {
+    values: BTreeMap<&'static str, (String, Source)>,
+}
+
+impl RawOptions {
+    pub fn new() -> Self {
+        RawOptions::default()
+    }
+
+    /// Records a value. `env` must be the `env` of an [`OptionSpec`].
+    pub fn set(&mut self, env: &'static str, value: impl Into<String>, source: Source) {
+        self.values.insert(env, (value.into(), source));
+    }
+
+    fn get(&self, env: &str) -> Option<(&str, Source)> {
+        self.values.get(env).map(|(v, s)| (v.as_str(), *s))
+    }
+}
+
+/// A value that does not fit its option. Displayed as one line naming the
+/// option, the value and what is expected.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OptionError {
+    pub env: &'static str,
+    pub flag: &'static str,
+    pub value: String,
+    pub source: Source,
+    pub expected: String,
+}
+
+impl fmt::Display for OptionError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.source {
+            Source::Environment => write!(f, "invalid value {:?} for {}", self.value, self.env)?,
+            Source::Flag => write!(
+                f,
+                "invalid value {:?} for --{} ({})",
+                self.value, self.flag, self.env
+            )?,
+        }
+        write!(f, ": expected {}", self.expected)
+    }
+}
+
+impl std::error::Error for OptionError {}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum LogLevel {
+    Error,
+    Warn,
+    Info,
+    Debug,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogMode {
+    Pretty,
+    NoColor,
+    Json,
+}
+
+/// Where the Docker engine listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DockerHost {
+    Unix { path: String },
+    Tcp { host: String, port: u16 },
+}
+
+impl fmt::Display for DockerHost {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DockerHost::Unix { path } => write!(f, "unix://{path}"),
+            DockerHost::Tcp { host, port } => write!(f, "tcp://{host}:{port}"),
+        }
+    }
+}
+
+impl DockerHost {
+    /// Parses `unix:///path` or `tcp://host:port` (a bare `host:port` is not
+    /// accepted, so a typo cannot silently mean something else).
+    pub fn parse(text: &str) -> Option<DockerHost> {
+        if let Some(path) = text.strip_prefix("unix://") {
+            return (path.starts_with('/') && path.len() > 1).then(|| DockerHost::Unix {
+                path: path.to_string(),
+            });
+        }
+        let address = text.strip_prefix("tcp://")?.trim_end_matches('/');
+        let (host, port) = address.rsplit_once(':')?;
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        let port: u16 = port.parse().ok()?;
+        if host.is_empty() || port == 0 || host.contains('/') {
+            return None;
+        }
+        Some(DockerHost::Tcp {
+            host: host.to_string(),
+            port,
+        })
+    }
+}
+
+/// Timeouts that bound every wait of a request's path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    pub connect: Duration,
+    pub header: Duration,
+    pub idle: Duration,
+    pub fanout: Duration,
+    pub shutdown: Duration,
+}
+
+/// The Edge options. Only parsed and validated so far.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EdgeOptions {
+    pub enabled: bool,
+    pub asynchronous: bool,
+    pub key: Option<String>,
+    pub id: Option<String>,
+    pub server_host: IpAddr,
+    pub server_port: u16,
+    pub inactivity_timeout: Duration,
+    pub insecure_poll: bool,
+    pub tunnel: bool,
+    pub https_proxy: Option<String>,
+    pub http_proxy: Option<String>,
+    pub groups: Vec<u64>,
+    pub environment_group: i64,
+    pub tags: Vec<u64>,
+    pub update_id: i64,
+}
+
+/// Client certificate options for polling Portainer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MtlsOptions {
+    pub cert: Option<String>,
+    pub key: Option<String>,
+    pub ca: Option<String>,
+    pub retry_interval: Duration,
+}
+
+/// IAM Roles Anywhere options, carried for Edge registries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AwsOptions {
+    pub client_cert: String,
+    pub client_key: String,
+    pub client_bundle: Option<String>,
+    pub role_arn: Option<String>,
+    pub trust_anchor_arn: Option<String>,
+    pub profile_arn: Option<String>,
+    pub region: Option<String>,
+}
+
+/// Checked options. Built only by [`Options::from_raw`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Options {
+    pub host: IpAddr,
+    pub port: u16,
+    pub secret: Option<String>,
+    pub secret_timeout: Duration,
+    pub cluster_addr: Option<String>,
+    pub cluster_probe_timeout: Duration,
+    pub cluster_probe_interval: Duration,
+    pub cluster_port: u16,
+    pub advertise_addr: Option<IpAddr>,
+    pub docker_host: DockerHost,
+    pub ssl_cert: Option<String>,
+    pub ssl_key: Option<String>,
+    pub timeouts: Timeouts,
+    pub facts_interval: Duration,
+    pub assets_path: String,
+    pub data_path: String,
+    pub log_level: LogLevel,
+    pub log_mode: LogMode,
+    pub edge: EdgeOptions,
+    pub mtls: MtlsOptions,
+    pub aws: AwsOptions,
+}
+
+/// Reads one option, applying its default, and reports a bad value with the
+/// option's names.
+struct Reader<'a> {
+    raw: &'a RawOptions,
+}
+
+impl Reader<'_> {
+    fn spec(env: &str) -> &'static OptionSpec {
+        OPTION_SPECS
+            .iter()
+            .find(|s| s.env == env)
+            .unwrap_or_else(|| panic!("{env} is not in OPTION_SPECS"))
+    }
+
+    /// The raw text and its source, or the default (sourced as environment).
+    fn text(&self, env: &str) -> Option<(String, Source)> {
+        let spec = Self::spec(env);
+        match self.raw.get(env) {
+            Some((value, source)) => Some((value.to_string(), source)),
+            None => spec.default.map(|d| (d.to_string(), Source::Environment)),
+        }
+    }
+
+    fn optional_text(&self, env: &str) -> Option<String> {
+        self.text(env).map(|(v, _)| v).filter(|v| !v.is_empty())
+    }
+
+    fn required_text(&self, env: &str) -> String {
+        self.optional_text(env).unwrap_or_default()
+    }
+
+    fn parsed<T>(
+        &self,
+        env: &str,
+        expected: &str,
+        parse: impl Fn(&str) -> Option<T>,
+    ) -> Result<Option<T>, OptionError> {
+        let Some((value, source)) = self.text(env) else {
+            return Ok(None);
+        };
+        if value.is_empty() && Self::spec(env).default.is_none() {
+            return Ok(None);
+        }
+        match parse(&value) {
+            Some(parsed) => Ok(Some(parsed)),
+            None => {
+                let spec = Self::spec(env);
+                Err(OptionError {
+                    env: spec.env,
+                    flag: spec.flag,
+                    value,
+                    source,
+                    expected: expected.to_string(),
+                })
+            }
+        }
+    }
+
+    /// For options that have a default, so a value is always there.
+    fn with_default<T>(
+        &self,
+        env: &str,
+        expected: &str,
+        parse: impl Fn(&str) -> Option<T>,
+    ) -> Result<T, OptionError> {
+        Ok(self
+            .parsed(env, expected, parse)?
+            .unwrap_or_else(|| panic!("{env} has no default")))
+    }
+
+    fn duration(&self, env: &str) -> Result<Duration, OptionError> {
+        self.with_default(env, EXPECT_DURATION, parse_go_duration)
+    }
+
+    fn port(&self, env: &str) -> Result<u16, OptionError> {
+        self.with_default(env, EXPECT_PORT, |v| v.parse::<u16>().ok())
+    }
+
+    fn ip(&self, env: &str) -> Result<Option<IpAddr>, OptionError> {
+        self.parsed(env, EXPECT_IP, |v| v.parse::<IpAddr>().ok())
+    }
+
+    fn flag(&self, env: &str) -> Result<bool, OptionError> {
+        self.with_default(env, EXPECT_FLAG, parse_go_bool)
+    }
+
+    fn integer(&self, env: &str) -> Result<i64, OptionError> {
+        self.with_default(env, EXPECT_INTEGER, |v| v.parse::<i64>().ok())
+    }
+
+    fn integer_list(&self, env: &str) -> Result<Vec<u64>, OptionError> {
+        Ok(self
+            .parsed(env, EXPECT_INTEGER_LIST, parse_integer_list)?
+            .unwrap_or_default())
+    }
+}
+
+const EXPECT_DURATION: &str = "a duration such as 72h, 30m, 10s or 500ms";
+const EXPECT_PORT: &str = "a port number from 0 to 65535";
+const EXPECT_IP: &str = "an IP address such as 0.0.0.0 or 10.0.0.5 (not a host name)";
+const EXPECT_FLAG: &str = "a boolean: 1, true, 0 or false";
+const EXPECT_INTEGER: &str = "a whole number";
+const EXPECT_INTEGER_LIST: &str = "whole numbers separated by colons, such as 1:4:7";
+const EXPECT_LOG_LEVEL: &str = "one of ERROR, WARN, INFO, DEBUG (any case)";
+const EXPECT_LOG_MODE: &str = "one of PRETTY, NOCOLOR, JSON (any case)";
+const EXPECT_DOCKER_HOST: &str = "unix:///path/to/docker.sock or tcp://host:port";
+
+/// Go's `strconv.ParseBool`, case-insensitive.
+fn parse_go_bool(text: &str) -> Option<bool> {
+    match text.to_ascii_lowercase().as_str() {
+        "1" | "t" | "true" => Some(true),
+        "0" | "f" | "false" => Some(false),
+        _ => None,
+    }
+}
+
+fn parse_integer_list(text: &str) -> Option<Vec<u64>> {
+    text.split(':')
+        .map(|part| part.parse::<u64>().ok())
+        .collect()
+}
+
+fn parse_log_level(text: &str) -> Option<LogLevel> {
+    match text.to_ascii_uppercase().as_str() {
+        "ERROR" => Some(LogLevel::Error),
+        "WARN" => Some(LogLevel::Warn),
+        "INFO" => Some(LogLevel::Info),
+        "DEBUG" => Some(LogLevel::Debug),
+        _ => None,
+    }
+}
+
+fn parse_log_mode(text: &str) -> Option<LogMode> {
+    match text.to_ascii_uppercase().as_str() {
+        "PRETTY" => Some(LogMode::Pretty),
+        "NOCOLOR" => Some(LogMode::NoColor),
+        "JSON" => Some(LogMode::Json),
+        _ => None,
+    }
+}
+
+impl Options {
+    /// Validates every option. The first bad value is reported.
+    ///
+    /// # Errors
+    /// An [`OptionError`] naming the option, the value and what it expects.
+    pub fn from_raw(raw: &RawOptions) -> Result<Options, OptionError> {
+        let r = Reader { raw };
+        let edge = EdgeOptions {
+            enabled: r.flag("EDGE")?,
+            asynchronous: r.flag("EDGE_ASYNC")?,
+            key: r.optional_text("EDGE_KEY"),
+            id: r.optional_text("EDGE_ID"),
+            server_host: r
+                .ip("EDGE_SERVER_HOST")?
+                .expect("EDGE_SERVER_HOST has a default"),
+            server_port: r.port("EDGE_SERVER_PORT")?,
+            inactivity_timeout: r.duration("EDGE_INACTIVITY_TIMEOUT")?,
+            insecure_poll: r.flag("EDGE_INSECURE_POLL")?,
+            tunnel: r.flag("EDGE_TUNNEL")?,
+            https_proxy: r.optional_text("HTTPS_PROXY"),
+            http_proxy: r.optional_text("HTTP_PROXY"),
+            groups: r.integer_list("EDGE_GROUPS")?,
+            environment_group: r.integer("PORTAINER_GROUP")?,
+            tags: r.integer_list("PORTAINER_TAGS")?,
+            update_id: r.integer("UPDATE_ID")?,
+        };
+        if edge.asynchronous && !edge.enabled {
+            let spec = Reader::spec("EDGE_ASYNC");
+            return Err(OptionError {
+                env: spec.env,
+                flag: spec.flag,
+                value: r.required_text("EDGE_ASYNC"),
+                source: r.text("EDGE_ASYNC").map_or(Source::Environment, |(_, s)| s),
+                expected: "EDGE=1 as well: async mode is an Edge mode".to_string(),
+            });
+        }
+        let options = Options {
+            host: r.ip("AGENT_HOST")?.expect("AGENT_HOST has a default"),
+            port: r.port("AGENT_PORT")?,
+            secret: r.optional_text("AGENT_SECRET"),
+            secret_timeout: r.duration("AGENT_SECRET_TIMEOUT")?,
+            cluster_addr: r.optional_text("AGENT_CLUSTER_ADDR"),
+            cluster_probe_timeout: r.duration("AGENT_CLUSTER_PROBE_TIMEOUT")?,
+            cluster_probe_interval: r.duration("AGENT_CLUSTER_PROBE_INTERVAL")?,
+            cluster_port: r.port("AGENT_CLUSTER_PORT")?,
+            advertise_addr: r.ip("AGENT_ADVERTISE_ADDR")?,
+            docker_host: r.with_default("DOCKER_HOST", EXPECT_DOCKER_HOST, DockerHost::parse)?,
+            ssl_cert: r.optional_text("SSL_CERT"),
+            ssl_key: r.optional_text("SSL_KEY"),
+            timeouts: Timeouts {
+                connect: r.duration("AGENT_CONNECT_TIMEOUT")?,
+                header: r.duration("AGENT_HEADER_TIMEOUT")?,
+                idle: r.duration("AGENT_IDLE_TIMEOUT")?,
+                fanout: r.duration("AGENT_FANOUT_TIMEOUT")?,
+                shutdown: r.duration("AGENT_SHUTDOWN_TIMEOUT")?,
+            },
+            facts_interval: r.duration("AGENT_FACTS_INTERVAL")?,
+            assets_path: r.required_text("ASSETS_PATH"),
+            data_path: r.required_text("DATA_PATH"),
+            log_level: r.with_default("LOG_LEVEL", EXPECT_LOG_LEVEL, parse_log_level)?,
+            log_mode: r.with_default("LOG_MODE", EXPECT_LOG_MODE, parse_log_mode)?,
+            edge,
+            mtls: MtlsOptions {
+                cert: r.optional_text("MTLS_SSL_CERT"),
+                key: r.optional_text("MTLS_SSL_KEY"),
+                ca: r.optional_text("MTLS_SSL_CA"),
+                retry_interval: r.duration("MTLS_CERT_RETRY_INTERVAL")?,
+            },
+            aws: AwsOptions {
+                client_cert: r.required_text("AWS_CLIENT_CERT"),
+                client_key: r.required_text("AWS_CLIENT_KEY"),
+                client_bundle: r.optional_text("AWS_CLIENT_BUNDLE"),
+                role_arn: r.optional_text("AWS_ROLE_ARN"),
+                trust_anchor_arn: r.optional_text("AWS_TRUST_ANCHOR_ARN"),
+                profile_arn: r.optional_text("AWS_PROFILE_ARN"),
+                region: r.optional_text("AWS_REGION"),
+            },
+        };
+        options.check_pairs()?;
+        Ok(options)
+    }
+
+    /// Rules that involve two options at once.
+    fn check_pairs(&self) -> Result<(), OptionError> {
+        let zero_rules = [
+            ("AGENT_CONNECT_TIMEOUT", self.timeouts.connect),
+            ("AGENT_HEADER_TIMEOUT", self.timeouts.header),
+            ("AGENT_IDLE_TIMEOUT", self.timeouts.idle),
+            ("AGENT_FANOUT_TIMEOUT", self.timeouts.fanout),
+            ("AGENT_FACTS_INTERVAL", self.facts_interval),
+        ];
+        for (env, value) in zero_rules {
+            if value.is_zero() {
+                return Err(pair_error(env, "0", "a duration greater than zero"));
+            }
+        }
+        match (&self.ssl_cert, &self.ssl_key) {
+            (Some(_), None) => Err(pair_error(
+                "SSL_KEY",
+                "",
+                "a key file, since SSL_CERT is set",
+            )),
+            (None, Some(_)) => Err(pair_error(
+                "SSL_CERT",
+                "",
+                "a certificate file, since SSL_KEY is set",
+            )),
+            _ => Ok(()),
+        }
+    }
+}
+
+fn pair_error(env: &'static str, value: &str, expected: &str) -> OptionError {
+    let spec = Reader::spec(env);
+    OptionError {
+        env: spec.env,
+        flag: spec.flag,
+        value: value.to_string(),
+        source: Source::Environment,
+        expected: expected.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(pairs: &[(&'static str, &str)]) -> Result<Options, OptionError> {
+        let mut raw = RawOptions::new();
+        for (env, value) in pairs {
+            raw.set(env, *value, Source::Environment);
+        }
+        Options::from_raw(&raw)
+    }
+
+    #[test]
+    fn defaults_match_the_reference() {
+        let options = check(&[]).unwrap();
+        assert_eq!(options.host.to_string(), "0.0.0.0");
+        assert_eq!(options.port, 9001);
+        assert_eq!(options.secret, None);
+        assert_eq!(options.secret_timeout, Duration::from_secs(72 * 3600));
+        assert_eq!(options.cluster_probe_timeout, Duration::from_millis(500));
+        assert_eq!(options.cluster_probe_interval, Duration::from_secs(1));
+        assert_eq!(options.cluster_port, 7946);
+        assert_eq!(options.data_path, "/data");
+        assert_eq!(options.assets_path, "/app");
+        assert_eq!(options.log_level, LogLevel::Info);
+        assert_eq!(options.log_mode, LogMode::Pretty);
+        assert_eq!(
+            options.docker_host,
+            DockerHost::Unix {
+                path: "/var/run/docker.sock".into()
+            }
+        );
+        assert!(!options.edge.enabled);
+        assert!(options.edge.tunnel);
+        assert_eq!(options.edge.server_port, 80);
+        assert_eq!(options.edge.inactivity_timeout, Duration::from_secs(300));
+        assert_eq!(options.aws.client_cert, "/certs/aws-client.crt");
+    }
+
+    #[test]
+    fn bad_values_name_variable_value_and_expectation() {
+        let cases = [
+            ("AGENT_PORT", "abc", "a port number"),
+            ("AGENT_PORT", "70000", "a port number"),
+            ("AGENT_SECRET_TIMEOUT", "3 days", "a duration"),
+            ("LOG_LEVEL", "loud", "one of ERROR"),
+            ("LOG_MODE", "fancy", "one of PRETTY"),
+            ("AGENT_HOST", "localhost", "an IP address"),
+            ("EDGE", "maybe", "a boolean"),
+            ("EDGE_GROUPS", "1:x", "colons"),
+            ("UPDATE_ID", "1.5", "a whole number"),
+            ("DOCKER_HOST", "/var/run/docker.sock", "unix:///"),
+            ("DOCKER_HOST", "tcp://host", "unix:///"),
+            ("AGENT_CONNECT_TIMEOUT", "0", "greater than zero"),
+        ];
+        for (env, value, expected) in cases {
+            let error = check(&[(env, value)]).unwrap_err();
+            let line = error.to_string();
+            assert_eq!(error.env, env);
+            assert!(line.contains(env), "{line}");
+            assert!(
+                line.contains(&format!("{value:?}")) || value == "0",
+                "{line}"
+            );
+            assert!(line.contains(expected), "{line}");
+            assert!(!line.contains('\n'));
+        }
+    }
+
+    #[test]
+    fn flag_errors_name_the_flag_too() {
+        let mut raw = RawOptions::new();
+        raw.set("AGENT_PORT", "x", Source::Flag);
+        let line = Options::from_raw(&raw).unwrap_err().to_string();
+        assert!(
+            line.contains("--port") && line.contains("AGENT_PORT"),
+            "{line}"
+        );
+    }
+
+    #[test]
+    fn log_level_and_mode_accept_any_case() {
+        let options = check(&[("LOG_LEVEL", "debug"), ("LOG_MODE", "json")]).unwrap();
+        assert_eq!(options.log_level, LogLevel::Debug);
+        assert_eq!(options.log_mode, LogMode::Json);
+        assert_eq!(
+            check(&[("LOG_LEVEL", "Warn")]).unwrap().log_level,
+            LogLevel::Warn
+        );
+    }
+
+    #[test]
+    fn edge_async_needs_edge() {
+        let error = check(&[("EDGE_ASYNC", "1")]).unwrap_err();
+        assert_eq!(error.env, "EDGE_ASYNC");
+        assert!(check(&[("EDGE_ASYNC", "true"), ("EDGE", "1")]).is_ok());
+    }
+
+    #[test]
+    fn ssl_files_come_in_pairs() {
+        assert_eq!(check(&[("SSL_CERT", "/c.pem")]).unwrap_err().env, "SSL_KEY");
+        assert_eq!(check(&[("SSL_KEY", "/k.pem")]).unwrap_err().env, "SSL_CERT");
+        assert!(check(&[("SSL_CERT", "/c"), ("SSL_KEY", "/k")]).is_ok());
+    }
+
+    #[test]
+    fn docker_host_forms() {
+        assert_eq!(
+            DockerHost::parse("tcp://127.0.0.1:2375"),
+            Some(DockerHost::Tcp {
+                host: "127.0.0.1".into(),
+                port: 2375
+            })
+        );
+        assert_eq!(
+            DockerHost::parse("tcp://[::1]:2375"),
+            Some(DockerHost::Tcp {
+                host: "::1".into(),
+                port: 2375
+            })
+        );
+        assert_eq!(
+            DockerHost::parse("unix:///tmp/d.sock").unwrap().to_string(),
+            "unix:///tmp/d.sock"
+        );
+        for bad in [
+            "unix://",
+            "unix://relative",
+            "tcp://:1",
+            "tcp://h:0",
+            "http://h:1",
+            "",
+        ] {
+            assert_eq!(DockerHost::parse(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn lists_and_flags_parse() {
+        let options = check(&[
+            ("EDGE_GROUPS", "1:4:7"),
+            ("EDGE_TUNNEL", "FALSE"),
+            ("AGENT_ADVERTISE_ADDR", "10.0.0.5"),
+            ("AGENT_SECRET", ""),
+        ])
+        .unwrap();
+        assert_eq!(options.edge.groups, vec![1, 4, 7]);
+        assert!(!options.edge.tunnel);
+        assert_eq!(options.advertise_addr, Some("10.0.0.5".parse().unwrap()));
+        assert_eq!(options.secret, None, "an empty secret is no secret");
+    }
+
+    #[test]
+    fn every_spec_has_unique_names() {
+        let mut names = std::collections::BTreeSet::new();
+        for spec in OPTION_SPECS {
+            assert!(names.insert(spec.env), "{}", spec.env);
+            assert!(names.insert(spec.flag), "{}", spec.flag);
+        }
+    }
+}

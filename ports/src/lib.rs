@@ -1,0 +1,14 @@
+//! berth's ports: the traits the application drives and the adapters
+//! implement, each beside the error type it returns.
+//!
+//! Ports are `Clone + Send + Sync + 'static`, and their methods return
+//! `impl Future<…> + Send`, so a service can be generic over them and be
+//! tested with in-memory fakes.
+
+pub mod body;
+pub mod docker_engine;
+pub mod request_handler;
+
+pub use body::{empty_body, full_body, Body, BoxError};
+pub use docker_engine::{DockerEngine, EngineError};
+pub use request_handler::RequestHandler;

@@ -1,0 +1,76 @@
+# shellcheck shell=bash
+# Starts and stops a private Docker engine for berth's tests. Source this
+# file, then call `engine_start DIR` and `engine_stop DIR`.
+#
+# The engine gets its own socket, data root, exec root and pid file under
+# DIR, so it never touches a system engine, and is stopped by its own PID.
+
+engine_install() {
+  local missing=()
+  command -v dockerd >/dev/null 2>&1 || missing+=(docker.io)
+  [ -x /bin/busybox ] && /bin/busybox --list 2>/dev/null | grep -qx sh || missing+=(busybox-static)
+  dpkg -s busybox-static >/dev/null 2>&1 || missing+=(busybox-static)
+  if [ ${#missing[@]} -gt 0 ]; then
+    echo "installing ${missing[*]} from Debian" >&2
+    apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}" >/dev/null
+  fi
+}
+
+# The Debian client speaks API 1.41 like the engine; any other docker CLI
+# on PATH (a newer one under /usr/local) may not.
+engine_cli() {
+  if [ -x /usr/bin/docker ]; then echo /usr/bin/docker; else command -v docker; fi
+}
+
+engine_start() {
+  local dir=$1
+  mkdir -p "$dir"
+  DOCKER_SERVICE_PREFER_OFFLINE_IMAGE=1 setsid dockerd \
+    --host "unix://$dir/docker.sock" \
+    --data-root "$dir/data" \
+    --exec-root "$dir/exec" \
+    --pidfile "$dir/dockerd.pid" \
+    --iptables=false --ip-forward=false \
+    >"$dir/dockerd.log" 2>&1 &
+  echo $! >"$dir/dockerd.started-pid"
+  local cli i
+  cli=$(engine_cli)
+  for i in $(seq 1 150); do
+    if "$cli" -H "unix://$dir/docker.sock" version >/dev/null 2>&1; then
+      return 0
+    fi
+    if ! kill -0 "$(cat "$dir/dockerd.started-pid")" 2>/dev/null; then
+      echo "dockerd exited; its log:" >&2
+      tail -20 "$dir/dockerd.log" >&2
+      return 1
+    fi
+    sleep 0.2
+  done
+  echo "dockerd did not answer within 30s; its log:" >&2
+  tail -20 "$dir/dockerd.log" >&2
+  return 1
+}
+
+# Imports a tiny image (busybox and a few links) as berth-test/busybox.
+engine_import_busybox() {
+  local dir=$1 cli rootfs
+  cli=$(engine_cli)
+  rootfs=$(mktemp -d)
+  mkdir -p "$rootfs/bin"
+  cp /bin/busybox "$rootfs/bin/busybox"
+  for applet in sh cat echo sleep ls true seq head wc; do ln -s busybox "$rootfs/bin/$applet"; done
+  tar -C "$rootfs" -c . | "$cli" -H "unix://$dir/docker.sock" import -c 'CMD ["/bin/sh"]' - berth-test/busybox:latest >/dev/null
+  rm -rf "$rootfs"
+}
+
+engine_stop() {
+  local dir=$1 pid i
+  pid=$(cat "$dir/dockerd.started-pid" 2>/dev/null) || return 0
+  kill -TERM "$pid" 2>/dev/null || return 0
+  # dockerd stops its containers first, which can take a while.
+  for i in $(seq 1 300); do
+    kill -0 "$pid" 2>/dev/null || return 0
+    sleep 0.1
+  done
+  kill -KILL "$pid" 2>/dev/null
+}

@@ -1,0 +1,19 @@
+//! berth's application layer: the use cases, generic over the ports, and
+//! the pieces `main.rs` wires together.
+//!
+//! - [`agent`]: the request handler: asks the domain where a request goes
+//!   and executes the answer.
+//! - [`proxy`]: the one proxy core: forwards a request to an engine with
+//!   bodies streamed both ways and upgrades spliced.
+//! - [`responses`]: Portainer-shaped answers and the common headers.
+//! - [`facts`]: keeps the engine facts fresh.
+//! - [`cli`] and [`logging`]: options from flags and environment, tracing.
+
+pub mod agent;
+pub mod cli;
+pub mod facts;
+pub mod logging;
+pub mod proxy;
+pub mod responses;
+
+pub use agent::Agent;

@@ -1,0 +1,240 @@
+//! Contract tests: the application layer against a fake engine that
+//! replays answers recorded from the real engine (Docker 20.10, API 1.41).
+//! No socket is involved.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use berth::Agent;
+use berth_adapters::docker::facts_from_info;
+use berth_domain::engine::{EngineFacts, SwarmRole};
+use berth_ports::{full_body, Body, RequestHandler};
+use bollard::models::{Node, SystemInfo};
+use http::{Request, Response};
+use http_body_util::BodyExt;
+use support::fake_engine::FakeEngine;
+use support::fixtures::{load, recorded_requests};
+use tokio::sync::watch;
+
+fn standalone_facts() -> EngineFacts {
+    let info: SystemInfo = serde_json::from_slice(&load("info").body).unwrap();
+    facts_from_info(&info, None)
+}
+
+fn agent(engine: FakeEngine) -> Agent<FakeEngine> {
+    // A receiver keeps the last value after its sender is gone.
+    let (_, receiver) = watch::channel(Arc::new(standalone_facts()));
+    Agent::new(engine, receiver)
+}
+
+fn peer() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 40000))
+}
+
+async fn call(
+    agent: &Agent<FakeEngine>,
+    method: &str,
+    uri: &str,
+    headers: &[(&str, &str)],
+) -> (Response<()>, Vec<u8>) {
+    let mut builder = Request::builder().method(method).uri(uri);
+    for (name, value) in headers {
+        builder = builder.header(*name, *value);
+    }
+    let request: Request<Body> = builder.body(full_body("")).unwrap();
+    let response = agent.handle(request, peer()).await;
+    let (parts, body) = response.into_parts();
+    let bytes = body.collect().await.unwrap().to_bytes().to_vec();
+    (Response::from_parts(parts, ()), bytes)
+}
+
+fn assert_portainer_headers(response: &Response<()>) {
+    assert_eq!(response.headers()["portainer-agent"], "2.23.0");
+    assert_eq!(response.headers()["portainer-agent-api-version"], "2");
+    assert_eq!(response.headers()["portainer-agent-platform"], "1");
+}
+
+/// Every recorded engine answer comes back through berth unchanged:
+/// status, body and Docker's headers, plus the Portainer headers.
+#[tokio::test]
+async fn recorded_answers_pass_through_unchanged() {
+    let requests: Vec<_> = recorded_requests()
+        .into_iter()
+        .filter(|(name, _, _)| !name.starts_with("swarm-"))
+        .collect();
+    let answers = requests
+        .iter()
+        .map(|(name, method, path)| ((method.as_str(), path.as_str()), load(name)))
+        .collect();
+    let engine = FakeEngine::replaying(answers);
+    let agent = agent(engine.clone());
+    for (name, method, path) in &requests {
+        let recorded = load(name);
+        let (response, body) = call(&agent, method, path, &[]).await;
+        assert_eq!(response.status().as_u16(), recorded.status, "{name}");
+        assert_eq!(body, recorded.body, "{name}");
+        for docker_header in [
+            "Api-Version",
+            "Content-Type",
+            "Docker-Experimental",
+            "Ostype",
+            "Server",
+        ] {
+            assert_eq!(
+                response
+                    .headers()
+                    .get(docker_header)
+                    .map(|v| v.to_str().unwrap()),
+                recorded.header(docker_header),
+                "{name}: {docker_header}"
+            );
+        }
+        assert_portainer_headers(&response);
+    }
+    // The engine saw the paths the client sent, version prefix included.
+    let seen: Vec<String> = engine.seen().into_iter().map(|r| r.uri).collect();
+    let sent: Vec<String> = requests.iter().map(|(_, _, path)| path.clone()).collect();
+    assert_eq!(seen, sent);
+}
+
+#[tokio::test]
+async fn engine_errors_are_relayed_not_rewritten() {
+    let engine = FakeEngine::replaying(vec![
+        (
+            ("GET", "/v1.41/containers/does-not-exist/json"),
+            load("container-missing"),
+        ),
+        (("GET", "/v9.99/version"), load("api-too-new")),
+    ]);
+    let agent = agent(engine);
+    let (response, body) = call(&agent, "GET", "/v1.41/containers/does-not-exist/json", &[]).await;
+    assert_eq!(response.status(), 404);
+    let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert!(json["message"]
+        .as_str()
+        .unwrap()
+        .contains("No such container"));
+    let (response, _) = call(&agent, "GET", "/v9.99/version", &[]).await;
+    assert_eq!(response.status(), 400);
+}
+
+#[tokio::test]
+async fn unreachable_engine_is_a_502_naming_the_socket() {
+    let agent = agent(FakeEngine::unreachable());
+    let (response, body) = call(&agent, "GET", "/v1.41/version", &[]).await;
+    assert_eq!(response.status(), 502);
+    assert_eq!(response.headers()["content-type"], "application/json");
+    assert_portainer_headers(&response);
+    let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert!(
+        json["message"]
+            .as_str()
+            .unwrap()
+            .contains("unix:///fake/docker.sock"),
+        "{json}"
+    );
+    assert_eq!(json["details"], "Connect: no such file or directory");
+}
+
+#[tokio::test]
+async fn agent_routes_answer_without_the_engine() {
+    let engine = FakeEngine::unreachable();
+    let agent = agent(engine.clone());
+    let (response, body) = call(&agent, "GET", "/ping", &[]).await;
+    assert_eq!(response.status(), 204);
+    assert!(body.is_empty());
+    assert_portainer_headers(&response);
+
+    let (response, body) = call(&agent, "GET", "/v2/agents", &[]).await;
+    assert_eq!(response.status(), 503);
+    assert_portainer_headers(&response);
+    let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(json["details"], "Agent management is disabled");
+
+    let (response, body) = call(&agent, "GET", "/pingfoo", &[]).await;
+    assert_eq!(response.status(), 404);
+    assert_eq!(body, b"404 page not found\n");
+    assert_portainer_headers(&response);
+
+    let (response, body) = call(&agent, "POST", "/ping", &[]).await;
+    assert_eq!(response.status(), 405);
+    assert!(body.is_empty());
+
+    let (response, _) = call(&agent, "GET", "/key", &[]).await;
+    assert!(
+        response.headers().get("portainer-agent").is_none(),
+        "/key carries no common headers"
+    );
+}
+
+#[tokio::test]
+async fn malformed_targets_are_a_400() {
+    let agent = agent(FakeEngine::unreachable());
+    for uri in ["http://other.example/v1.41/version", "*"] {
+        let (response, body) = call(&agent, "GET", uri, &[]).await;
+        assert_eq!(response.status(), 400, "{uri}");
+        let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(json["message"], "Invalid request");
+        assert_portainer_headers(&response);
+    }
+    let (response, _) = call(&agent, "CONNECT", "/", &[]).await;
+    assert_eq!(response.status(), 400);
+}
+
+#[tokio::test]
+async fn hop_by_hop_headers_stay_on_their_hop() {
+    let engine = FakeEngine::replaying(vec![(("GET", "/_ping"), load("ping"))]);
+    let agent = agent(engine.clone());
+    let headers = [
+        ("connection", "keep-alive, x-hop"),
+        ("x-hop", "1"),
+        ("te", "trailers"),
+        ("x-portaineragent-target", "ignored-on-standalone"),
+        ("x-registry-auth", "e30="),
+    ];
+    let (response, _) = call(&agent, "GET", "/_ping", &headers).await;
+    assert_eq!(response.status(), 200);
+    let seen = &engine.seen()[0];
+    for gone in ["connection", "x-hop", "te"] {
+        assert!(
+            !seen.headers.contains_key(gone),
+            "{gone} reached the engine"
+        );
+    }
+    assert_eq!(seen.headers["x-registry-auth"], "e30=");
+    assert_eq!(
+        seen.headers["x-portaineragent-target"],
+        "ignored-on-standalone"
+    );
+}
+
+#[test]
+fn recorded_info_gives_standalone_facts() {
+    let facts = standalone_facts();
+    let info: serde_json::Value = load("info").json();
+    assert_eq!(facts.node_name, info["Name"].as_str().unwrap());
+    assert_eq!(facts.role, SwarmRole::Standalone);
+    assert!(facts.node_id.is_empty());
+    assert_eq!(facts.engine_version, "20.10.24+dfsg1");
+}
+
+#[test]
+fn recorded_swarm_info_gives_leader_manager_facts() {
+    let info: SystemInfo = serde_json::from_slice(&load("swarm-info").body).unwrap();
+    let node: Node = serde_json::from_slice(&load("swarm-node").body).unwrap();
+    let facts = facts_from_info(&info, Some(&node));
+    assert_eq!(facts.role, SwarmRole::Manager { leader: true });
+    assert_eq!(
+        facts.node_id,
+        load("swarm-info").json()["Swarm"]["NodeID"]
+            .as_str()
+            .unwrap()
+    );
+    // A manager whose node could not be inspected is not taken for the leader.
+    assert_eq!(
+        facts_from_info(&info, None).role,
+        SwarmRole::Manager { leader: false }
+    );
+}

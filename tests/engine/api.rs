@@ -1,0 +1,310 @@
+//! The Docker API through berth, against the real engine.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::Request;
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::Frame;
+use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::support::client::{berth_sender, request, Target};
+use crate::{berth_for_engine, unique, IMAGE};
+
+/// Splits Docker's multiplexed stream (8-byte frame headers) into stdout text.
+pub fn demultiplex(mut bytes: &[u8]) -> String {
+    let mut out = Vec::new();
+    while bytes.len() >= 8 {
+        let size = u32::from_be_bytes([bytes[4], bytes[5], bytes[6], bytes[7]]) as usize;
+        let end = (8 + size).min(bytes.len());
+        out.extend_from_slice(&bytes[8..end]);
+        bytes = &bytes[end..];
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+async fn create_container(target: &Target, name: &str, cmd: &[&str]) -> String {
+    let body = json!({"Image": IMAGE, "Cmd": cmd, "OpenStdin": true}).to_string();
+    let (status, created) = target
+        .json(
+            "POST",
+            &format!("/v1.41/containers/create?name={name}"),
+            &body,
+        )
+        .await;
+    assert_eq!(status, 201, "{created}");
+    created["Id"].as_str().unwrap().to_string()
+}
+
+async fn remove_container(target: &Target, id: &str) {
+    let (response, _) = target
+        .fetch("DELETE", &format!("/v1.41/containers/{id}?force=1"), "")
+        .await;
+    assert!(response.status() == 204 || response.status() == 404);
+}
+
+#[tokio::test]
+async fn version_and_info_come_from_the_engine() {
+    let Some((berth, _)) = berth_for_engine() else {
+        return;
+    };
+    let target = Target::Berth(berth.addr);
+    let (response, body) = target.fetch("GET", "/v1.41/version", "").await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["portainer-agent"], "2.23.0");
+    assert_eq!(response.headers()["api-version"], "1.41");
+    let version: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(version["ApiVersion"], "1.41");
+    let (status, info) = target.json("GET", "/info", "").await;
+    assert_eq!(status, 200);
+    assert!(info["Name"].as_str().is_some_and(|name| !name.is_empty()));
+}
+
+#[tokio::test]
+async fn container_lifecycle() {
+    let Some((berth, _)) = berth_for_engine() else {
+        return;
+    };
+    let target = Target::Berth(berth.addr);
+    let name = unique("lifecycle");
+    let id = create_container(
+        &target,
+        &name,
+        &["sh", "-c", "echo hello-lifecycle; sleep 300"],
+    )
+    .await;
+
+    let (response, _) = target
+        .fetch("POST", &format!("/v1.41/containers/{id}/start"), "")
+        .await;
+    assert_eq!(response.status(), 204);
+    let (status, inspected) = target
+        .json("GET", &format!("/v1.41/containers/{name}/json"), "")
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(inspected["State"]["Running"], true);
+    assert_eq!(inspected["Id"], id.as_str());
+
+    let (response, _) = target
+        .fetch("POST", &format!("/v1.41/containers/{id}/stop?t=0"), "")
+        .await;
+    assert_eq!(response.status(), 204);
+    let (response, logs) = target
+        .fetch("GET", &format!("/v1.41/containers/{id}/logs?stdout=1"), "")
+        .await;
+    assert_eq!(response.status(), 200);
+    assert!(demultiplex(&logs).contains("hello-lifecycle"));
+
+    let (response, _) = target
+        .fetch("DELETE", &format!("/v1.41/containers/{id}"), "")
+        .await;
+    assert_eq!(response.status(), 204);
+    let (status, _) = target
+        .json("GET", &format!("/v1.41/containers/{id}/json"), "")
+        .await;
+    assert_eq!(status, 404);
+}
+
+/// The first line of a followed log arrives while the container still runs:
+/// nothing waits for the stream to end.
+#[tokio::test]
+async fn followed_log_streams_before_the_container_exits() {
+    let Some((berth, _)) = berth_for_engine() else {
+        return;
+    };
+    let target = Target::Berth(berth.addr);
+    let id = create_container(
+        &target,
+        &unique("follow"),
+        &["sh", "-c", "echo first-line; sleep 300"],
+    )
+    .await;
+    let (response, _) = target
+        .fetch("POST", &format!("/v1.41/containers/{id}/start"), "")
+        .await;
+    assert_eq!(response.status(), 204);
+
+    let response = target
+        .send(request(
+            "GET",
+            &format!("/v1.41/containers/{id}/logs?follow=1&stdout=1"),
+            "",
+        ))
+        .await;
+    assert_eq!(response.status(), 200);
+    let mut body = response.into_body();
+    let mut received = Vec::new();
+    while !demultiplex(&received).contains("first-line") {
+        let frame = tokio::time::timeout(Duration::from_secs(30), body.frame())
+            .await
+            .expect("the first log line within 30s")
+            .expect("the stream is open")
+            .expect("a frame");
+        if let Ok(data) = frame.into_data() {
+            received.extend_from_slice(&data);
+        }
+    }
+    let (_, inspected) = target
+        .json("GET", &format!("/v1.41/containers/{id}/json"), "")
+        .await;
+    assert_eq!(
+        inspected["State"]["Running"], true,
+        "the line came before the container ended"
+    );
+    remove_container(&target, &id).await;
+}
+
+/// `docker exec -i` with stdin: the upgraded connection carries input to
+/// the process, and closing our write side ends its input while its output
+/// still comes back.
+#[tokio::test]
+async fn exec_with_stdin_over_an_upgraded_connection() {
+    let Some((berth, _)) = berth_for_engine() else {
+        return;
+    };
+    let target = Target::Berth(berth.addr);
+    let id = create_container(&target, &unique("exec"), &["sleep", "300"]).await;
+    let (response, _) = target
+        .fetch("POST", &format!("/v1.41/containers/{id}/start"), "")
+        .await;
+    assert_eq!(response.status(), 204);
+    let exec_body =
+        json!({"AttachStdin": true, "AttachStdout": true, "AttachStderr": true, "Cmd": ["cat"]});
+    let (status, exec) = target
+        .json(
+            "POST",
+            &format!("/v1.41/containers/{id}/exec"),
+            &exec_body.to_string(),
+        )
+        .await;
+    assert_eq!(status, 201);
+    let exec_id = exec["Id"].as_str().unwrap();
+
+    let start = Request::post(format!("/v1.41/exec/{exec_id}/start"))
+        .header("host", "docker")
+        .header("content-type", "application/json")
+        .header("connection", "Upgrade")
+        .header("upgrade", "tcp")
+        .body(Full::new(Bytes::from(r#"{"Detach":false,"Tty":false}"#)))
+        .unwrap();
+    let mut sender = target.connect().await;
+    let response = sender.send_request(start).await.unwrap();
+    assert_eq!(response.status(), 101);
+    assert_eq!(response.headers()["portainer-agent"], "2.23.0");
+    let upgraded = hyper::upgrade::on(response)
+        .await
+        .expect("an upgraded connection");
+    let mut stream = hyper_util::rt::TokioIo::new(upgraded);
+    stream.write_all(b"through-the-splice\n").await.unwrap();
+    stream.shutdown().await.unwrap();
+    let mut output = Vec::new();
+    tokio::time::timeout(Duration::from_secs(30), stream.read_to_end(&mut output))
+        .await
+        .expect("cat ends when its input ends")
+        .unwrap();
+    assert_eq!(demultiplex(&output), "through-the-splice\n");
+    remove_container(&target, &id).await;
+}
+
+#[tokio::test]
+async fn volume_created_and_listed() {
+    let Some((berth, _)) = berth_for_engine() else {
+        return;
+    };
+    let target = Target::Berth(berth.addr);
+    let name = unique("volume");
+    let (status, created) = target
+        .json(
+            "POST",
+            "/v1.41/volumes/create",
+            &json!({"Name": name}).to_string(),
+        )
+        .await;
+    assert_eq!(status, 201);
+    assert_eq!(created["Name"], name.as_str());
+    let (status, listed) = target.json("GET", "/v1.41/volumes", "").await;
+    assert_eq!(status, 200);
+    let names: Vec<&str> = listed["Volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|v| v["Name"].as_str())
+        .collect();
+    assert!(names.contains(&name.as_str()), "{names:?}");
+    let (response, _) = target
+        .fetch("DELETE", &format!("/v1.41/volumes/{name}"), "")
+        .await;
+    assert_eq!(response.status(), 204);
+}
+
+/// An image imported from a tarball sent in chunks, with no length known in
+/// advance: berth streams the body to the engine.
+#[tokio::test]
+async fn image_import_with_a_streamed_body() {
+    let Some((berth, _)) = berth_for_engine() else {
+        return;
+    };
+    let dir = tempdir();
+    std::fs::write(dir.join("hello.txt"), "imported through berth\n").unwrap();
+    let tar = std::process::Command::new("tar")
+        .args(["-C", dir.to_str().unwrap(), "-c", "."])
+        .output()
+        .unwrap();
+    assert!(tar.status.success());
+    let tag = unique("import").replace("berth-test-", "");
+    let (chunks, receiver) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, std::io::Error>>(4);
+    let body = StreamBody::new(futures_util::stream::unfold(
+        receiver,
+        |mut receiver| async move { receiver.recv().await.map(|frame| (frame, receiver)) },
+    ));
+    let mut sender = berth_sender(berth.addr).await;
+    let request = Request::post(format!(
+        "/v1.41/images/create?fromSrc=-&repo=berth-test/imported&tag={tag}"
+    ))
+    .header("host", "docker")
+    .header("content-type", "application/x-tar")
+    .body(body)
+    .unwrap();
+    let feeder = tokio::spawn(async move {
+        for piece in tar.stdout.chunks(1024) {
+            chunks
+                .send(Ok(Frame::data(Bytes::copy_from_slice(piece))))
+                .await
+                .unwrap();
+        }
+    });
+    let response = sender.send_request(request).await.unwrap();
+    feeder.await.unwrap();
+    assert_eq!(response.status(), 200);
+    let progress = response.into_body().collect().await.unwrap().to_bytes();
+    assert!(
+        String::from_utf8_lossy(&progress).contains("sha256:"),
+        "{progress:?}"
+    );
+
+    let target = Target::Berth(berth.addr);
+    let (status, image) = target
+        .json(
+            "GET",
+            &format!("/v1.41/images/berth-test/imported:{tag}/json"),
+            "",
+        )
+        .await;
+    assert_eq!(status, 200, "{image}");
+    let (response, _) = target
+        .fetch(
+            "DELETE",
+            &format!("/v1.41/images/berth-test/imported:{tag}"),
+            "",
+        )
+        .await;
+    assert_eq!(response.status(), 200);
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+pub fn tempdir() -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(unique("dir"));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}

@@ -1,0 +1,156 @@
+//! The berth process itself: option errors, signals, timeouts, and an
+//! engine that is not there. These need no engine.
+
+use std::process::Command;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::support::berth_process::BerthProcess;
+use crate::support::client::{tls_stream, Target};
+
+fn run_with_env(env: &[(&str, &str)]) -> std::process::Output {
+    let mut command = Command::new("timeout");
+    command
+        .args(["30", env!("CARGO_BIN_EXE_berth")])
+        .env_clear();
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    command.output().unwrap()
+}
+
+#[test]
+fn bad_option_values_stop_berth_with_one_line_and_exit_2() {
+    let cases = [
+        ("AGENT_PORT", "abc"),
+        ("AGENT_SECRET_TIMEOUT", "3 days"),
+        ("LOG_LEVEL", "loud"),
+        ("DOCKER_HOST", "ftp://x"),
+    ];
+    for (name, value) in cases {
+        let output = run_with_env(&[(name, value)]);
+        assert_eq!(output.status.code(), Some(2), "{name}={value}");
+        let stderr = String::from_utf8(output.stderr).unwrap();
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        assert!(
+            stderr.contains(name) && stderr.contains(value) && stderr.contains("expected"),
+            "{stderr}"
+        );
+    }
+}
+
+#[test]
+fn help_lists_the_options() {
+    let output = Command::new(env!("CARGO_BIN_EXE_berth"))
+        .arg("--help")
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    let help = String::from_utf8(output.stdout).unwrap();
+    assert!(help.contains("--docker-host") && help.contains("DOCKER_HOST"));
+}
+
+#[test]
+fn sigterm_stops_berth_cleanly() {
+    let mut berth = BerthProcess::start(&[("DOCKER_HOST", "unix:///nonexistent/docker.sock")]);
+    let status = berth.stop_with("TERM", Duration::from_secs(20));
+    assert_eq!(status.code(), Some(0));
+    assert!(berth
+        .log()
+        .iter()
+        .any(|line| line.contains("berth stopped")));
+}
+
+#[tokio::test]
+async fn missing_engine_is_a_502_naming_the_socket() {
+    let berth = BerthProcess::start(&[("DOCKER_HOST", "unix:///nonexistent/docker.sock")]);
+    let target = Target::Berth(berth.addr);
+    let (response, body) = target.fetch("GET", "/v1.41/containers/json", "").await;
+    assert_eq!(response.status(), 502);
+    assert_eq!(response.headers()["portainer-agent"], "2.23.0");
+    let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert!(
+        json["message"]
+            .as_str()
+            .unwrap()
+            .contains("unix:///nonexistent/docker.sock"),
+        "{json}"
+    );
+    assert!(!json["details"].as_str().unwrap().is_empty());
+    // /ping needs no engine.
+    let (response, _) = target.fetch("GET", "/ping", "").await;
+    assert_eq!(response.status(), 204);
+}
+
+/// Reads until the peer closes, failing after `limit`.
+async fn closed_within<S: tokio::io::AsyncRead + Unpin>(stream: &mut S, limit: Duration) -> bool {
+    let mut buffer = [0u8; 1024];
+    let read = async {
+        loop {
+            match stream.read(&mut buffer).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => continue,
+            }
+        }
+    };
+    tokio::time::timeout(limit, read).await.is_ok()
+}
+
+#[tokio::test]
+async fn idle_keep_alive_connections_are_closed() {
+    let berth = BerthProcess::start(&[
+        ("DOCKER_HOST", "unix:///nonexistent/docker.sock"),
+        ("AGENT_IDLE_TIMEOUT", "1s"),
+    ]);
+    let mut stream = tls_stream(berth.addr).await;
+    stream
+        .write_all(b"GET /ping HTTP/1.1\r\nhost: berth\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = [0u8; 12];
+    stream.read_exact(&mut answer).await.unwrap();
+    assert_eq!(&answer, b"HTTP/1.1 204");
+    assert!(
+        closed_within(&mut stream, Duration::from_secs(20)).await,
+        "idle connection left open"
+    );
+}
+
+#[tokio::test]
+async fn silent_clients_are_dropped_after_the_header_timeout() {
+    let berth = BerthProcess::start(&[
+        ("DOCKER_HOST", "unix:///nonexistent/docker.sock"),
+        ("AGENT_HEADER_TIMEOUT", "1s"),
+    ]);
+    // A TCP connection that never starts TLS.
+    let mut silent = TcpStream::connect(berth.addr).await.unwrap();
+    assert!(closed_within(&mut silent, Duration::from_secs(20)).await);
+    // Half a request's headers, then nothing.
+    let mut slow = tls_stream(berth.addr).await;
+    slow.write_all(b"GET /ping HTTP/1.1\r\nhost: be")
+        .await
+        .unwrap();
+    assert!(closed_within(&mut slow, Duration::from_secs(20)).await);
+}
+
+#[tokio::test]
+async fn garbage_instead_of_http_gets_a_400_and_a_close() {
+    let berth = BerthProcess::start(&[("DOCKER_HOST", "unix:///nonexistent/docker.sock")]);
+    let mut stream = tls_stream(berth.addr).await;
+    stream
+        .write_all(b"\x00\x01 not http at all\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(20), stream.read_to_end(&mut answer)).await;
+    assert!(
+        answer.starts_with(b"HTTP/1.1 400"),
+        "{:?}",
+        String::from_utf8_lossy(&answer)
+    );
+    // berth is still serving.
+    let (response, _) = Target::Berth(berth.addr).fetch("GET", "/ping", "").await;
+    assert_eq!(response.status(), 204);
+}

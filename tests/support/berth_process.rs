@@ -1,0 +1,121 @@
+//! Runs the real berth binary for a test and stops it, by its PID, when the
+//! test ends.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// The engine the test suite runs against (`scripts/test` sets it).
+/// `None` means the engine tests are skipped on purpose.
+pub fn engine_host() -> Option<String> {
+    if let Ok(host) = std::env::var("BERTH_TEST_DOCKER_HOST") {
+        return Some(host);
+    }
+    if std::env::var("BERTH_SKIP_ENGINE_TESTS").is_ok_and(|v| v == "1") {
+        eprintln!("BERTH_SKIP_ENGINE_TESTS=1: skipping a test that needs a Docker engine");
+        return None;
+    }
+    panic!(
+        "no Docker engine for the tests: run scripts/test, which starts one, or set \
+         BERTH_TEST_DOCKER_HOST=unix:///path/docker.sock (BERTH_SKIP_ENGINE_TESTS=1 skips these tests)"
+    );
+}
+
+/// The socket path of `engine_host()`.
+pub fn engine_socket(host: &str) -> String {
+    host.strip_prefix("unix://")
+        .expect("a unix:// engine")
+        .to_string()
+}
+
+pub struct BerthProcess {
+    child: Child,
+    pub addr: SocketAddr,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl BerthProcess {
+    /// Starts berth on an ephemeral loopback port and waits until it says it
+    /// listens (not a fixed sleep).
+    pub fn start(env: &[(&str, &str)]) -> BerthProcess {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_berth"));
+        command
+            .env_clear()
+            .env("AGENT_HOST", "127.0.0.1")
+            .env("AGENT_PORT", "0")
+            .env("LOG_MODE", "JSON")
+            .env("LOG_LEVEL", "DEBUG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        for (name, value) in env {
+            command.env(name, value);
+        }
+        let mut child = command.spawn().expect("start berth");
+        let stderr = child.stderr.take().unwrap();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (port_sender, port) = mpsc::channel();
+        let lines = Arc::clone(&log);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if line.contains("starting Agent API server") {
+                    let value: serde_json::Value = serde_json::from_str(&line).unwrap();
+                    let _ =
+                        port_sender.send(value["fields"]["server_port"].as_u64().unwrap() as u16);
+                }
+                lines.lock().unwrap().push(line);
+            }
+        });
+        let port = match port.recv_timeout(Duration::from_secs(30)) {
+            Ok(port) => port,
+            Err(_) => {
+                let _ = child.kill();
+                panic!("berth did not start listening: {:?}", log.lock().unwrap());
+            }
+        };
+        BerthProcess {
+            child,
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            log,
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn log(&self) -> Vec<String> {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// Sends a signal to this process (by its PID) and waits for it to exit.
+    pub fn stop_with(&mut self, signal: &str, within: Duration) -> ExitStatus {
+        let status = Command::new("kill")
+            .args([format!("-{signal}"), self.pid().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success());
+        let deadline = std::time::Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "berth did not exit within {within:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for BerthProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -1,0 +1,171 @@
+//! Minimal HTTP/1.1 clients for tests: over TLS to berth (certificate not
+//! verified, as Portainer does not), or straight to the engine's socket.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::client::conn::http1::{self, SendRequest};
+use hyper_util::rt::TokioIo;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{DigitallySignedStruct, SignatureScheme};
+use tokio::net::{TcpStream, UnixStream};
+use tokio_rustls::client::TlsStream;
+use tokio_rustls::TlsConnector;
+
+#[derive(Debug)]
+struct AcceptAnyCertificate(Arc<rustls::crypto::CryptoProvider>);
+
+impl ServerCertVerifier for AcceptAnyCertificate {
+    fn verify_server_cert(
+        &self,
+        _: &CertificateDer<'_>,
+        _: &[CertificateDer<'_>],
+        _: &ServerName<'_>,
+        _: &[u8],
+        _: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+pub fn tls_connector() -> TlsConnector {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(Arc::clone(&provider))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AcceptAnyCertificate(provider)))
+        .with_no_client_auth();
+    TlsConnector::from(Arc::new(config))
+}
+
+/// A TLS connection to berth.
+pub async fn tls_stream(addr: SocketAddr) -> TlsStream<TcpStream> {
+    let tcp = TcpStream::connect(addr).await.expect("connect to berth");
+    tls_connector()
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+        .expect("TLS handshake with berth")
+}
+
+/// Where a request goes: berth over TLS, or the engine's socket directly.
+#[derive(Debug, Clone)]
+pub enum Target {
+    Berth(SocketAddr),
+    Socket(String),
+}
+
+impl Target {
+    /// A new HTTP/1.1 connection; the connection task runs with upgrades.
+    pub async fn connect(&self) -> SendRequest<Full<Bytes>> {
+        match self {
+            Target::Berth(addr) => handshake(tls_stream(*addr).await).await,
+            Target::Socket(path) => {
+                handshake(
+                    UnixStream::connect(path)
+                        .await
+                        .expect("connect to the engine"),
+                )
+                .await
+            }
+        }
+    }
+
+    /// Sends one request on a fresh connection.
+    pub async fn send(&self, request: Request<Full<Bytes>>) -> Response<Incoming> {
+        let mut sender = self.connect().await;
+        sender.send_request(request).await.expect("an answer")
+    }
+
+    /// Sends a request and collects the whole answer.
+    pub async fn fetch(&self, method: &str, path: &str, body: &str) -> (Response<()>, Bytes) {
+        let request = request(method, path, body);
+        let response = self.send(request).await;
+        let (parts, body) = response.into_parts();
+        let bytes = body.collect().await.expect("a whole body").to_bytes();
+        (Response::from_parts(parts, ()), bytes)
+    }
+
+    /// `fetch`, then the body as JSON.
+    pub async fn json(&self, method: &str, path: &str, body: &str) -> (u16, serde_json::Value) {
+        let (response, bytes) = self.fetch(method, path, body).await;
+        let value = serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+            panic!("{method} {path}: {e}: {}", String::from_utf8_lossy(&bytes))
+        });
+        (response.status().as_u16(), value)
+    }
+}
+
+/// A connection to berth whose requests carry any body type (streamed ones).
+pub async fn berth_sender<B>(addr: SocketAddr) -> SendRequest<B>
+where
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    handshake(tls_stream(addr).await).await
+}
+
+async fn handshake<S, B>(stream: S) -> SendRequest<B>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let (sender, connection) = http1::handshake(TokioIo::new(stream))
+        .await
+        .expect("HTTP handshake");
+    tokio::spawn(connection.with_upgrades());
+    sender
+}
+
+pub fn request(method: &str, path: &str, body: &str) -> Request<Full<Bytes>> {
+    let mut builder = Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", "docker");
+    if !body.is_empty() {
+        builder = builder.header("content-type", "application/json");
+    }
+    builder
+        .body(Full::new(Bytes::from(body.to_string())))
+        .unwrap()
+}

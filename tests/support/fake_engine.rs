@@ -1,0 +1,113 @@
+//! An in-memory `DockerEngine` that replays recorded answers and remembers
+//! what it was sent.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use berth_domain::engine::EngineFacts;
+use berth_ports::{full_body, Body, DockerEngine, EngineError};
+use http::{HeaderMap, Request, Response};
+use http_body_util::BodyExt;
+
+use super::fixtures::RecordedAnswer;
+
+/// What the fake engine received.
+#[derive(Debug, Clone)]
+pub struct SeenRequest {
+    pub method: String,
+    pub uri: String,
+    pub headers: HeaderMap,
+    pub body: Vec<u8>,
+}
+
+#[derive(Clone, Default)]
+pub struct FakeEngine {
+    answers: Arc<HashMap<(String, String), RecordedAnswer>>,
+    facts: Option<EngineFacts>,
+    unreachable: bool,
+    seen: Arc<Mutex<Vec<SeenRequest>>>,
+}
+
+impl FakeEngine {
+    /// Answers `(method, path-and-query)` with the recorded answer.
+    pub fn replaying(answers: Vec<((&str, &str), RecordedAnswer)>) -> Self {
+        let answers = answers
+            .into_iter()
+            .map(|((m, p), a)| ((m.to_string(), p.to_string()), a))
+            .collect();
+        FakeEngine {
+            answers: Arc::new(answers),
+            ..FakeEngine::default()
+        }
+    }
+
+    /// Every call fails as if the socket were missing.
+    pub fn unreachable() -> Self {
+        FakeEngine {
+            unreachable: true,
+            ..FakeEngine::default()
+        }
+    }
+
+    pub fn with_facts(mut self, facts: EngineFacts) -> Self {
+        self.facts = Some(facts);
+        self
+    }
+
+    pub fn seen(&self) -> Vec<SeenRequest> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+impl DockerEngine for FakeEngine {
+    async fn forward(&self, request: Request<Body>) -> Result<Response<Body>, EngineError> {
+        if self.unreachable {
+            return Err(EngineError::Unreachable {
+                endpoint: self.endpoint(),
+                cause: "connect: no such file or directory".into(),
+            });
+        }
+        let (parts, body) = request.into_parts();
+        let body = body
+            .collect()
+            .await
+            .expect("a readable body")
+            .to_bytes()
+            .to_vec();
+        let uri = parts.uri.to_string();
+        self.seen.lock().unwrap().push(SeenRequest {
+            method: parts.method.to_string(),
+            uri: uri.clone(),
+            headers: parts.headers.clone(),
+            body,
+        });
+        let key = (parts.method.to_string(), uri.clone());
+        let Some(answer) = self.answers.get(&key) else {
+            let mut response = Response::new(full_body(format!(
+                "{{\"message\":\"no fixture for {uri}\"}}"
+            )));
+            *response.status_mut() = http::StatusCode::NOT_FOUND;
+            return Ok(response);
+        };
+        let mut response = Response::new(full_body(answer.body.clone()));
+        *response.status_mut() = http::StatusCode::from_u16(answer.status).unwrap();
+        for (name, value) in &answer.headers {
+            response.headers_mut().append(
+                http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                http::HeaderValue::from_str(value).unwrap(),
+            );
+        }
+        Ok(response)
+    }
+
+    async fn facts(&self) -> Result<EngineFacts, EngineError> {
+        self.facts.clone().ok_or_else(|| EngineError::Unreachable {
+            endpoint: self.endpoint(),
+            cause: "no facts".into(),
+        })
+    }
+
+    fn endpoint(&self) -> String {
+        "unix:///fake/docker.sock".into()
+    }
+}

@@ -1,0 +1,70 @@
+//! Recorded engine answers (`fixtures/engine-20.10/*.http`, written by
+//! `scripts/record-fixtures`).
+
+use std::path::PathBuf;
+
+/// One recorded answer.
+#[derive(Debug, Clone)]
+pub struct RecordedAnswer {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl RecordedAnswer {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).expect("the recorded body is JSON")
+    }
+}
+
+pub fn fixture_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/engine-20.10")
+}
+
+/// Loads `<name>.http`: a status line, headers, a blank line, the body.
+pub fn load(name: &str) -> RecordedAnswer {
+    let path = fixture_dir().join(format!("{name}.http"));
+    let text = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let split = text
+        .windows(2)
+        .position(|w| w == b"\n\n")
+        .unwrap_or_else(|| panic!("{} has no blank line after the headers", path.display()));
+    let head = std::str::from_utf8(&text[..split]).expect("headers are text");
+    let body = text[split + 2..].to_vec();
+    let mut lines = head.lines();
+    let status_line = lines.next().expect("a status line");
+    let status = status_line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("bad status line {status_line:?}"));
+    let headers = lines
+        .filter_map(|line| line.split_once(':'))
+        .map(|(n, v)| (n.trim().to_string(), v.trim().to_string()))
+        .collect();
+    RecordedAnswer {
+        status,
+        headers,
+        body,
+    }
+}
+
+/// The `(name, method, path)` lines of `fixtures/engine-20.10/requests`.
+pub fn recorded_requests() -> Vec<(String, String, String)> {
+    let text = std::fs::read_to_string(fixture_dir().join("requests")).expect("the requests list");
+    text.lines()
+        .filter(|line| !line.trim().is_empty() && !line.starts_with('#'))
+        .map(|line| {
+            let mut parts = line.split_whitespace();
+            let mut next = || parts.next().expect("name method path").to_string();
+            (next(), next(), next())
+        })
+        .collect()
+}

@@ -1,0 +1,8 @@
+//! Helpers shared by berth's test binaries: fixtures, fakes of the ports, a
+//! TLS client, and a running berth process.
+#![allow(dead_code)]
+
+pub mod berth_process;
+pub mod client;
+pub mod fake_engine;
+pub mod fixtures;
