@@ -9,7 +9,7 @@ use berth_domain::headers::{REQUEST_MANAGER_OPERATION, REQUEST_TARGET};
 use berth_domain::routing::{self, DockerDispatch, RequestHead, Route};
 use berth_ports::{Body, DockerEngine, RequestHandler};
 use http::{HeaderMap, Method, Request, Response};
-use tracing::debug;
+use tracing::{debug, warn};
 
 use crate::facts::FactsReceiver;
 use crate::{proxy, responses};
@@ -94,7 +94,11 @@ impl<E: DockerEngine> RequestHandler for Agent<E> {
             }
         };
         let mut response = outcome.unwrap_or_else(|error| {
-            debug!(%method, %path, status = error.status(), details = error.details(), "request refused");
+            if error.status() >= 500 {
+                warn!(%method, %path, status = error.status(), message = error.message(), cause = error.details(), "request failed");
+            } else {
+                debug!(%method, %path, status = error.status(), details = error.details(), "request refused");
+            }
             responses::error_response(&error)
         });
         // The Edge key API is the one route the reference leaves bare.

@@ -308,3 +308,59 @@ pub fn tempdir() -> std::path::PathBuf {
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
+
+/// SIGTERM while a followed log is streaming: berth stops accepting new
+/// connections, lets the stream finish, then exits 0.
+#[tokio::test]
+async fn sigterm_lets_a_request_in_flight_finish() {
+    let Some(host) = crate::support::berth_process::engine_host() else { return };
+    let mut berth = crate::support::berth_process::BerthProcess::start(&[
+        ("DOCKER_HOST", &host),
+        ("AGENT_SHUTDOWN_TIMEOUT", "60s"),
+    ]);
+    let target = Target::Berth(berth.addr);
+    let id = create_container(
+        &target,
+        &unique("drain"),
+        &["sh", "-c", "echo started; sleep 300"],
+    )
+    .await;
+    let (response, _) = target.fetch("POST", &format!("/v1.41/containers/{id}/start"), "").await;
+    assert_eq!(response.status(), 204);
+    let response = target
+        .send(request("GET", &format!("/v1.41/containers/{id}/logs?follow=1&stdout=1"), ""))
+        .await;
+    assert_eq!(response.status(), 200);
+    let mut body = response.into_body();
+
+    let addr = berth.addr;
+    let stopper = std::thread::spawn(move || berth.stop_with("TERM", Duration::from_secs(60)));
+    // Once berth has stopped accepting, new connections are refused.
+    let refused = async {
+        while tokio::net::TcpStream::connect(addr).await.is_ok() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(30), refused)
+        .await
+        .expect("berth stops accepting after SIGTERM");
+
+    // Ending the container, through the engine directly, ends the stream.
+    let direct = Target::Socket(crate::support::berth_process::engine_socket(&host));
+    let (response, _) = direct.fetch("POST", &format!("/v1.41/containers/{id}/kill?signal=KILL"), "").await;
+    assert_eq!(response.status(), 204);
+
+    let mut received = Vec::new();
+    while let Some(frame) = tokio::time::timeout(Duration::from_secs(30), body.frame())
+        .await
+        .expect("the stream ends once the container is gone")
+    {
+        if let Ok(data) = frame.expect("no error mid-stream").into_data() {
+            received.extend_from_slice(&data);
+        }
+    }
+    assert!(demultiplex(&received).contains("started"));
+    let status = stopper.join().unwrap();
+    assert_eq!(status.code(), Some(0));
+    remove_container(&direct, &id).await;
+}

@@ -154,3 +154,38 @@ async fn garbage_instead_of_http_gets_a_400_and_a_close() {
     let (response, _) = Target::Berth(berth.addr).fetch("GET", "/ping", "").await;
     assert_eq!(response.status(), 204);
 }
+
+#[tokio::test]
+async fn serves_the_certificate_it_is_given() {
+    let dir = crate::api::tempdir();
+    let generated = rcgen::generate_simple_self_signed(vec!["berth.test".to_string()]).unwrap();
+    let cert_path = dir.join("cert.pem");
+    let key_path = dir.join("key.pem");
+    std::fs::write(&cert_path, generated.cert.pem()).unwrap();
+    std::fs::write(&key_path, generated.signing_key.serialize_pem()).unwrap();
+    let berth = BerthProcess::start(&[
+        ("DOCKER_HOST", "unix:///nonexistent/docker.sock"),
+        ("SSL_CERT", cert_path.to_str().unwrap()),
+        ("SSL_KEY", key_path.to_str().unwrap()),
+    ]);
+    let stream = tls_stream(berth.addr).await;
+    let (_, connection) = stream.get_ref();
+    let served = connection.peer_certificates().expect("a certificate")[0].clone();
+    assert_eq!(served.as_ref(), generated.cert.der().as_ref());
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn unreadable_certificate_files_stop_berth_with_a_message() {
+    let output = run_with_env(&[
+        ("DOCKER_HOST", "unix:///nonexistent/docker.sock"),
+        ("AGENT_HOST", "127.0.0.1"),
+        ("AGENT_PORT", "0"),
+        ("LOG_MODE", "NOCOLOR"),
+        ("SSL_CERT", "/nonexistent/cert.pem"),
+        ("SSL_KEY", "/nonexistent/key.pem"),
+    ]);
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("cannot read /nonexistent/cert.pem"), "{stderr}");
+}
