@@ -32,8 +32,15 @@ async fn measure(target: &Target, path: &str, connections: usize, seconds: f64) 
             let mut latencies = Vec::new();
             while Instant::now() < deadline {
                 let started = Instant::now();
-                let response = sender.send_request(request("GET", &path, "")).await.expect("an answer");
-                assert!(response.status().is_success(), "{path}: {}", response.status());
+                let response = sender
+                    .send_request(request("GET", &path, ""))
+                    .await
+                    .expect("an answer");
+                assert!(
+                    response.status().is_success(),
+                    "{path}: {}",
+                    response.status()
+                );
                 response.into_body().collect().await.expect("a body");
                 latencies.push(started.elapsed());
             }
@@ -45,7 +52,8 @@ async fn measure(target: &Target, path: &str, connections: usize, seconds: f64) 
         latencies.extend(worker.await.unwrap());
     }
     latencies.sort();
-    let at = |q: f64| latencies[((latencies.len() as f64 - 1.0) * q) as usize].as_secs_f64() * 1000.0;
+    let at =
+        |q: f64| latencies[((latencies.len() as f64 - 1.0) * q) as usize].as_secs_f64() * 1000.0;
     Figures {
         requests_per_second: latencies.len() as f64 / seconds,
         median_ms: at(0.5),
@@ -63,16 +71,25 @@ fn list(name: &str, default: &str) -> Vec<String> {
 
 #[tokio::main]
 async fn main() {
-    let (Ok(socket), Ok(berth)) = (std::env::var("BENCH_SOCKET"), std::env::var("BENCH_BERTH")) else {
-        eprintln!("proxy bench: set BENCH_SOCKET and BENCH_BERTH (scripts/bench-proxy does); skipping");
+    let (Ok(socket), Ok(berth)) = (std::env::var("BENCH_SOCKET"), std::env::var("BENCH_BERTH"))
+    else {
+        eprintln!(
+            "proxy bench: set BENCH_SOCKET and BENCH_BERTH (scripts/bench-proxy does); skipping"
+        );
         return;
     };
     let direct = Target::Socket(socket);
     let through = Target::Berth(berth.parse().expect("BENCH_BERTH is host:port"));
-    let seconds: f64 = std::env::var("BENCH_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(5.0);
+    let seconds: f64 = std::env::var("BENCH_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(5.0);
     println!("| path | connections | direct req/s | berth req/s | ratio | direct p50 ms | berth p50 ms | added p50 ms | direct p99 ms | berth p99 ms |");
     println!("|---|---|---|---|---|---|---|---|---|---|");
-    for path in list("BENCH_PATHS", "/_ping,/v1.41/version,/v1.41/containers/json?all=1") {
+    for path in list(
+        "BENCH_PATHS",
+        "/_ping,/v1.41/version,/v1.41/containers/json?all=1",
+    ) {
         for connections in list("BENCH_CONNECTIONS", "1,32") {
             let connections: usize = connections.parse().expect("a number of connections");
             // Warm both paths (pools, TLS sessions) before measuring.

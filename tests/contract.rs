@@ -238,3 +238,57 @@ fn recorded_swarm_info_gives_leader_manager_facts() {
         SwarmRole::Manager { leader: false }
     );
 }
+
+/// A node promoted after start is seen at the next refresh, without a
+/// restart; a failed refresh keeps the last known facts.
+#[tokio::test(start_paused = true)]
+async fn engine_facts_are_refreshed_without_a_restart() {
+    use std::time::Duration;
+    let engine = FakeEngine::default().with_facts(standalone_facts());
+    let mut facts = berth::facts::watch_engine_facts(
+        engine.clone(),
+        Duration::from_secs(30),
+        Duration::from_secs(5),
+    )
+    .await;
+    assert_eq!(facts.borrow().role, SwarmRole::Standalone);
+
+    let promoted = EngineFacts {
+        role: SwarmRole::Manager { leader: true },
+        node_id: "node-id".into(),
+        ..standalone_facts()
+    };
+    engine.set_facts(promoted.clone());
+    tokio::time::timeout(Duration::from_secs(31), facts.changed())
+        .await
+        .expect("a refresh within the interval")
+        .unwrap();
+    assert_eq!(**facts.borrow_and_update(), promoted);
+
+    let agent = Agent::new(engine, facts.clone());
+    let (response, _) = call(&agent, "GET", "/agents", &[]).await;
+    assert_ne!(
+        response.status(),
+        503,
+        "a swarm node does not answer as standalone"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_engine_down_at_start_is_retried() {
+    use std::time::Duration;
+    let engine = FakeEngine::default();
+    let mut facts = berth::facts::watch_engine_facts(
+        engine.clone(),
+        Duration::from_secs(30),
+        Duration::from_secs(5),
+    )
+    .await;
+    assert_eq!(**facts.borrow(), EngineFacts::unknown());
+    engine.set_facts(standalone_facts());
+    tokio::time::timeout(Duration::from_secs(31), facts.changed())
+        .await
+        .expect("a retry within the interval")
+        .unwrap();
+    assert_eq!(facts.borrow().node_name, standalone_facts().node_name);
+}

@@ -313,7 +313,9 @@ pub fn tempdir() -> std::path::PathBuf {
 /// connections, lets the stream finish, then exits 0.
 #[tokio::test]
 async fn sigterm_lets_a_request_in_flight_finish() {
-    let Some(host) = crate::support::berth_process::engine_host() else { return };
+    let Some(host) = crate::support::berth_process::engine_host() else {
+        return;
+    };
     let mut berth = crate::support::berth_process::BerthProcess::start(&[
         ("DOCKER_HOST", &host),
         ("AGENT_SHUTDOWN_TIMEOUT", "60s"),
@@ -325,10 +327,16 @@ async fn sigterm_lets_a_request_in_flight_finish() {
         &["sh", "-c", "echo started; sleep 300"],
     )
     .await;
-    let (response, _) = target.fetch("POST", &format!("/v1.41/containers/{id}/start"), "").await;
+    let (response, _) = target
+        .fetch("POST", &format!("/v1.41/containers/{id}/start"), "")
+        .await;
     assert_eq!(response.status(), 204);
     let response = target
-        .send(request("GET", &format!("/v1.41/containers/{id}/logs?follow=1&stdout=1"), ""))
+        .send(request(
+            "GET",
+            &format!("/v1.41/containers/{id}/logs?follow=1&stdout=1"),
+            "",
+        ))
         .await;
     assert_eq!(response.status(), 200);
     let mut body = response.into_body();
@@ -347,7 +355,13 @@ async fn sigterm_lets_a_request_in_flight_finish() {
 
     // Ending the container, through the engine directly, ends the stream.
     let direct = Target::Socket(crate::support::berth_process::engine_socket(&host));
-    let (response, _) = direct.fetch("POST", &format!("/v1.41/containers/{id}/kill?signal=KILL"), "").await;
+    let (response, _) = direct
+        .fetch(
+            "POST",
+            &format!("/v1.41/containers/{id}/kill?signal=KILL"),
+            "",
+        )
+        .await;
     assert_eq!(response.status(), 204);
 
     let mut received = Vec::new();

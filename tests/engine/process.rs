@@ -187,5 +187,8 @@ fn unreadable_certificate_files_stop_berth_with_a_message() {
     ]);
     assert_eq!(output.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("cannot read /nonexistent/cert.pem"), "{stderr}");
+    assert!(
+        stderr.contains("cannot read /nonexistent/cert.pem"),
+        "{stderr}"
+    );
 }

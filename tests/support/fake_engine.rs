@@ -23,7 +23,7 @@ pub struct SeenRequest {
 #[derive(Clone, Default)]
 pub struct FakeEngine {
     answers: Arc<HashMap<(String, String), RecordedAnswer>>,
-    facts: Option<EngineFacts>,
+    facts: Arc<Mutex<Option<EngineFacts>>>,
     unreachable: bool,
     seen: Arc<Mutex<Vec<SeenRequest>>>,
 }
@@ -49,9 +49,14 @@ impl FakeEngine {
         }
     }
 
-    pub fn with_facts(mut self, facts: EngineFacts) -> Self {
-        self.facts = Some(facts);
+    pub fn with_facts(self, facts: EngineFacts) -> Self {
+        self.set_facts(facts);
         self
+    }
+
+    /// What the next `facts()` returns, as if the node changed.
+    pub fn set_facts(&self, facts: EngineFacts) {
+        *self.facts.lock().unwrap() = Some(facts);
     }
 
     pub fn seen(&self) -> Vec<SeenRequest> {
@@ -101,10 +106,14 @@ impl DockerEngine for FakeEngine {
     }
 
     async fn facts(&self) -> Result<EngineFacts, EngineError> {
-        self.facts.clone().ok_or_else(|| EngineError::Unreachable {
-            endpoint: self.endpoint(),
-            cause: "no facts".into(),
-        })
+        self.facts
+            .lock()
+            .unwrap()
+            .clone()
+            .ok_or_else(|| EngineError::Unreachable {
+                endpoint: self.endpoint(),
+                cause: "no facts".into(),
+            })
     }
 
     fn endpoint(&self) -> String {
