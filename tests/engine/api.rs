@@ -37,6 +37,29 @@ async fn create_container(target: &Target, name: &str, cmd: &[&str]) -> String {
     created["Id"].as_str().unwrap().to_string()
 }
 
+/// Creates and starts a container.
+async fn run_container(target: &Target, name: &str, cmd: &[&str]) -> String {
+    let id = create_container(target, name, cmd).await;
+    let (response, _) = target
+        .fetch("POST", &format!("/v1.41/containers/{id}/start"), "")
+        .await;
+    assert_eq!(response.status(), 204);
+    id
+}
+
+/// `GET /containers/{id}/logs?follow=1`, its body left streaming.
+async fn follow_logs(target: &Target, id: &str) -> hyper::body::Incoming {
+    let response = target
+        .send(request(
+            "GET",
+            &format!("/v1.41/containers/{id}/logs?follow=1&stdout=1"),
+            "",
+        ))
+        .await;
+    assert_eq!(response.status(), 200);
+    response.into_body()
+}
+
 async fn remove_container(target: &Target, id: &str) {
     let (response, _) = target
         .fetch("DELETE", &format!("/v1.41/containers/{id}?force=1"), "")
@@ -114,26 +137,13 @@ async fn followed_log_streams_before_the_container_exits() {
         return;
     };
     let target = Target::Berth(berth.addr);
-    let id = create_container(
+    let id = run_container(
         &target,
         &unique("follow"),
         &["sh", "-c", "echo first-line; sleep 300"],
     )
     .await;
-    let (response, _) = target
-        .fetch("POST", &format!("/v1.41/containers/{id}/start"), "")
-        .await;
-    assert_eq!(response.status(), 204);
-
-    let response = target
-        .send(request(
-            "GET",
-            &format!("/v1.41/containers/{id}/logs?follow=1&stdout=1"),
-            "",
-        ))
-        .await;
-    assert_eq!(response.status(), 200);
-    let mut body = response.into_body();
+    let mut body = follow_logs(&target, &id).await;
     let mut received = Vec::new();
     while !demultiplex(&received).contains("first-line") {
         let frame = tokio::time::timeout(Duration::from_secs(30), body.frame())
@@ -164,11 +174,7 @@ async fn exec_with_stdin_over_an_upgraded_connection() {
         return;
     };
     let target = Target::Berth(berth.addr);
-    let id = create_container(&target, &unique("exec"), &["sleep", "300"]).await;
-    let (response, _) = target
-        .fetch("POST", &format!("/v1.41/containers/{id}/start"), "")
-        .await;
-    assert_eq!(response.status(), 204);
+    let id = run_container(&target, &unique("exec"), &["sleep", "300"]).await;
     let exec_body =
         json!({"AttachStdin": true, "AttachStdout": true, "AttachStderr": true, "Cmd": ["cat"]});
     let (status, exec) = target
@@ -321,25 +327,13 @@ async fn sigterm_lets_a_request_in_flight_finish() {
         ("AGENT_SHUTDOWN_TIMEOUT", "60s"),
     ]);
     let target = Target::Berth(berth.addr);
-    let id = create_container(
+    let id = run_container(
         &target,
         &unique("drain"),
         &["sh", "-c", "echo started; sleep 300"],
     )
     .await;
-    let (response, _) = target
-        .fetch("POST", &format!("/v1.41/containers/{id}/start"), "")
-        .await;
-    assert_eq!(response.status(), 204);
-    let response = target
-        .send(request(
-            "GET",
-            &format!("/v1.41/containers/{id}/logs?follow=1&stdout=1"),
-            "",
-        ))
-        .await;
-    assert_eq!(response.status(), 200);
-    let mut body = response.into_body();
+    let mut body = follow_logs(&target, &id).await;
 
     let addr = berth.addr;
     let stopper = std::thread::spawn(move || berth.stop_with("TERM", Duration::from_secs(60)));
