@@ -9,6 +9,9 @@
 #[path = "../tests/support/client.rs"]
 #[allow(dead_code)]
 mod client;
+#[path = "../tests/support/fixtures.rs"]
+#[allow(dead_code)]
+mod fixtures;
 
 use std::time::{Duration, Instant};
 

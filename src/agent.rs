@@ -12,18 +12,24 @@ use http::{HeaderMap, Method, Request, Response};
 use tracing::{debug, warn};
 
 use crate::facts::FactsReceiver;
+use crate::signature::SignatureGuard;
 use crate::{proxy, responses};
 
-/// The agent: one engine, and what it knows of it.
+/// The agent: one engine, what it knows of it, and who may use it.
 #[derive(Clone)]
 pub struct Agent<E> {
     engine: E,
     facts: FactsReceiver,
+    signatures: SignatureGuard,
 }
 
 impl<E: DockerEngine> Agent<E> {
-    pub fn new(engine: E, facts: FactsReceiver) -> Self {
-        Agent { engine, facts }
+    pub fn new(engine: E, facts: FactsReceiver, signatures: SignatureGuard) -> Self {
+        Agent {
+            engine,
+            facts,
+            signatures,
+        }
     }
 
     async fn dispatch(
@@ -90,7 +96,17 @@ impl<E: DockerEngine> RequestHandler for Agent<E> {
                         .is_some(),
                 };
                 let route = routing::route(&head, &facts);
-                (Some(route.clone()), self.dispatch(route, request).await)
+                // Only /ping is public; forwarded requests keep their
+                // signature headers for the next agent to check.
+                let outcome = match route {
+                    Route::Ping => Ok(()),
+                    _ => self.signatures.authorize(request.headers()),
+                };
+                let outcome = match outcome {
+                    Ok(()) => self.dispatch(route.clone(), request).await,
+                    Err(refused) => Err(refused),
+                };
+                (Some(route), outcome)
             }
         };
         let mut response = outcome.unwrap_or_else(|error| {

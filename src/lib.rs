@@ -6,6 +6,8 @@
 //! - [`proxy`]: the one proxy core: forwards a request to an engine with
 //!   bodies streamed both ways and upgrades spliced.
 //! - [`responses`]: Portainer-shaped answers and the common headers.
+//! - [`signature`]: the Portainer signature check; [`security`]: the
+//!   shutdown of an agent nobody paired with.
 //! - [`facts`]: keeps the engine facts fresh.
 //! - [`cli`] and [`logging`]: options from flags and environment, tracing.
 
@@ -15,5 +17,7 @@ pub mod facts;
 pub mod logging;
 pub mod proxy;
 pub mod responses;
+pub mod security;
+pub mod signature;
 
 pub use agent::Agent;

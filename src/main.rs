@@ -3,10 +3,13 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use berth::cli::{self, CliOutcome};
-use berth::{facts, logging, Agent};
+use berth::signature::SignatureGuard;
+use berth::{facts, logging, security, Agent};
+use berth_adapters::clock::TokioClock;
 use berth_adapters::docker::DockerSocket;
 use berth_adapters::http::{tls, HttpsServer, ServerLimits};
 use berth_domain::headers::{AGENT_API_VERSION, AGENT_VERSION};
@@ -87,7 +90,24 @@ async fn run(options: Options) -> Result<(), String> {
         docker_host = %options.docker_host,
         "starting Agent API server"
     );
-    server.run(Agent::new(engine, facts), stop_signal()).await;
+    let signatures = SignatureGuard::from_secret(options.secret.clone())?;
+    let agent = Agent::new(engine, facts, signatures.clone());
+    let unpaired = security::unassociated_after(TokioClock, options.secret_timeout, signatures);
+    let stopped_unpaired = Arc::new(AtomicBool::new(false));
+    let stop = {
+        let stopped_unpaired = Arc::clone(&stopped_unpaired);
+        async move {
+            tokio::select! {
+                () = stop_signal() => {}
+                () = unpaired => stopped_unpaired.store(true, Ordering::SeqCst),
+            }
+        }
+    };
+    server.run(agent, stop).await;
+    if stopped_unpaired.load(Ordering::SeqCst) {
+        info!("the API is closed until berth is restarted; waiting for SIGTERM");
+        stop_signal().await;
+    }
     info!("berth stopped");
     Ok(())
 }

@@ -7,15 +7,17 @@ mod support;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use berth::signature::SignatureGuard;
 use berth::Agent;
 use berth_adapters::docker::facts_from_info;
 use berth_domain::engine::{EngineFacts, SwarmRole};
+use berth_domain::signature::SignaturePolicy;
 use berth_ports::{full_body, Body, RequestHandler};
 use bollard::models::{Node, SystemInfo};
 use http::{Request, Response};
 use http_body_util::BodyExt;
 use support::fake_engine::FakeEngine;
-use support::fixtures::{load, recorded_requests};
+use support::fixtures::{load, portainer_identity, recorded_requests, signature_vector};
 use tokio::sync::watch;
 
 fn standalone_facts() -> EngineFacts {
@@ -24,16 +26,36 @@ fn standalone_facts() -> EngineFacts {
 }
 
 fn agent(engine: FakeEngine) -> Agent<FakeEngine> {
+    agent_with(engine, SignaturePolicy::new(None, [3; 32], 64))
+}
+
+fn agent_with(engine: FakeEngine, policy: SignaturePolicy) -> Agent<FakeEngine> {
     // A receiver keeps the last value after its sender is gone.
     let (_, receiver) = watch::channel(Arc::new(standalone_facts()));
-    Agent::new(engine, receiver)
+    Agent::new(engine, receiver, SignatureGuard::new(policy))
 }
 
 fn peer() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 40000))
 }
 
+/// A request signed with the tests' Portainer identity.
 async fn call(
+    agent: &Agent<FakeEngine>,
+    method: &str,
+    uri: &str,
+    headers: &[(&str, &str)],
+) -> (Response<()>, Vec<u8>) {
+    let identity = portainer_identity();
+    let mut signed = vec![
+        ("x-portaineragent-publickey", identity.public_key.as_str()),
+        ("x-portaineragent-signature", identity.signature.as_str()),
+    ];
+    signed.extend_from_slice(headers);
+    call_with(agent, method, uri, &signed).await
+}
+
+async fn call_with(
     agent: &Agent<FakeEngine>,
     method: &str,
     uri: &str,
@@ -265,7 +287,11 @@ async fn engine_facts_are_refreshed_without_a_restart() {
         .unwrap();
     assert_eq!(**facts.borrow_and_update(), promoted);
 
-    let agent = Agent::new(engine, facts.clone());
+    let agent = Agent::new(
+        engine,
+        facts.clone(),
+        SignatureGuard::new(SignaturePolicy::new(None, [3; 32], 64)),
+    );
     let (response, _) = call(&agent, "GET", "/agents", &[]).await;
     assert_ne!(
         response.status(),
@@ -291,4 +317,123 @@ async fn an_engine_down_at_start_is_retried() {
         .expect("a retry within the interval")
         .unwrap();
     assert_eq!(facts.borrow().node_name, standalone_facts().node_name);
+}
+
+fn signed_by(name: &str) -> [(&'static str, String); 2] {
+    let vector = signature_vector(name);
+    [
+        ("x-portaineragent-publickey", vector.public_key),
+        ("x-portaineragent-signature", vector.signature),
+    ]
+}
+
+async fn call_signed_by(
+    agent: &Agent<FakeEngine>,
+    name: &str,
+    uri: &str,
+) -> (Response<()>, serde_json::Value) {
+    let headers = signed_by(name);
+    let headers: Vec<(&str, &str)> = headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
+    let (response, body) = call_with(agent, "GET", uri, &headers).await;
+    let json = serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
+    (response, json)
+}
+
+/// Portainer recognises an agent from the 403 of an unsigned request: it
+/// must carry the Portainer-Agent headers and the reference's body.
+#[tokio::test]
+async fn unsigned_requests_get_the_reference_403() {
+    let engine = FakeEngine::replaying(vec![(("GET", "/_ping"), load("ping"))]);
+    let agent = agent(engine.clone());
+    for uri in [
+        "/_ping",
+        "/v1.41/containers/json",
+        "/agents",
+        "/v2/browse/ls",
+        "/pingfoo",
+    ] {
+        let (response, body) = call_with(&agent, "GET", uri, &[]).await;
+        assert_eq!(response.status(), 403, "{uri}");
+        assert_portainer_headers(&response);
+        let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({"message": "Missing request signature headers", "details": "Unauthorized"})
+        );
+    }
+    assert!(
+        engine.seen().is_empty(),
+        "nothing unsigned reaches the engine"
+    );
+    let (response, _) = call_with(&agent, "GET", "/ping", &[]).await;
+    assert_eq!(response.status(), 204, "/ping stays public");
+}
+
+#[tokio::test]
+async fn bad_signatures_get_403s_that_say_why() {
+    let agent = agent(FakeEngine::default());
+    for (name, details) in [
+        ("p256-a-wrong-message", "Unauthorized"),
+        ("p256-a-padded-base64", "Illegal base64 data"),
+        ("rsa-key", "Unsupported public key type"),
+        ("garbage-hex", "Encoding/hex"),
+    ] {
+        let (response, json) = call_signed_by(&agent, name, "/_ping").await;
+        assert_eq!(response.status(), 403, "{name}");
+        assert_portainer_headers(&response);
+        assert_eq!(json["message"], "Invalid request signature", "{name}");
+        assert!(
+            json["details"].as_str().unwrap().starts_with(details),
+            "{name}: {json}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn default_mode_pins_the_first_valid_key() {
+    let engine = FakeEngine::replaying(vec![(("GET", "/_ping"), load("ping"))]);
+    let agent = agent(engine);
+    let (response, _) = call_signed_by(&agent, "p256-a-signature-for-b", "/_ping").await;
+    assert_eq!(response.status(), 403, "a bad signature does not pin");
+    let (response, _) = call_signed_by(&agent, "p256-b-good", "/_ping").await;
+    assert_eq!(
+        response.status(),
+        200,
+        "the first valid key is accepted and pinned"
+    );
+    let (response, json) = call_signed_by(&agent, "p256-a-good", "/_ping").await;
+    assert_eq!(response.status(), 403, "another key is refused");
+    assert!(json["details"]
+        .as_str()
+        .unwrap()
+        .contains("associated with another Portainer"));
+    let (response, _) = call_signed_by(&agent, "p256-b-good", "/_ping").await;
+    assert_eq!(response.status(), 200);
+}
+
+#[tokio::test]
+async fn secret_mode_accepts_several_keys() {
+    let engine = FakeEngine::replaying(vec![(("GET", "/_ping"), load("ping"))]);
+    let agent = agent_with(
+        engine,
+        SignaturePolicy::new(Some("berth-test-secret".into()), [3; 32], 64),
+    );
+    for name in ["p256-a-secret", "p256-b-secret", "p256-a-secret"] {
+        let (response, _) = call_signed_by(&agent, name, "/_ping").await;
+        assert_eq!(response.status(), 200, "{name}");
+    }
+    let (response, _) = call_signed_by(&agent, "p256-a-good", "/_ping").await;
+    assert_eq!(
+        response.status(),
+        403,
+        "a signature of the default message is not one of the secret"
+    );
+}
+
+#[tokio::test]
+async fn ed25519_clients_are_accepted() {
+    let engine = FakeEngine::replaying(vec![(("GET", "/_ping"), load("ping"))]);
+    let agent = agent(engine);
+    let (response, _) = call_signed_by(&agent, "ed25519-good", "/_ping").await;
+    assert_eq!(response.status(), 200);
 }

@@ -2,9 +2,11 @@
 //!
 //! - [`docker`]: the `DockerEngine` port over a unix socket or TCP (hyper),
 //!   engine facts through bollard.
+//! - [`clock`]: the `Clock` port on tokio's timer.
 //! - [`http`]: the HTTPS server (hyper + rustls) that feeds every request to
 //!   a `RequestHandler`, with connection limits, timeouts and graceful
 //!   shutdown.
 
+pub mod clock;
 pub mod docker;
 pub mod http;

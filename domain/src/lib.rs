@@ -11,3 +11,4 @@ pub mod error;
 pub mod headers;
 pub mod options;
 pub mod routing;
+pub mod signature;

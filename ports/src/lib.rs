@@ -6,9 +6,11 @@
 //! tested with in-memory fakes.
 
 pub mod body;
+pub mod clock;
 pub mod docker_engine;
 pub mod request_handler;
 
 pub use body::{empty_body, full_body, Body, BoxError};
+pub use clock::Clock;
 pub use docker_engine::{DockerEngine, EngineError};
 pub use request_handler::RequestHandler;

@@ -9,7 +9,7 @@ use hyper::body::Frame;
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::support::client::{berth_sender, request, Target};
+use crate::support::client::{berth_sender, request, sign, Target};
 use crate::{berth_for_engine, unique, IMAGE};
 
 /// Splits Docker's multiplexed stream (8-byte frame headers) into stdout text.
@@ -187,13 +187,14 @@ async fn exec_with_stdin_over_an_upgraded_connection() {
     assert_eq!(status, 201);
     let exec_id = exec["Id"].as_str().unwrap();
 
-    let start = Request::post(format!("/v1.41/exec/{exec_id}/start"))
+    let mut start = Request::post(format!("/v1.41/exec/{exec_id}/start"))
         .header("host", "docker")
         .header("content-type", "application/json")
         .header("connection", "Upgrade")
         .header("upgrade", "tcp")
         .body(Full::new(Bytes::from(r#"{"Detach":false,"Tty":false}"#)))
         .unwrap();
+    sign(start.headers_mut());
     let mut sender = target.connect().await;
     let response = sender.send_request(start).await.unwrap();
     assert_eq!(response.status(), 101);
@@ -265,13 +266,14 @@ async fn image_import_with_a_streamed_body() {
         |mut receiver| async move { receiver.recv().await.map(|frame| (frame, receiver)) },
     ));
     let mut sender = berth_sender(berth.addr).await;
-    let request = Request::post(format!(
+    let mut request = Request::post(format!(
         "/v1.41/images/create?fromSrc=-&repo=berth-test/imported&tag={tag}"
     ))
     .header("host", "docker")
     .header("content-type", "application/x-tar")
     .body(body)
     .unwrap();
+    sign(request.headers_mut());
     let feeder = tokio::spawn(async move {
         for piece in tar.stdout.chunks(1024) {
             chunks

@@ -5,6 +5,7 @@ use std::process::{Command, Output, Stdio};
 
 use crate::api::tempdir;
 use crate::support::berth_process::BerthProcess;
+use crate::support::fixtures::portainer_identity;
 use crate::{berth_for_engine, unique, IMAGE};
 
 /// A docker CLI configured for one berth: its own config folder and a
@@ -16,11 +17,24 @@ struct Cli {
 }
 
 impl Cli {
+    /// A CLI whose `config.json` carries the signature headers, as
+    /// Portainer writes it for stack deployments.
     fn new(berth: &BerthProcess) -> Cli {
+        let identity = portainer_identity();
+        Cli::with_config(
+            berth,
+            serde_json::json!({"HttpHeaders": {
+                "X-PortainerAgent-PublicKey": identity.public_key,
+                "X-PortainerAgent-Signature": identity.signature,
+            }}),
+        )
+    }
+
+    fn with_config(berth: &BerthProcess, config_json: serde_json::Value) -> Cli {
         let config = tempdir();
         let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
         std::fs::write(config.join("ca.pem"), cert.cert.pem()).unwrap();
-        std::fs::write(config.join("config.json"), "{}").unwrap();
+        std::fs::write(config.join("config.json"), config_json.to_string()).unwrap();
         Cli {
             host: format!("tcp://{}", berth.addr),
             config,
@@ -185,5 +199,21 @@ fn interactive_terminal_sessions_through_berth() {
     assert!(screen.contains("typed-42"), "{screen}");
 
     cli.ok(&["rm", "-f", &name], None);
+    std::fs::remove_dir_all(&cli.config).unwrap();
+}
+
+#[test]
+fn the_cli_without_signature_headers_is_refused() {
+    let Some((berth, _)) = berth_for_engine() else {
+        return;
+    };
+    let cli = Cli::with_config(&berth, serde_json::json!({}));
+    let output = cli.run(&["ps"], None);
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("Missing request signature headers"),
+        "{stderr}"
+    );
     std::fs::remove_dir_all(&cli.config).unwrap();
 }

@@ -116,7 +116,11 @@ impl Target {
 
     /// Sends a request and collects the whole answer.
     pub async fn fetch(&self, method: &str, path: &str, body: &str) -> (Response<()>, Bytes) {
-        let request = request(method, path, body);
+        self.fetch_request(request(method, path, body)).await
+    }
+
+    /// Sends a prepared request and collects the whole answer.
+    pub async fn fetch_request(&self, request: Request<Full<Bytes>>) -> (Response<()>, Bytes) {
         let response = self.send(request).await;
         let (parts, body) = response.into_parts();
         let bytes = body.collect().await.expect("a whole body").to_bytes();
@@ -157,7 +161,27 @@ where
     sender
 }
 
+/// A request signed as Portainer signs (the engine ignores the headers).
 pub fn request(method: &str, path: &str, body: &str) -> Request<Full<Bytes>> {
+    let mut request = unsigned_request(method, path, body);
+    sign(request.headers_mut());
+    request
+}
+
+/// Adds the signature headers of the tests' Portainer identity.
+pub fn sign(headers: &mut http::HeaderMap) {
+    let identity = super::fixtures::portainer_identity();
+    headers.insert(
+        "x-portaineragent-publickey",
+        identity.public_key.parse().unwrap(),
+    );
+    headers.insert(
+        "x-portaineragent-signature",
+        identity.signature.parse().unwrap(),
+    );
+}
+
+pub fn unsigned_request(method: &str, path: &str, body: &str) -> Request<Full<Bytes>> {
     let mut builder = Request::builder()
         .method(method)
         .uri(path)

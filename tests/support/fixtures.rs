@@ -68,3 +68,31 @@ pub fn recorded_requests() -> Vec<(String, String, String)> {
         })
         .collect()
 }
+
+/// A signature test vector (`fixtures/signatures/vectors.tsv`, made by openssl).
+#[derive(Debug, Clone)]
+pub struct SignatureVector {
+    pub public_key: String,
+    pub signature: String,
+    pub message: String,
+}
+
+pub fn signature_vector(name: &str) -> SignatureVector {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/signatures/vectors.tsv");
+    let text = std::fs::read_to_string(path).expect("the signature vectors");
+    let line = text
+        .lines()
+        .find(|line| line.split('\t').next() == Some(name))
+        .unwrap_or_else(|| panic!("no signature vector {name}"));
+    let fields: Vec<&str> = line.split('\t').collect();
+    SignatureVector {
+        public_key: fields[1].to_string(),
+        signature: fields[2].to_string(),
+        message: fields[3].to_string(),
+    }
+}
+
+/// The identity the tests sign with, as Portainer would.
+pub fn portainer_identity() -> SignatureVector {
+    signature_vector("p256-a-good")
+}
