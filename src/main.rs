@@ -11,7 +11,8 @@ use berth::signature::SignatureGuard;
 use berth::{facts, logging, security, Agent};
 use berth_adapters::clock::TokioClock;
 use berth_adapters::docker::DockerSocket;
-use berth_adapters::http::{tls, HttpsServer, ServerLimits};
+use berth_adapters::http::tls::{self, TlsIdentity};
+use berth_adapters::http::{HttpsServer, ServerLimits};
 use berth_domain::headers::{AGENT_API_VERSION, AGENT_VERSION};
 use berth_domain::options::Options;
 use tracing::{error, info};
@@ -58,18 +59,20 @@ async fn run(options: Options) -> Result<(), String> {
     )
     .await;
 
-    let tls_config = match (&options.ssl_cert, &options.ssl_key) {
-        (Some(cert), Some(key)) => tls::from_pem_files(cert, key),
+    let identity = match (&options.ssl_cert, &options.ssl_key) {
+        (Some(cert), Some(key)) => TlsIdentity::from_pem_files(cert, key),
         _ => {
             let addresses: Vec<IpAddr> = options
                 .advertise_addr
                 .into_iter()
                 .chain([options.host])
                 .collect();
-            tls::self_signed(host_name().as_deref(), &addresses)
+            TlsIdentity::self_signed(host_name().as_deref(), &addresses)
         }
     }
     .map_err(|error| error.to_string())?;
+    let tls_config = tls::server_config(&identity, options.ssl_ca.as_deref())
+        .map_err(|error| error.to_string())?;
 
     let limits = ServerLimits {
         header_timeout: options.timeouts.header,
@@ -86,13 +89,22 @@ async fn run(options: Options) -> Result<(), String> {
         server_addr = %bound.ip(),
         server_port = bound.port(),
         use_tls = true,
+        mutual_tls = options.ssl_ca.is_some(),
         api_version = AGENT_API_VERSION,
         docker_host = %options.docker_host,
         "starting Agent API server"
     );
     let signatures = SignatureGuard::from_secret(options.secret.clone())?;
     let agent = Agent::new(engine, facts, signatures.clone());
-    let unpaired = security::unassociated_after(TokioClock, options.secret_timeout, signatures);
+    // Edge agents have their own gate (the Edge key) instead.
+    let edge = options.edge.enabled;
+    let secret_timeout = options.secret_timeout;
+    let unpaired = async move {
+        if edge {
+            std::future::pending::<()>().await;
+        }
+        security::unassociated_after(TokioClock, secret_timeout, signatures).await;
+    };
     let stopped_unpaired = Arc::new(AtomicBool::new(false));
     let stop = {
         let stopped_unpaired = Arc::clone(&stopped_unpaired);

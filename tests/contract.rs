@@ -437,3 +437,51 @@ async fn ed25519_clients_are_accepted() {
     let (response, _) = call_signed_by(&agent, "ed25519-good", "/_ping").await;
     assert_eq!(response.status(), 200);
 }
+
+/// Runs the security shutdown on a manual clock; says whether it fired
+/// after `elapsed`.
+async fn security_shutdown_fires(guard: SignatureGuard, elapsed: std::time::Duration) -> bool {
+    use std::time::Duration;
+    let clock = support::manual_clock::ManualClock::default();
+    let timer = tokio::spawn(berth::security::unassociated_after(
+        clock.clone(),
+        Duration::from_secs(72 * 3600),
+        guard,
+    ));
+    while clock.sleepers() == 0 {
+        tokio::task::yield_now().await;
+    }
+    clock.advance(elapsed);
+    // Let the timer task run to completion if it is going to.
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
+    }
+    let fired = timer.is_finished();
+    timer.abort();
+    fired
+}
+
+#[tokio::test]
+async fn security_shutdown_closes_an_agent_nobody_paired_with() {
+    use std::time::Duration;
+    let unpaired = || SignatureGuard::new(SignaturePolicy::new(None, [3; 32], 8));
+    assert!(!security_shutdown_fires(unpaired(), Duration::from_secs(72 * 3600 - 1)).await);
+    assert!(security_shutdown_fires(unpaired(), Duration::from_secs(72 * 3600)).await);
+
+    let paired = unpaired();
+    let identity = portainer_identity();
+    let mut headers = http::HeaderMap::new();
+    headers.insert(
+        "x-portaineragent-publickey",
+        identity.public_key.parse().unwrap(),
+    );
+    headers.insert(
+        "x-portaineragent-signature",
+        identity.signature.parse().unwrap(),
+    );
+    paired.authorize(&headers).unwrap();
+    assert!(!security_shutdown_fires(paired, Duration::from_secs(73 * 3600)).await);
+
+    let secret = SignatureGuard::new(SignaturePolicy::new(Some("s".into()), [3; 32], 8));
+    assert!(!security_shutdown_fires(secret, Duration::from_secs(73 * 3600)).await);
+}

@@ -140,6 +140,13 @@ pub const OPTION_SPECS: &[OptionSpec] = &[
         "PEM private key for SSL_CERT (berth)",
     ),
     spec(
+        "SSL_CACERT",
+        "ssl-cacert",
+        K::Text,
+        None,
+        "PEM CA certificate: when set, clients must present a certificate it signed (mutual TLS) (berth)",
+    ),
+    spec(
         "AGENT_CONNECT_TIMEOUT",
         "connect-timeout",
         K::Duration,
@@ -560,6 +567,8 @@ pub struct Options {
     pub docker_host: DockerHost,
     pub ssl_cert: Option<String>,
     pub ssl_key: Option<String>,
+    /// Mutual TLS: the CA that client certificates must chain to.
+    pub ssl_ca: Option<String>,
     pub timeouts: Timeouts,
     pub facts_interval: Duration,
     pub assets_path: String,
@@ -761,6 +770,7 @@ impl Options {
             docker_host: r.with_default("DOCKER_HOST", EXPECT_DOCKER_HOST, DockerHost::parse)?,
             ssl_cert: r.optional_text("SSL_CERT"),
             ssl_key: r.optional_text("SSL_KEY"),
+            ssl_ca: r.optional_text("SSL_CACERT"),
             timeouts: Timeouts {
                 connect: r.duration("AGENT_CONNECT_TIMEOUT")?,
                 header: r.duration("AGENT_HEADER_TIMEOUT")?,
@@ -809,18 +819,30 @@ impl Options {
             }
         }
         match (&self.ssl_cert, &self.ssl_key) {
-            (Some(_), None) => Err(pair_error(
-                "SSL_KEY",
-                "",
-                "a key file, since SSL_CERT is set",
-            )),
-            (None, Some(_)) => Err(pair_error(
+            (Some(_), None) => {
+                return Err(pair_error(
+                    "SSL_KEY",
+                    "",
+                    "a key file, since SSL_CERT is set",
+                ))
+            }
+            (None, Some(_)) => {
+                return Err(pair_error(
+                    "SSL_CERT",
+                    "",
+                    "a certificate file, since SSL_KEY is set",
+                ))
+            }
+            _ => {}
+        }
+        if self.ssl_ca.is_some() && self.ssl_cert.is_none() {
+            return Err(pair_error(
                 "SSL_CERT",
                 "",
-                "a certificate file, since SSL_KEY is set",
-            )),
-            _ => Ok(()),
+                "a certificate file (and SSL_KEY), since SSL_CACERT is set: clients check the agent too",
+            ));
         }
+        Ok(())
     }
 }
 
@@ -938,6 +960,13 @@ mod tests {
         assert_eq!(check(&[("SSL_CERT", "/c.pem")]).unwrap_err().env, "SSL_KEY");
         assert_eq!(check(&[("SSL_KEY", "/k.pem")]).unwrap_err().env, "SSL_CERT");
         assert!(check(&[("SSL_CERT", "/c"), ("SSL_KEY", "/k")]).is_ok());
+        assert_eq!(
+            check(&[("SSL_CACERT", "/ca.pem")]).unwrap_err().env,
+            "SSL_CERT"
+        );
+        let mutual =
+            check(&[("SSL_CERT", "/c"), ("SSL_KEY", "/k"), ("SSL_CACERT", "/ca")]).unwrap();
+        assert_eq!(mutual.ssl_ca.as_deref(), Some("/ca"));
     }
 
     #[test]

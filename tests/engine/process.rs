@@ -192,3 +192,131 @@ fn unreadable_certificate_files_stop_berth_with_a_message() {
         "{stderr}"
     );
 }
+
+/// With nobody paired after AGENT_SECRET_TIMEOUT, the API closes but the
+/// process stays up (so an orchestrator does not restart it into a fresh
+/// pairing window), until SIGTERM.
+#[tokio::test]
+async fn unpaired_agent_closes_its_api_and_stays_up() {
+    let mut berth = BerthProcess::start(&[
+        ("DOCKER_HOST", "unix:///nonexistent/docker.sock"),
+        ("AGENT_SECRET_TIMEOUT", "1s"),
+    ]);
+    let refused = async {
+        while TcpStream::connect(berth.addr).await.is_ok() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(30), refused)
+        .await
+        .expect("the API closes after the timeout");
+    assert!(berth.is_running(), "the process stays up");
+    assert!(berth
+        .log()
+        .iter()
+        .any(|line| line.contains("no client was associated after the timeout")));
+    assert_eq!(
+        berth.stop_with("TERM", Duration::from_secs(20)).code(),
+        Some(0)
+    );
+}
+
+/// A CA and a certificate it signed, as PEM files in `dir`.
+struct TestCa {
+    issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
+    pem: String,
+}
+
+impl TestCa {
+    fn new() -> TestCa {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let certificate = params.self_signed(&key).unwrap();
+        TestCa {
+            issuer: rcgen::Issuer::new(params, key),
+            pem: certificate.pem(),
+        }
+    }
+
+    /// Writes `<name>.pem` and `<name>-key.pem` for a certificate this CA signs.
+    fn issue(&self, dir: &std::path::Path, name: &str) -> (String, String) {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let certificate = rcgen::CertificateParams::new(vec!["localhost".to_string()])
+            .unwrap()
+            .signed_by(&key, &self.issuer)
+            .unwrap();
+        let cert_path = dir.join(format!("{name}.pem"));
+        let key_path = dir.join(format!("{name}-key.pem"));
+        std::fs::write(&cert_path, certificate.pem()).unwrap();
+        std::fs::write(&key_path, key.serialize_pem()).unwrap();
+        (
+            cert_path.display().to_string(),
+            key_path.display().to_string(),
+        )
+    }
+}
+
+/// GET /ping over a TLS connection made with `connector`; `None` when the
+/// handshake or the request fails.
+async fn ping_with(
+    addr: std::net::SocketAddr,
+    connector: tokio_rustls::TlsConnector,
+) -> Option<u16> {
+    let tcp = TcpStream::connect(addr).await.ok()?;
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let mut tls = connector.connect(name, tcp).await.ok()?;
+    tls.write_all(b"GET /ping HTTP/1.1\r\nhost: berth\r\nconnection: close\r\n\r\n")
+        .await
+        .ok()?;
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(20), tls.read_to_end(&mut answer))
+        .await
+        .ok()?
+        .ok()?;
+    std::str::from_utf8(answer.get(9..12)?).ok()?.parse().ok()
+}
+
+#[tokio::test]
+async fn mutual_tls_requires_a_certificate_from_the_ca() {
+    use crate::support::client::tls_connector_with;
+    use berth_adapters::http::tls::TlsIdentity;
+
+    let dir = crate::api::tempdir();
+    let ca = TestCa::new();
+    let ca_path = dir.join("ca.pem");
+    std::fs::write(&ca_path, &ca.pem).unwrap();
+    let (server_cert, server_key) = ca.issue(&dir, "agent");
+    let (client_cert, client_key) = ca.issue(&dir, "portainer");
+    let (foreign_cert, foreign_key) = TestCa::new().issue(&dir, "stranger");
+
+    let berth = BerthProcess::start(&[
+        ("DOCKER_HOST", "unix:///nonexistent/docker.sock"),
+        ("SSL_CERT", &server_cert),
+        ("SSL_KEY", &server_key),
+        ("SSL_CACERT", ca_path.to_str().unwrap()),
+    ]);
+    let trusted = TlsIdentity::from_pem_files(&client_cert, &client_key).unwrap();
+    assert_eq!(
+        ping_with(berth.addr, tls_connector_with(Some(&trusted))).await,
+        Some(204)
+    );
+    // Agents present their own certificate to each other.
+    let agent = TlsIdentity::from_pem_files(&server_cert, &server_key).unwrap();
+    assert_eq!(
+        ping_with(berth.addr, tls_connector_with(Some(&agent))).await,
+        Some(204)
+    );
+    assert_eq!(
+        ping_with(berth.addr, tls_connector_with(None)).await,
+        None,
+        "no certificate"
+    );
+    let foreign = TlsIdentity::from_pem_files(&foreign_cert, &foreign_key).unwrap();
+    assert_eq!(
+        ping_with(berth.addr, tls_connector_with(Some(&foreign))).await,
+        None,
+        "foreign CA"
+    );
+    std::fs::remove_dir_all(dir).unwrap();
+}

@@ -1,14 +1,19 @@
-//! The API's TLS identity: PEM files from the user, or a self-signed
-//! certificate made at start.
+//! The API's TLS: the agent's identity (PEM files from the user, or a
+//! self-signed certificate made at start), the server configuration with
+//! optional client-certificate checks (mutual TLS), and the client
+//! configuration agents use to call each other.
 
 use std::fmt;
 use std::io::BufReader;
 use std::net::IpAddr;
 use std::sync::Arc;
 
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::ring::default_provider;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
-use rustls::ServerConfig;
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName, UnixTime};
+use rustls::server::WebPkiClientVerifier;
+use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, ServerConfig, SignatureScheme};
 
 #[derive(Debug)]
 pub struct TlsError(String);
@@ -21,70 +26,194 @@ impl fmt::Display for TlsError {
 
 impl std::error::Error for TlsError {}
 
-/// A self-signed certificate whose SANs are `localhost`, the host name and
-/// the given addresses. Clients (Portainer, peer agents) do not verify it.
-///
-/// # Errors
-/// When the key or certificate cannot be generated.
-pub fn self_signed(
-    host_name: Option<&str>,
-    addresses: &[IpAddr],
-) -> Result<Arc<ServerConfig>, TlsError> {
-    let mut names = vec!["localhost".to_string()];
-    names.extend(host_name.filter(|n| !n.is_empty()).map(str::to_string));
-    names.extend(
-        addresses
-            .iter()
-            .filter(|a| !a.is_unspecified())
-            .map(IpAddr::to_string),
-    );
-    names.dedup();
-    let generated = rcgen::generate_simple_self_signed(names).map_err(|error| {
-        TlsError(format!(
-            "cannot generate a self-signed certificate: {error}"
-        ))
-    })?;
-    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(
-        generated.signing_key.serialize_der(),
-    ));
-    server_config(vec![generated.cert.der().clone()], key)
-}
-
-/// The certificate chain and key from PEM files.
-///
-/// # Errors
-/// When a file cannot be read or holds no certificate or key.
-pub fn from_pem_files(cert_path: &str, key_path: &str) -> Result<Arc<ServerConfig>, TlsError> {
-    let read = |path: &str| {
-        std::fs::read(path).map_err(|error| TlsError(format!("cannot read {path}: {error}")))
-    };
-    let cert_pem = read(cert_path)?;
-    let key_pem = read(key_path)?;
-    let chain: Vec<CertificateDer<'static>> =
-        rustls_pemfile::certs(&mut BufReader::new(&cert_pem[..]))
-            .collect::<Result<_, _>>()
-            .map_err(|error| TlsError(format!("{cert_path} is not a PEM certificate: {error}")))?;
-    if chain.is_empty() {
-        return Err(TlsError(format!("{cert_path} holds no PEM certificate")));
-    }
-    let key = rustls_pemfile::private_key(&mut BufReader::new(&key_pem[..]))
-        .map_err(|error| TlsError(format!("{key_path} is not a PEM private key: {error}")))?
-        .ok_or_else(|| TlsError(format!("{key_path} holds no PEM private key")))?;
-    server_config(chain, key)
-}
-
-fn server_config(
+/// A certificate chain and its private key.
+#[derive(Debug)]
+pub struct TlsIdentity {
     chain: Vec<CertificateDer<'static>>,
     key: PrivateKeyDer<'static>,
+}
+
+impl Clone for TlsIdentity {
+    fn clone(&self) -> Self {
+        TlsIdentity {
+            chain: self.chain.clone(),
+            key: self.key.clone_key(),
+        }
+    }
+}
+
+impl TlsIdentity {
+    /// A self-signed certificate whose SANs are `localhost`, the host name
+    /// and the given addresses. Portainer and peer agents do not verify it.
+    ///
+    /// # Errors
+    /// When the key or certificate cannot be generated.
+    pub fn self_signed(host_name: Option<&str>, addresses: &[IpAddr]) -> Result<Self, TlsError> {
+        let mut names = vec!["localhost".to_string()];
+        names.extend(host_name.filter(|n| !n.is_empty()).map(str::to_string));
+        names.extend(
+            addresses
+                .iter()
+                .filter(|a| !a.is_unspecified())
+                .map(IpAddr::to_string),
+        );
+        names.dedup();
+        let generated = rcgen::generate_simple_self_signed(names).map_err(|error| {
+            TlsError(format!(
+                "cannot generate a self-signed certificate: {error}"
+            ))
+        })?;
+        Ok(TlsIdentity {
+            chain: vec![generated.cert.der().clone()],
+            key: PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(
+                generated.signing_key.serialize_der(),
+            )),
+        })
+    }
+
+    /// The certificate chain and key from PEM files.
+    ///
+    /// # Errors
+    /// When a file cannot be read or holds no certificate or key.
+    pub fn from_pem_files(cert_path: &str, key_path: &str) -> Result<Self, TlsError> {
+        let chain = read_certificates(cert_path)?;
+        let key_pem = read(key_path)?;
+        let key = rustls_pemfile::private_key(&mut BufReader::new(&key_pem[..]))
+            .map_err(|error| TlsError(format!("{key_path} is not a PEM private key: {error}")))?
+            .ok_or_else(|| TlsError(format!("{key_path} holds no PEM private key")))?;
+        Ok(TlsIdentity { chain, key })
+    }
+}
+
+fn read(path: &str) -> Result<Vec<u8>, TlsError> {
+    std::fs::read(path).map_err(|error| TlsError(format!("cannot read {path}: {error}")))
+}
+
+fn read_certificates(path: &str) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let pem = read(path)?;
+    let certificates: Vec<CertificateDer<'static>> =
+        rustls_pemfile::certs(&mut BufReader::new(&pem[..]))
+            .collect::<Result<_, _>>()
+            .map_err(|error| TlsError(format!("{path} is not a PEM certificate: {error}")))?;
+    if certificates.is_empty() {
+        return Err(TlsError(format!("{path} holds no PEM certificate")));
+    }
+    Ok(certificates)
+}
+
+fn provider() -> Arc<CryptoProvider> {
+    Arc::new(default_provider())
+}
+
+/// The API server's configuration: TLS 1.2 or 1.3, HTTP/1.1, and with
+/// `client_ca_path` a client certificate signed by that CA required.
+///
+/// # Errors
+/// When the identity does not fit together or the CA file is unusable.
+pub fn server_config(
+    identity: &TlsIdentity,
+    client_ca_path: Option<&str>,
 ) -> Result<Arc<ServerConfig>, TlsError> {
-    let mut config = ServerConfig::builder_with_provider(Arc::new(default_provider()))
+    let builder = ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-        .map_err(|error| TlsError(error.to_string()))?
-        .with_no_client_auth()
-        .with_single_cert(chain, key)
+        .map_err(|error| TlsError(error.to_string()))?;
+    let builder = match client_ca_path {
+        None => builder.with_no_client_auth(),
+        Some(path) => {
+            let mut roots = RootCertStore::empty();
+            for certificate in read_certificates(path)? {
+                roots.add(certificate).map_err(|error| {
+                    TlsError(format!("{path} holds an unusable CA certificate: {error}"))
+                })?;
+            }
+            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
+                .build()
+                .map_err(|error| {
+                    TlsError(format!(
+                        "cannot check client certificates against {path}: {error}"
+                    ))
+                })?;
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let mut config = builder
+        .with_single_cert(identity.chain.clone(), identity.key.clone_key())
         .map_err(|error| TlsError(format!("certificate and key do not fit together: {error}")))?;
     // Upgrades (docker exec/attach) need HTTP/1.1, which every Portainer
     // and docker client speaks.
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(config))
+}
+
+/// How an agent calls another agent: it does not verify the peer's
+/// certificate (agents' certificates are self-signed, as in the Go agent),
+/// and presents `identity` when given, for peers that require mutual TLS.
+///
+/// # Errors
+/// When the identity's key is unusable.
+pub fn peer_client_config(identity: Option<&TlsIdentity>) -> Result<Arc<ClientConfig>, TlsError> {
+    let provider = provider();
+    let builder = ClientConfig::builder_with_provider(Arc::clone(&provider))
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|error| TlsError(error.to_string()))?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AnyServerCertificate(provider)));
+    let mut config = match identity {
+        None => builder.with_no_client_auth(),
+        Some(identity) => builder
+            .with_client_auth_cert(identity.chain.clone(), identity.key.clone_key())
+            .map_err(|error| TlsError(format!("unusable client certificate: {error}")))?,
+    };
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// Accepts any server certificate but still checks the handshake
+/// signatures, so the connection is encrypted to whoever holds the key.
+#[derive(Debug)]
+struct AnyServerCertificate(Arc<CryptoProvider>);
+
+impl ServerCertVerifier for AnyServerCertificate {
+    fn verify_server_cert(
+        &self,
+        _: &CertificateDer<'_>,
+        _: &[CertificateDer<'_>],
+        _: &ServerName<'_>,
+        _: &[u8],
+        _: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
 }
