@@ -226,6 +226,11 @@ async fn hop_by_hop_headers_stay_on_their_hop() {
         );
     }
     assert_eq!(seen.headers["x-registry-auth"], "e30=");
+    // The signature travels on, for the next agent to check.
+    assert_eq!(
+        seen.headers["x-portaineragent-signature"],
+        portainer_identity().signature.as_str()
+    );
     assert_eq!(
         seen.headers["x-portaineragent-target"],
         "ignored-on-standalone"

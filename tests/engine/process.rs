@@ -320,3 +320,60 @@ async fn mutual_tls_requires_a_certificate_from_the_ca() {
     );
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+/// A request through the real binary signed by the named vector; a 502
+/// (no engine behind this berth) means the signature was accepted.
+async fn status_signed_by(berth: &BerthProcess, vector: &str) -> u16 {
+    let signer = crate::support::fixtures::signature_vector(vector);
+    let mut request = crate::support::client::unsigned_request("GET", "/v1.41/version", "");
+    let headers = request.headers_mut();
+    headers.insert(
+        "x-portaineragent-publickey",
+        signer.public_key.parse().unwrap(),
+    );
+    headers.insert(
+        "x-portaineragent-signature",
+        signer.signature.parse().unwrap(),
+    );
+    let (response, _) = Target::Berth(berth.addr).fetch_request(request).await;
+    response.status().as_u16()
+}
+
+#[tokio::test]
+async fn default_mode_pins_the_first_valid_key_and_refuses_a_second() {
+    let berth = BerthProcess::start(&[("DOCKER_HOST", "unix:///nonexistent/docker.sock")]);
+    assert_eq!(
+        status_signed_by(&berth, "p256-a-signature-for-b").await,
+        403
+    );
+    assert_eq!(
+        status_signed_by(&berth, "p256-b-good").await,
+        502,
+        "first valid key"
+    );
+    assert_eq!(
+        status_signed_by(&berth, "p256-a-good").await,
+        403,
+        "second key"
+    );
+    assert_eq!(
+        status_signed_by(&berth, "p256-b-good").await,
+        502,
+        "pinned key again"
+    );
+}
+
+#[tokio::test]
+async fn secret_mode_accepts_two_different_keys() {
+    let berth = BerthProcess::start(&[
+        ("DOCKER_HOST", "unix:///nonexistent/docker.sock"),
+        ("AGENT_SECRET", "berth-test-secret"),
+    ]);
+    assert_eq!(status_signed_by(&berth, "p256-a-secret").await, 502);
+    assert_eq!(status_signed_by(&berth, "p256-b-secret").await, 502);
+    assert_eq!(
+        status_signed_by(&berth, "p256-a-good").await,
+        403,
+        "not a signature of the secret"
+    );
+}
