@@ -474,16 +474,8 @@ async fn security_shutdown_closes_an_agent_nobody_paired_with() {
     assert!(security_shutdown_fires(unpaired(), Duration::from_secs(72 * 3600)).await);
 
     let paired = unpaired();
-    let identity = portainer_identity();
     let mut headers = http::HeaderMap::new();
-    headers.insert(
-        "x-portaineragent-publickey",
-        identity.public_key.parse().unwrap(),
-    );
-    headers.insert(
-        "x-portaineragent-signature",
-        identity.signature.parse().unwrap(),
-    );
+    portainer_identity().apply(&mut headers);
     paired.authorize(&headers).unwrap();
     assert!(!security_shutdown_fires(paired, Duration::from_secs(73 * 3600)).await);
 

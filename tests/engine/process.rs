@@ -324,17 +324,8 @@ async fn mutual_tls_requires_a_certificate_from_the_ca() {
 /// A request through the real binary signed by the named vector; a 502
 /// (no engine behind this berth) means the signature was accepted.
 async fn status_signed_by(berth: &BerthProcess, vector: &str) -> u16 {
-    let signer = crate::support::fixtures::signature_vector(vector);
     let mut request = crate::support::client::unsigned_request("GET", "/v1.41/version", "");
-    let headers = request.headers_mut();
-    headers.insert(
-        "x-portaineragent-publickey",
-        signer.public_key.parse().unwrap(),
-    );
-    headers.insert(
-        "x-portaineragent-signature",
-        signer.signature.parse().unwrap(),
-    );
+    crate::support::fixtures::signature_vector(vector).apply(request.headers_mut());
     let (response, _) = Target::Berth(berth.addr).fetch_request(request).await;
     response.status().as_u16()
 }

@@ -119,15 +119,7 @@ pub fn request(method: &str, path: &str, body: &str) -> Request<Full<Bytes>> {
 
 /// Adds the signature headers of the tests' Portainer identity.
 pub fn sign(headers: &mut http::HeaderMap) {
-    let identity = super::fixtures::portainer_identity();
-    headers.insert(
-        "x-portaineragent-publickey",
-        identity.public_key.parse().unwrap(),
-    );
-    headers.insert(
-        "x-portaineragent-signature",
-        identity.signature.parse().unwrap(),
-    );
+    super::fixtures::portainer_identity().apply(headers);
 }
 
 pub fn unsigned_request(method: &str, path: &str, body: &str) -> Request<Full<Bytes>> {

@@ -77,6 +77,20 @@ pub struct SignatureVector {
     pub message: String,
 }
 
+impl SignatureVector {
+    /// Sets the two signature headers as Portainer sends them.
+    pub fn apply(&self, headers: &mut http::HeaderMap) {
+        headers.insert(
+            "x-portaineragent-publickey",
+            self.public_key.parse().unwrap(),
+        );
+        headers.insert(
+            "x-portaineragent-signature",
+            self.signature.parse().unwrap(),
+        );
+    }
+}
+
 pub fn signature_vector(name: &str) -> SignatureVector {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/signatures/vectors.tsv");
     let text = std::fs::read_to_string(path).expect("the signature vectors");
