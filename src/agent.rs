@@ -5,30 +5,39 @@ use std::net::SocketAddr;
 use std::time::Instant;
 
 use berth_domain::error::AgentError;
-use berth_domain::headers::{REQUEST_MANAGER_OPERATION, REQUEST_TARGET};
-use berth_domain::routing::{self, DockerDispatch, RequestHead, Route};
-use berth_ports::{Body, DockerEngine, RequestHandler};
+use berth_domain::headers::{REQUEST_HOP, REQUEST_MANAGER_OPERATION, REQUEST_TARGET};
+use berth_domain::routing::{self, DockerDispatch, LocalView, RequestHead, Route};
+use berth_ports::{Body, DockerEngine, Membership, PeerAgents, RequestHandler};
 use http::{HeaderMap, Method, Request, Response};
 use tracing::{debug, warn};
 
+use crate::cluster::Cluster;
 use crate::facts::FactsReceiver;
 use crate::signature::SignatureGuard;
 use crate::{proxy, responses};
 
-/// The agent: one engine, what it knows of it, and who may use it.
+/// The agent: one engine, what it knows of it, who may use it, and the
+/// cluster it belongs to, if any.
 #[derive(Clone)]
-pub struct Agent<E> {
+pub struct Agent<E, M, P> {
     engine: E,
     facts: FactsReceiver,
     signatures: SignatureGuard,
+    cluster: Option<Cluster<M, P>>,
 }
 
-impl<E: DockerEngine> Agent<E> {
-    pub fn new(engine: E, facts: FactsReceiver, signatures: SignatureGuard) -> Self {
+impl<E: DockerEngine, M: Membership, P: PeerAgents> Agent<E, M, P> {
+    pub fn new(
+        engine: E,
+        facts: FactsReceiver,
+        signatures: SignatureGuard,
+        cluster: Option<Cluster<M, P>>,
+    ) -> Self {
         Agent {
             engine,
             facts,
             signatures,
+            cluster,
         }
     }
 
@@ -37,30 +46,71 @@ impl<E: DockerEngine> Agent<E> {
         route: Route,
         request: Request<Body>,
     ) -> Result<Response<Body>, AgentError> {
-        match route {
-            Route::Ping => Ok(responses::no_content()),
-            Route::NotFound => Ok(responses::not_found()),
-            Route::MethodNotAllowed => Ok(responses::method_not_allowed()),
-            Route::Agents if !self.facts.borrow().is_swarm_node() => {
-                Err(AgentError::agents_on_standalone())
+        let facts = self.facts.borrow().clone();
+        match (route, &self.cluster) {
+            (Route::Ping, _) => Ok(responses::no_content()),
+            (Route::NotFound, _) => Ok(responses::not_found()),
+            (Route::MethodNotAllowed, _) => Ok(responses::method_not_allowed()),
+            (Route::Agents, None) => Err(AgentError::agents_on_standalone()),
+            (Route::Agents, Some(cluster)) => Ok(cluster.agents().await),
+            (Route::Docker(DockerDispatch::Local), _) | (Route::Docker(_), None) => {
+                proxy::forward_to_engine(&self.engine, request).await
             }
-            Route::Docker(DockerDispatch::Local) => proxy::forward(&self.engine, request).await,
-            Route::Docker(_) => Err(AgentError::not_implemented("Cluster dispatch")),
-            Route::Key => Err(AgentError::not_implemented("The Edge key API")),
-            Route::Agents => Err(AgentError::not_implemented("The agent list")),
-            Route::HostInfo => Err(AgentError::not_implemented("Host info")),
-            Route::Browse { .. } => Err(AgentError::not_implemented("File browsing")),
-            Route::Websocket(_) => Err(AgentError::not_implemented("Websocket consoles")),
-            Route::KubernetesProxy | Route::KubernetesStack => {
+            (Route::Docker(DockerDispatch::Node(node)), Some(cluster)) => {
+                cluster.forward_to_node(&node, request).await
+            }
+            (Route::Docker(DockerDispatch::Manager), Some(cluster)) => {
+                cluster
+                    .forward_to_manager(&self.engine, &facts, request)
+                    .await
+            }
+            (Route::Docker(DockerDispatch::Aggregate(kind)), Some(cluster)) => {
+                cluster.aggregate(&self.engine, &facts, kind, request).await
+            }
+            (Route::Key, _) => Err(AgentError::not_implemented("The Edge key API")),
+            (Route::HostInfo, _) => Err(AgentError::not_implemented("Host info")),
+            (Route::Browse { .. }, _) => Err(AgentError::not_implemented("File browsing")),
+            (Route::Websocket(_), _) => Err(AgentError::not_implemented("Websocket consoles")),
+            (Route::KubernetesProxy | Route::KubernetesStack, _) => {
                 Err(AgentError::not_implemented("Kubernetes"))
             }
-            Route::DockerHub => Err(AgentError::not_implemented("The DockerHub probe")),
+            (Route::DockerHub, _) => Err(AgentError::not_implemented("The DockerHub probe")),
         }
+    }
+
+    /// Routes, checks the signature, and dispatches.
+    async fn answer(
+        &self,
+        request: Request<Body>,
+    ) -> (Option<Route>, Result<Response<Body>, AgentError>) {
+        if let Some(error) = malformed(&request) {
+            return (None, Err(error));
+        }
+        let facts = self.facts.borrow().clone();
+        let path = request.uri().path().to_string();
+        let head = RequestHead {
+            method: request.method().as_str(),
+            path: &path,
+            target: header_text(request.headers(), REQUEST_TARGET),
+            manager_operation: header_text(request.headers(), REQUEST_MANAGER_OPERATION).is_some(),
+            forwarded: header_text(request.headers(), REQUEST_HOP).is_some(),
+        };
+        let local = LocalView {
+            facts: &facts,
+            clustered: self.cluster.is_some(),
+        };
+        let route = routing::route(&head, local);
+        // Only /ping is public; forwarded requests keep their signature
+        // headers for the next agent to check.
+        if route != Route::Ping {
+            if let Err(refused) = self.signatures.authorize(request.headers()) {
+                return (Some(route), Err(refused));
+            }
+        }
+        (Some(route.clone()), self.dispatch(route, request).await)
     }
 }
 
-/// Requests berth refuses before routing: CONNECT and anything whose target
-/// is not a plain path.
 fn malformed(request: &Request<Body>) -> Option<AgentError> {
     if request.method() == Method::CONNECT {
         return Some(AgentError::bad_request("CONNECT is not supported"));
@@ -79,36 +129,12 @@ fn header_text<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
         .filter(|value| !value.is_empty())
 }
 
-impl<E: DockerEngine> RequestHandler for Agent<E> {
+impl<E: DockerEngine, M: Membership, P: PeerAgents> RequestHandler for Agent<E, M, P> {
     async fn handle(&self, request: Request<Body>, peer: SocketAddr) -> Response<Body> {
         let started = Instant::now();
         let method = request.method().clone();
         let path = request.uri().path().to_string();
-        let (route, outcome) = match malformed(&request) {
-            Some(error) => (None, Err(error)),
-            None => {
-                let facts = self.facts.borrow().clone();
-                let head = RequestHead {
-                    method: method.as_str(),
-                    path: &path,
-                    target: header_text(request.headers(), REQUEST_TARGET),
-                    manager_operation: header_text(request.headers(), REQUEST_MANAGER_OPERATION)
-                        .is_some(),
-                };
-                let route = routing::route(&head, &facts);
-                // Only /ping is public; forwarded requests keep their
-                // signature headers for the next agent to check.
-                let outcome = match route {
-                    Route::Ping => Ok(()),
-                    _ => self.signatures.authorize(request.headers()),
-                };
-                let outcome = match outcome {
-                    Ok(()) => self.dispatch(route.clone(), request).await,
-                    Err(refused) => Err(refused),
-                };
-                (Some(route), outcome)
-            }
-        };
+        let (route, outcome) = self.answer(request).await;
         let mut response = outcome.unwrap_or_else(|error| {
             if error.status() >= 500 {
                 warn!(%method, %path, status = error.status(), message = error.message(), cause = error.details(), "request failed");

@@ -5,6 +5,8 @@
 //!   and executes the answer.
 //! - [`proxy`]: the one proxy core: forwards a request to an engine with
 //!   bodies streamed both ways and upgrades spliced.
+//! - [`cluster`]: forwarding to other agents, cluster-wide lists, `/agents`,
+//!   tags and joining.
 //! - [`responses`]: Portainer-shaped answers and the common headers.
 //! - [`signature`]: the Portainer signature check; [`security`]: the
 //!   shutdown of an agent nobody paired with.
@@ -13,6 +15,7 @@
 
 pub mod agent;
 pub mod cli;
+pub mod cluster;
 pub mod facts;
 pub mod logging;
 pub mod proxy;

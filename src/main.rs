@@ -1,24 +1,33 @@
 //! The composition root: options, then logging, adapters, the agent, and
 //! the server until a stop signal. Nothing else.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use berth::cli::{self, CliOutcome};
+use berth::cluster::Cluster;
 use berth::signature::SignatureGuard;
 use berth::{facts, logging, security, Agent};
 use berth_adapters::clock::TokioClock;
-use berth_adapters::docker::DockerSocket;
+use berth_adapters::docker::{DockerSocket, OwnContainer};
+use berth_adapters::gossip::{GossipConfig, SerfMembership};
+use berth_adapters::host;
 use berth_adapters::http::tls::{self, TlsIdentity};
 use berth_adapters::http::{HttpsServer, ServerLimits};
+use berth_adapters::peers::HttpsPeers;
+use berth_domain::cluster::{agent_tags, Seed};
 use berth_domain::headers::{AGENT_API_VERSION, AGENT_VERSION};
 use berth_domain::options::Options;
-use tracing::{error, info};
+use berth_ports::Membership;
+use tracing::{error, info, warn};
 
 /// Connections served at once; more wait in the kernel's accept queue.
 const MAX_CONNECTIONS: usize = 4096;
+/// How long leaving the cluster may hold up the exit.
+const LEAVE_TIMEOUT: Duration = Duration::from_secs(5);
 
 fn main() -> ExitCode {
     let options = match cli::parse(std::env::args_os()) {
@@ -58,17 +67,16 @@ async fn run(options: Options) -> Result<(), String> {
         options.timeouts.connect,
     )
     .await;
+    let hostname = host_name();
+    let own_container = match &hostname {
+        Some(name) => engine.own_container(name).await.unwrap_or_default(),
+        None => OwnContainer::default(),
+    };
+    let advertise = advertise_address(&options, &own_container);
 
     let identity = match (&options.ssl_cert, &options.ssl_key) {
         (Some(cert), Some(key)) => TlsIdentity::from_pem_files(cert, key),
-        _ => {
-            let addresses: Vec<IpAddr> = options
-                .advertise_addr
-                .into_iter()
-                .chain([options.host])
-                .collect();
-            TlsIdentity::self_signed(host_name().as_deref(), &addresses)
-        }
+        _ => TlsIdentity::self_signed(hostname.as_deref(), &[advertise, options.host]),
     }
     .map_err(|error| error.to_string())?;
     let tls_config = tls::server_config(&identity, options.ssl_ca.as_deref())
@@ -85,6 +93,18 @@ async fn run(options: Options) -> Result<(), String> {
         .await
         .map_err(|error| format!("cannot listen on {address}: {error}"))?;
     let bound = server.local_addr().map_err(|error| error.to_string())?;
+
+    let cluster = start_cluster(
+        &options,
+        &facts,
+        &identity,
+        &own_container,
+        &hostname,
+        advertise,
+        bound.port(),
+    )
+    .await?;
+
     info!(
         server_addr = %bound.ip(),
         server_port = bound.port(),
@@ -92,10 +112,12 @@ async fn run(options: Options) -> Result<(), String> {
         mutual_tls = options.ssl_ca.is_some(),
         api_version = AGENT_API_VERSION,
         docker_host = %options.docker_host,
+        advertise_addr = %advertise,
+        clustered = cluster.is_some(),
         "starting Agent API server"
     );
     let signatures = SignatureGuard::from_secret(options.secret.clone())?;
-    let agent = Agent::new(engine, facts, signatures.clone());
+    let agent = Agent::new(engine, facts, signatures.clone(), cluster.clone());
     // Edge agents have their own gate (the Edge key) instead.
     let edge = options.edge.enabled;
     let secret_timeout = options.secret_timeout;
@@ -120,11 +142,96 @@ async fn run(options: Options) -> Result<(), String> {
         info!("the API is closed until berth is restarted; waiting for SIGTERM");
         stop_signal().await;
     }
+    if let Some(cluster) = cluster {
+        if tokio::time::timeout(LEAVE_TIMEOUT, cluster.membership().leave())
+            .await
+            .is_err()
+        {
+            warn!("leaving the cluster took too long; exiting anyway");
+        }
+    }
     info!("berth stopped");
     Ok(())
 }
 
-/// The machine's host name, for the certificate's names.
+type ProductionCluster = Cluster<SerfMembership, HttpsPeers>;
+
+/// Joins the gossip cluster when the engine is a swarm node or
+/// `AGENT_CLUSTER_ADDR` is set; `None` leaves the agent standalone.
+async fn start_cluster(
+    options: &Options,
+    facts: &facts::FactsReceiver,
+    identity: &TlsIdentity,
+    own_container: &OwnContainer,
+    hostname: &Option<String>,
+    advertise: IpAddr,
+    agent_port: u16,
+) -> Result<Option<ProductionCluster>, String> {
+    let facts_now = facts.borrow().clone();
+    let seeds: Vec<Seed> = if !options.cluster_seeds.is_empty() {
+        options.cluster_seeds.clone()
+    } else {
+        // In a swarm service, every task of the service is a peer.
+        own_container
+            .service_name
+            .iter()
+            .map(|service| Seed {
+                host: format!("tasks.{service}"),
+                port: options.cluster_port,
+            })
+            .collect()
+    };
+    if !facts_now.is_swarm_node() && options.cluster_seeds.is_empty() {
+        return Ok(None);
+    }
+    let gossip = GossipConfig {
+        node_id: format!(
+            "{}-{}",
+            facts_now.node_name,
+            hostname.as_deref().unwrap_or("berth")
+        ),
+        bind: SocketAddr::new(options.host, options.cluster_port),
+        advertise: SocketAddr::new(advertise, options.cluster_port),
+        probe_interval: options.cluster_probe_interval,
+        probe_timeout: options.cluster_probe_timeout,
+        tags: agent_tags(agent_port, &facts_now, false),
+    };
+    let membership = SerfMembership::start(gossip)
+        .await
+        .map_err(|error| error.to_string())?;
+    let peers = HttpsPeers::new(
+        tls::peer_client_config(Some(identity)).map_err(|error| error.to_string())?,
+        options.timeouts.connect,
+    );
+    let cluster = Cluster::new(membership, peers, options.timeouts.fanout);
+    tokio::spawn(cluster.clone().keep_tags_current(agent_port, facts.clone()));
+    if seeds.is_empty() {
+        info!("no peers to join yet: AGENT_CLUSTER_ADDR is unset and no swarm service was found");
+    } else {
+        tokio::spawn(cluster.clone().join_until_joined(seeds));
+    }
+    info!(
+        gossip_port = options.cluster_port,
+        "agent running in cluster mode"
+    );
+    Ok(Some(cluster))
+}
+
+/// AGENT_ADVERTISE_ADDR, else the agent's container address, else the
+/// machine's first non-loopback IPv4, else AGENT_HOST.
+fn advertise_address(options: &Options, own_container: &OwnContainer) -> IpAddr {
+    options
+        .advertise_addr
+        .or(own_container.address)
+        .or_else(|| host::first_non_loopback_ipv4().map(IpAddr::V4))
+        .unwrap_or(if options.host.is_unspecified() {
+            IpAddr::V4(Ipv4Addr::LOCALHOST)
+        } else {
+            options.host
+        })
+}
+
+/// The machine's host name (in a container, by default its ID).
 fn host_name() -> Option<String> {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .ok()

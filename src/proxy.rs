@@ -1,5 +1,5 @@
-//! The proxy core: one way to forward a request to a Docker engine, used
-//! for the local engine now and for peer agents later.
+//! The proxy core: one way to forward a request, to the local engine or to
+//! another agent.
 //!
 //! Bodies stream both ways untouched. An upgrade (`docker exec -it`,
 //! `docker attach`: `Upgrade: tcp`) is spliced: once the engine answers 101,
@@ -7,9 +7,10 @@
 //! direction closing on its own, so a client's end of input reaches the
 //! engine while output keeps flowing back.
 
+use std::future::Future;
+
 use berth_domain::error::AgentError;
-use berth_ports::Body;
-use berth_ports::{DockerEngine, EngineError};
+use berth_ports::{Body, DockerEngine, EngineError};
 use http::header::{HeaderName, CONNECTION, TRANSFER_ENCODING, UPGRADE};
 use http::{HeaderMap, Request, Response, StatusCode};
 use hyper::upgrade::OnUpgrade;
@@ -29,27 +30,42 @@ const HOP_BY_HOP: [&str; 8] = [
     "transfer-encoding",
 ];
 
-/// Forwards `request` to `engine` and returns the engine's answer, or a
-/// Portainer-shaped error when the engine cannot be reached.
-pub async fn forward<E: DockerEngine>(
+/// Forwards `request` to the local engine.
+pub async fn forward_to_engine<E: DockerEngine>(
     engine: &E,
-    mut request: Request<Body>,
+    request: Request<Body>,
 ) -> Result<Response<Body>, AgentError> {
+    forward(request, |request| async move {
+        engine.forward(request).await.map_err(engine_error)
+    })
+    .await
+}
+
+/// Forwards `request` with `send` (to the engine or to another agent) and
+/// returns the answer as it streams in; a 101 is spliced.
+pub async fn forward<F, Fut>(
+    mut request: Request<Body>,
+    send: F,
+) -> Result<Response<Body>, AgentError>
+where
+    F: FnOnce(Request<Body>) -> Fut,
+    Fut: Future<Output = Result<Response<Body>, AgentError>>,
+{
     let wants_upgrade = is_upgrade(request.headers());
     // Taken off the request so it stays with the client's connection.
     let client_upgrade = request.extensions_mut().remove::<OnUpgrade>();
     strip_hop_by_hop(request.headers_mut(), wants_upgrade);
-    let mut response = engine.forward(request).await.map_err(engine_error)?;
+    let mut response = send(request).await?;
     if response.status() == StatusCode::SWITCHING_PROTOCOLS {
-        let engine_upgrade = hyper::upgrade::on(&mut response);
+        let upstream_upgrade = hyper::upgrade::on(&mut response);
         match client_upgrade {
             Some(client_upgrade) => {
-                tokio::spawn(splice(client_upgrade, engine_upgrade));
+                tokio::spawn(splice(client_upgrade, upstream_upgrade));
             }
             None => {
                 return Err(AgentError::new(
                     502,
-                    "The Docker engine switched protocols unasked",
+                    "The upstream switched protocols unasked",
                     "The request did not ask for an upgrade",
                 ))
             }
@@ -111,14 +127,14 @@ fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
 }
 
 /// Joins the two upgraded connections until both directions have ended.
-async fn splice(client: OnUpgrade, engine: OnUpgrade) {
-    let (client, engine) = match tokio::try_join!(client, engine) {
+async fn splice(client: OnUpgrade, upstream: OnUpgrade) {
+    let (client, upstream) = match tokio::try_join!(client, upstream) {
         Ok(pair) => pair,
         Err(error) => return debug!(%error, "upgrade did not complete"),
     };
     let mut client = TokioIo::new(client);
-    let mut engine = TokioIo::new(engine);
-    match tokio::io::copy_bidirectional(&mut client, &mut engine).await {
+    let mut upstream = TokioIo::new(upstream);
+    match tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
         Ok((sent, received)) => debug!(sent, received, "upgraded stream closed"),
         Err(error) => debug!(%error, "upgraded stream ended with an error"),
     }

@@ -3,10 +3,17 @@
 //! - [`docker`]: the `DockerEngine` port over a unix socket or TCP (hyper),
 //!   engine facts through bollard.
 //! - [`clock`]: the `Clock` port on tokio's timer.
+//! - [`peers`]: the `PeerAgents` port, a pooled HTTPS client to other agents.
+//! - [`gossip`]: the `Membership` port on the serf crate.
+//! - [`host`]: facts about the machine (its addresses).
 //! - [`http`]: the HTTPS server (hyper + rustls) that feeds every request to
 //!   a `RequestHandler`, with connection limits, timeouts and graceful
 //!   shutdown.
 
 pub mod clock;
 pub mod docker;
+pub mod gossip;
+pub mod host;
 pub mod http;
+mod io;
+pub mod peers;

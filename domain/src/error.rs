@@ -68,6 +68,34 @@ impl AgentError {
         )
     }
 
+    /// A manager operation with no alive agent on a manager node.
+    pub fn no_manager_agent() -> Self {
+        AgentError::new(
+            500,
+            "The agent was unable to contact any other agent located on a manager node",
+            "Unable to find an agent on any manager node",
+        )
+    }
+
+    /// `X-PortainerAgent-Target` names no alive agent.
+    pub fn unknown_target(node: &str) -> Self {
+        let _ = node;
+        AgentError::new(
+            500,
+            "The agent was unable to contact any other agent",
+            "Unable to find the targeted agent",
+        )
+    }
+
+    /// The agent of another node did not answer.
+    pub fn peer_unreachable(node: &str, cause: &str) -> Self {
+        AgentError::new(
+            502,
+            format!("Unable to reach the agent on node {node}"),
+            cause,
+        )
+    }
+
     /// An agent route whose capability this build does not have yet.
     pub fn not_implemented(route: &str) -> Self {
         AgentError::new(

@@ -26,3 +26,9 @@ pub fn common_response_headers() -> [(&'static str, &'static str); 3] {
         (RESPONSE_PLATFORM, PLATFORM_DOCKER),
     ]
 }
+
+/// Set on requests one agent forwards to another: the receiver answers them
+/// itself and never forwards them again, so agents cannot loop.
+pub const REQUEST_HOP: &str = "X-PortainerAgent-Hop";
+/// On cluster-wide lists: the nodes missing from the list, and why.
+pub const RESPONSE_UNAVAILABLE_NODES: &str = "X-PortainerAgent-Unavailable-Nodes";

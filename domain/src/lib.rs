@@ -5,6 +5,8 @@
 //! `cargo tree` to keep it so). Everything here is a function of its inputs,
 //! so every rule is unit-tested without a socket.
 
+pub mod aggregate;
+pub mod cluster;
 pub mod duration;
 pub mod engine;
 pub mod error;

@@ -10,6 +10,7 @@ use std::fmt;
 use std::net::IpAddr;
 use std::time::Duration;
 
+use crate::cluster::{parse_seeds, Seed};
 use crate::duration::parse_go_duration;
 
 /// How an option's value is written.
@@ -560,6 +561,8 @@ pub struct Options {
     pub secret: Option<String>,
     pub secret_timeout: Duration,
     pub cluster_addr: Option<String>,
+    /// `AGENT_CLUSTER_ADDR`, parsed; empty when unset.
+    pub cluster_seeds: Vec<Seed>,
     pub cluster_probe_timeout: Duration,
     pub cluster_probe_interval: Duration,
     pub cluster_port: u16,
@@ -763,6 +766,7 @@ impl Options {
             secret: r.optional_text("AGENT_SECRET"),
             secret_timeout: r.duration("AGENT_SECRET_TIMEOUT")?,
             cluster_addr: r.optional_text("AGENT_CLUSTER_ADDR"),
+            cluster_seeds: Vec::new(),
             cluster_probe_timeout: r.duration("AGENT_CLUSTER_PROBE_TIMEOUT")?,
             cluster_probe_interval: r.duration("AGENT_CLUSTER_PROBE_INTERVAL")?,
             cluster_port: r.port("AGENT_CLUSTER_PORT")?,
@@ -800,6 +804,21 @@ impl Options {
                 region: r.optional_text("AWS_REGION"),
             },
         };
+        let mut options = options;
+        if let Some(text) = &options.cluster_addr {
+            options.cluster_seeds = parse_seeds(text, options.cluster_port).ok_or_else(|| {
+                let spec = Reader::spec("AGENT_CLUSTER_ADDR");
+                OptionError {
+                    env: spec.env,
+                    flag: spec.flag,
+                    value: text.clone(),
+                    source: r
+                        .text("AGENT_CLUSTER_ADDR")
+                        .map_or(Source::Environment, |(_, s)| s),
+                    expected: "DNS names, IPs or host:port, separated by commas".to_string(),
+                }
+            })?;
+        }
         options.check_pairs()?;
         Ok(options)
     }
@@ -911,6 +930,8 @@ mod tests {
             ("DOCKER_HOST", "/var/run/docker.sock", "unix:///"),
             ("DOCKER_HOST", "tcp://host", "unix:///"),
             ("AGENT_CONNECT_TIMEOUT", "0", "greater than zero"),
+            ("AGENT_CLUSTER_ADDR", "a,,b", "separated by commas"),
+            ("AGENT_CLUSTER_ADDR", "host:port", "separated by commas"),
         ];
         for (env, value, expected) in cases {
             let error = check(&[(env, value)]).unwrap_err();

@@ -17,6 +17,17 @@ pub struct RequestHead<'a> {
     pub target: Option<&'a str>,
     /// `X-PortainerAgent-ManagerOperation` is present and non-empty.
     pub manager_operation: bool,
+    /// The request was forwarded by another agent (the hop marker): it is
+    /// answered here, never forwarded again, so agents cannot loop.
+    pub forwarded: bool,
+}
+
+/// What the agent knows of itself when routing.
+#[derive(Debug, Clone, Copy)]
+pub struct LocalView<'a> {
+    pub facts: &'a EngineFacts,
+    /// Whether this agent is part of a cluster (gossip is running).
+    pub clustered: bool,
 }
 
 /// The browse operations (reference §6.3).
@@ -116,28 +127,27 @@ fn is_api_version(segment: &str) -> bool {
 }
 
 /// Decides the route of a request on an agent whose engine has `facts`.
-pub fn route(head: &RequestHead<'_>, facts: &EngineFacts) -> Route {
+pub fn route(head: &RequestHead<'_>, local: LocalView<'_>) -> Route {
     if head.path.starts_with("/key") {
         return Route::Key;
     }
     let path = strip_version_prefix(head.path);
     if let Some(rest) = path.strip_prefix("/v2") {
         if rest.is_empty() || rest.starts_with('/') {
-            return route_v2(head, rest, facts);
+            return route_v2(head, rest, local);
         }
     }
     if let Some(rest) = path.strip_prefix("/v1") {
         if rest.is_empty() || rest.starts_with('/') {
-            return route_v1(head, rest, facts);
+            return route_v1(head, rest, local);
         }
     }
-    route_unprefixed(head, path, facts).unwrap_or_else(|| docker(head, path, facts))
+    route_unprefixed(head, path).unwrap_or_else(|| docker(head, path, local))
 }
 
 /// Agent routes shared by the unprefixed and `/v2` forms; `None` means the
 /// path is not an agent path and goes to Docker.
-fn route_unprefixed(head: &RequestHead<'_>, path: &str, facts: &EngineFacts) -> Option<Route> {
-    let _ = facts;
+fn route_unprefixed(head: &RequestHead<'_>, path: &str) -> Option<Route> {
     let get = head.method == "GET";
     let route = if path.starts_with("/ping") {
         only(path == "/ping", get, Route::Ping)
@@ -162,7 +172,7 @@ fn route_unprefixed(head: &RequestHead<'_>, path: &str, facts: &EngineFacts) -> 
     Some(route)
 }
 
-fn route_v2(head: &RequestHead<'_>, rest: &str, facts: &EngineFacts) -> Route {
+fn route_v2(head: &RequestHead<'_>, rest: &str, local: LocalView<'_>) -> Route {
     if rest == "/dockerhub" {
         return only(true, head.method == "POST", Route::DockerHub);
     }
@@ -172,15 +182,15 @@ fn route_v2(head: &RequestHead<'_>, rest: &str, facts: &EngineFacts) -> Route {
     if rest.starts_with("/kubernetes") {
         return Route::NotFound;
     }
-    match route_unprefixed(head, rest, facts) {
+    match route_unprefixed(head, rest) {
         Some(route) => route,
         // Unknown /v2 paths go to Docker with the prefix kept, as the Go
         // agent does; Docker then refuses them itself.
-        None => docker(head, head.path, facts),
+        None => docker(head, head.path, local),
     }
 }
 
-fn route_v1(head: &RequestHead<'_>, rest: &str, facts: &EngineFacts) -> Route {
+fn route_v1(head: &RequestHead<'_>, rest: &str, local: LocalView<'_>) -> Route {
     if rest == "/agents" {
         return only(true, head.method == "GET", Route::Agents);
     }
@@ -202,7 +212,7 @@ fn route_v1(head: &RequestHead<'_>, rest: &str, facts: &EngineFacts) -> Route {
         }
         return Route::NotFound;
     }
-    docker(head, head.path, facts)
+    docker(head, head.path, local)
 }
 
 fn browse(method: &str, op: &str, volume: Option<String>) -> Route {
@@ -226,16 +236,18 @@ fn only(path_matches: bool, method_matches: bool, route: Route) -> Route {
     }
 }
 
-fn docker(head: &RequestHead<'_>, path: &str, facts: &EngineFacts) -> Route {
-    Route::Docker(docker_dispatch(head, strip_version_prefix(path), facts))
+fn docker(head: &RequestHead<'_>, path: &str, local: LocalView<'_>) -> Route {
+    Route::Docker(docker_dispatch(head, strip_version_prefix(path), local))
 }
 
-/// The Docker dispatch decision of reference §5.2. On a standalone engine
-/// every request is local. `path` is version-stripped.
-pub fn docker_dispatch(head: &RequestHead<'_>, path: &str, facts: &EngineFacts) -> DockerDispatch {
-    if facts.role == SwarmRole::Standalone {
+/// The Docker dispatch decision of reference §5.2. Outside a cluster, and
+/// for requests another agent forwarded, every request is local. `path` is
+/// version-stripped.
+pub fn docker_dispatch(head: &RequestHead<'_>, path: &str, local: LocalView<'_>) -> DockerDispatch {
+    if !local.clustered || head.forwarded {
         return DockerDispatch::Local;
     }
+    let facts = local.facts;
     let is_local_target = |target: Option<&str>| match target {
         None => true,
         Some(name) => name == facts.node_name,
@@ -244,10 +256,12 @@ pub fn docker_dispatch(head: &RequestHead<'_>, path: &str, facts: &EngineFacts) 
         return manager_or_local(facts);
     }
     if let Some(kind) = list_kind(head.method, path) {
-        return if head.target.is_some() && is_local_target(head.target) {
-            DockerDispatch::Local
-        } else {
-            DockerDispatch::Aggregate(kind)
+        // A list with a target is that node's own list. (The Go agent fans
+        // out to every node when the target is another node: a quirk.)
+        return match head.target {
+            None => DockerDispatch::Aggregate(kind),
+            Some(_) if is_local_target(head.target) => DockerDispatch::Local,
+            Some(node) => DockerDispatch::Node(node.to_string()),
         };
     }
     const MANAGER_PREFIXES: [&str; 7] = [
@@ -318,12 +332,18 @@ mod tests {
             path,
             target: None,
             manager_operation: false,
+            forwarded: false,
         }
     }
 
     fn check(method: &str, path: &str, expected: Route) {
+        let facts = standalone();
+        let local = LocalView {
+            facts: &facts,
+            clustered: false,
+        };
         assert_eq!(
-            route(&head(method, path), &standalone()),
+            route(&head(method, path), local),
             expected,
             "{method} {path}"
         );
@@ -433,8 +453,13 @@ mod tests {
             manager_operation: true,
             ..head("GET", "/services")
         };
+        let facts = standalone();
+        let alone = LocalView {
+            facts: &facts,
+            clustered: false,
+        };
         assert_eq!(
-            docker_dispatch(&request, "/services", &standalone()),
+            docker_dispatch(&request, "/services", alone),
             DockerDispatch::Local
         );
     }
@@ -449,8 +474,16 @@ mod tests {
                 path,
                 target,
                 manager_operation,
+                forwarded: false,
             };
-            docker_dispatch(&request, path, facts)
+            docker_dispatch(
+                &request,
+                path,
+                LocalView {
+                    facts,
+                    clustered: true,
+                },
+            )
         };
         use DockerDispatch::*;
         assert_eq!(
@@ -459,7 +492,7 @@ mod tests {
         );
         assert_eq!(
             decide("GET", "/images/json", Some("node-2"), false, &worker),
-            Aggregate(ListKind::Images)
+            Node("node-2".into())
         );
         assert_eq!(
             decide("GET", "/volumes", Some("node-1"), false, &worker),
@@ -502,5 +535,35 @@ mod tests {
             Local
         );
         assert_eq!(decide("GET", "/version", None, false, &manager), Local);
+        // A clustered standalone engine fans out and forwards too.
+        let alone = standalone();
+        assert_eq!(
+            decide("GET", "/containers/json", None, false, &alone),
+            Aggregate(ListKind::Containers)
+        );
+        assert_eq!(decide("GET", "/services", None, false, &alone), Manager);
+        assert_eq!(
+            decide("GET", "/version", Some("node-2"), false, &alone),
+            Node("node-2".into())
+        );
+    }
+
+    #[test]
+    fn forwarded_requests_never_leave_again() {
+        let worker = swarm(SwarmRole::Worker);
+        let request = RequestHead {
+            target: Some("elsewhere"),
+            manager_operation: true,
+            forwarded: true,
+            ..head("GET", "/containers/json")
+        };
+        let local = LocalView {
+            facts: &worker,
+            clustered: true,
+        };
+        assert_eq!(
+            docker_dispatch(&request, "/containers/json", local),
+            DockerDispatch::Local
+        );
     }
 }

@@ -8,9 +8,13 @@
 pub mod body;
 pub mod clock;
 pub mod docker_engine;
+pub mod membership;
+pub mod peer_agents;
 pub mod request_handler;
 
 pub use body::{empty_body, full_body, Body, BoxError};
 pub use clock::Clock;
 pub use docker_engine::{DockerEngine, EngineError};
+pub use membership::{Membership, MembershipError};
+pub use peer_agents::{PeerAgents, PeerError};
 pub use request_handler::RequestHandler;

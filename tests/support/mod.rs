@@ -4,6 +4,7 @@
 
 pub mod berth_process;
 pub mod client;
+pub mod fake_cluster;
 pub mod fake_engine;
 pub mod fixtures;
 pub mod manual_clock;

@@ -8,11 +8,10 @@ use std::time::Duration;
 
 use berth_domain::options::DockerHost;
 use http::Uri;
-use hyper::rt::{Read, ReadBufCursor, Write};
-use hyper_util::client::legacy::connect::{Connected, Connection};
-use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpStream, UnixStream};
+
+use crate::io::{timed_out, PooledIo};
 
 #[derive(Clone)]
 pub(super) struct EngineConnector {
@@ -26,41 +25,10 @@ impl EngineConnector {
     }
 }
 
-/// Marks a connect that ran out of time, so it maps to a 504, not a 502.
-#[derive(Debug)]
-struct ConnectTimedOut;
-
-impl std::fmt::Display for ConnectTimedOut {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("connect timed out")
-    }
-}
-
-impl std::error::Error for ConnectTimedOut {}
-
-pub(super) fn is_timeout(error: &(dyn std::error::Error + 'static)) -> bool {
-    let mut current = Some(error);
-    while let Some(error) = current {
-        if error.is::<ConnectTimedOut>() {
-            return true;
-        }
-        if let Some(io) = error.downcast_ref::<io::Error>() {
-            if io
-                .get_ref()
-                .is_some_and(|inner| inner.is::<ConnectTimedOut>())
-            {
-                return true;
-            }
-        }
-        current = error.source();
-    }
-    false
-}
-
 impl tower_service::Service<Uri> for EngineConnector {
-    type Response = EngineIo;
+    type Response = PooledIo<EngineStream>;
     type Error = io::Error;
-    type Future = Pin<Box<dyn Future<Output = io::Result<EngineIo>> + Send>>;
+    type Future = Pin<Box<dyn Future<Output = io::Result<PooledIo<EngineStream>>> + Send>>;
 
     fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<io::Result<()>> {
         Poll::Ready(Ok(()))
@@ -83,8 +51,8 @@ impl tower_service::Service<Uri> for EngineConnector {
                 }
             };
             match tokio::time::timeout(timeout, connect).await {
-                Ok(stream) => stream.map(|s| EngineIo(TokioIo::new(s))),
-                Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, ConnectTimedOut)),
+                Ok(stream) => stream.map(PooledIo::new),
+                Err(_) => Err(timed_out()),
             }
         })
     }
@@ -134,43 +102,5 @@ impl AsyncWrite for EngineStream {
             EngineStream::Unix(s) => Pin::new(s).poll_shutdown(cx),
             EngineStream::Tcp(s) => Pin::new(s).poll_shutdown(cx),
         }
-    }
-}
-
-/// The connection type hyper's client pool holds. A newtype, because hyper's
-/// `Connection` trait cannot be implemented on `TokioIo` from here.
-pub(super) struct EngineIo(TokioIo<EngineStream>);
-
-impl Connection for EngineIo {
-    fn connected(&self) -> Connected {
-        Connected::new()
-    }
-}
-
-impl Read for EngineIo {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: ReadBufCursor<'_>,
-    ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().0).poll_read(cx, buf)
-    }
-}
-
-impl Write for EngineIo {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().0).poll_write(cx, buf)
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().0).poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().0).poll_shutdown(cx)
     }
 }

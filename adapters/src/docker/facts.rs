@@ -81,3 +81,62 @@ pub fn facts_from_info(info: &SystemInfo, node: Option<&Node>) -> EngineFacts {
         engine_version: info.server_version.clone().unwrap_or_default(),
     }
 }
+
+/// What inspecting the agent's own container tells (reference §9).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OwnContainer {
+    /// The first IPv4 address on a network other than the swarm ingress.
+    pub address: Option<std::net::IpAddr>,
+    /// The `com.docker.swarm.service.name` label.
+    pub service_name: Option<String>,
+}
+
+/// Inspects the container named `hostname` (a container's default host
+/// name is its ID). `None` when berth does not run in a container.
+pub(super) async fn own_container(
+    host: &DockerHost,
+    timeout: Duration,
+    hostname: &str,
+) -> Option<OwnContainer> {
+    let seconds = timeout.as_secs().max(1);
+    let docker = match host {
+        DockerHost::Unix { path } => Docker::connect_with_unix(path, seconds, &FACTS_API_VERSION),
+        DockerHost::Tcp { .. } => {
+            Docker::connect_with_http(&host.to_string(), seconds, &FACTS_API_VERSION)
+        }
+    }
+    .ok()?;
+    let container = docker
+        .inspect_container(
+            hostname,
+            None::<bollard::query_parameters::InspectContainerOptions>,
+        )
+        .await
+        .ok()?;
+    let service_name = container
+        .config
+        .as_ref()
+        .and_then(|config| config.labels.as_ref())
+        .and_then(|labels| labels.get("com.docker.swarm.service.name").cloned());
+    let mut networks: Vec<(String, bollard::models::EndpointSettings)> = container
+        .network_settings
+        .and_then(|settings| settings.networks)
+        .map(|networks| networks.into_iter().collect())
+        .unwrap_or_default();
+    // A stable choice: networks by name, the ingress network never.
+    networks.sort_by(|a, b| a.0.cmp(&b.0));
+    let address = networks
+        .into_iter()
+        .filter(|(name, _)| name != "ingress")
+        .find_map(|(_, endpoint)| {
+            endpoint
+                .ip_address
+                .filter(|ip| !ip.is_empty())?
+                .parse()
+                .ok()
+        });
+    Some(OwnContainer {
+        address,
+        service_name,
+    })
+}

@@ -15,7 +15,9 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
 use connector::EngineConnector;
-pub use facts::facts_from_info;
+
+use crate::io::{is_timeout, root_cause};
+pub use facts::{facts_from_info, OwnContainer};
 
 /// A pooled HTTP/1.1 client to one Docker engine. Cloning shares the pool:
 /// build it once and hand out clones.
@@ -64,10 +66,15 @@ impl DockerSocket {
             })
     }
 
+    /// Inspects the container berth runs in, found by its host name.
+    pub async fn own_container(&self, hostname: &str) -> Option<OwnContainer> {
+        facts::own_container(&self.host, self.connect_timeout, hostname).await
+    }
+
     fn classify(&self, error: hyper_util::client::legacy::Error) -> EngineError {
         let endpoint = self.endpoint();
         if error.is_connect() {
-            if connector::is_timeout(&error) {
+            if is_timeout(&error) {
                 return EngineError::Timeout {
                     endpoint,
                     after_seconds: self.connect_timeout.as_secs(),
@@ -83,14 +90,6 @@ impl DockerSocket {
             cause: root_cause(&error),
         }
     }
-}
-
-fn root_cause(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut deepest = error;
-    while let Some(source) = deepest.source() {
-        deepest = source;
-    }
-    deepest.to_string()
 }
 
 impl DockerEngine for DockerSocket {

@@ -1,0 +1,289 @@
+//! The cluster use cases: forwarding a request to another node's agent or
+//! to a manager's, gathering a list from every node, listing the agents,
+//! and keeping this agent's tags and membership current.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use berth_domain::aggregate::{self, NodeAnswer, NodeResult};
+use berth_domain::cluster::{self, ManagerChoice, Member, MemberStatus, Seed};
+use berth_domain::engine::EngineFacts;
+use berth_domain::error::AgentError;
+use berth_domain::headers::{REQUEST_HOP, REQUEST_TARGET, RESPONSE_UNAVAILABLE_NODES};
+use berth_domain::routing::ListKind;
+use berth_ports::{full_body, Body, DockerEngine, Membership, PeerAgents, PeerError};
+use futures_util::future::join_all;
+use http::header::{HeaderName, HeaderValue, CONTENT_TYPE};
+use http::{Request, Response};
+use http_body_util::BodyExt;
+use tracing::{info, warn};
+
+use crate::facts::FactsReceiver;
+use crate::proxy;
+
+/// The most one node's list may weigh before it counts as a failure.
+const MAX_LIST_BYTES: usize = 256 * 1024 * 1024;
+
+/// The gossip membership and the way to reach peers.
+#[derive(Clone)]
+pub struct Cluster<M, P> {
+    membership: M,
+    peers: P,
+    fanout_timeout: Duration,
+}
+
+impl<M: Membership, P: PeerAgents> Cluster<M, P> {
+    pub fn new(membership: M, peers: P, fanout_timeout: Duration) -> Self {
+        Cluster {
+            membership,
+            peers,
+            fanout_timeout,
+        }
+    }
+
+    pub fn membership(&self) -> &M {
+        &self.membership
+    }
+
+    /// `GET /agents`: alive members in the reference's shape (§6.1).
+    pub async fn agents(&self) -> Response<Body> {
+        let mut members: Vec<Member> = self
+            .membership
+            .members()
+            .await
+            .into_iter()
+            .filter(Member::is_alive)
+            .collect();
+        members.sort_by(|a, b| a.node_name.cmp(&b.node_name));
+        let list: Vec<serde_json::Value> = members
+            .iter()
+            .map(|m| {
+                serde_json::json!({
+                    "IPAddress": m.address.to_string(),
+                    "Port": m.agent_port.to_string(),
+                    "NodeName": m.node_name,
+                    "NodeRole": m.node_role,
+                    "EdgeKeySet": m.edge_key_set,
+                })
+            })
+            .collect();
+        json_response(&serde_json::Value::Array(list), None)
+    }
+
+    /// A request with `X-PortainerAgent-Target` naming another node.
+    pub async fn forward_to_node(
+        &self,
+        node: &str,
+        request: Request<Body>,
+    ) -> Result<Response<Body>, AgentError> {
+        let members = self.membership.members().await;
+        let member = cluster::member_for_node(&members, node)
+            .ok_or_else(|| AgentError::unknown_target(node))?;
+        self.forward_to(member, request).await
+    }
+
+    /// A swarm-manager request on an agent that is not on a manager.
+    pub async fn forward_to_manager<E: DockerEngine>(
+        &self,
+        engine: &E,
+        local: &EngineFacts,
+        request: Request<Body>,
+    ) -> Result<Response<Body>, AgentError> {
+        let members = self.membership.members().await;
+        match cluster::manager_for(&members, local) {
+            ManagerChoice::Local => proxy::forward_to_engine(engine, request).await,
+            ManagerChoice::Peer(member) => self.forward_to(member, request).await,
+            ManagerChoice::NoneAlive => Err(AgentError::no_manager_agent()),
+        }
+    }
+
+    /// Through the proxy core, streamed both ways, upgrades spliced. The
+    /// signature headers travel on; the hop marker stops any further hop.
+    async fn forward_to(
+        &self,
+        member: &Member,
+        mut request: Request<Body>,
+    ) -> Result<Response<Body>, AgentError> {
+        mark_hop(&mut request, &member.node_name)?;
+        let peer = SocketAddr::new(member.address, member.agent_port);
+        let node = member.node_name.clone();
+        proxy::forward(request, |request| async move {
+            self.peers
+                .forward(peer, request)
+                .await
+                .map_err(|error| AgentError::peer_unreachable(&node, &error.to_string()))
+        })
+        .await
+    }
+
+    /// A cluster-wide list: every alive member at once, each with its own
+    /// copy of the request, each bounded by the fan-out timeout.
+    pub async fn aggregate<E: DockerEngine>(
+        &self,
+        engine: &E,
+        local: &EngineFacts,
+        kind: ListKind,
+        request: Request<Body>,
+    ) -> Result<Response<Body>, AgentError> {
+        let (template, _) = request.into_parts();
+        let mut members = self.membership.members().await;
+        members.sort_by(|a, b| a.node_name.cmp(&b.node_name));
+        let queries = members
+            .iter()
+            .filter(|m| m.status != MemberStatus::Left)
+            .map(|member| {
+                let template = &template;
+                async move {
+                    if member.status != MemberStatus::Alive {
+                        return NodeResult {
+                            node: member.node_name.clone(),
+                            answer: NodeAnswer::Failed(
+                                format!("gossip reports it {:?}", member.status).to_lowercase(),
+                            ),
+                        };
+                    }
+                    let answer = match tokio::time::timeout(
+                        self.fanout_timeout,
+                        self.list_from(engine, local, member, template),
+                    )
+                    .await
+                    {
+                        Ok(answer) => answer,
+                        Err(_) => NodeAnswer::Failed(format!(
+                            "no answer within {}s",
+                            self.fanout_timeout.as_secs_f64()
+                        )),
+                    };
+                    NodeResult {
+                        node: member.node_name.clone(),
+                        answer,
+                    }
+                }
+            });
+        let results = join_all(queries).await;
+        let merged = aggregate::merge(kind, results);
+        let summary = merged.failure_summary();
+        if let Some(summary) = &summary {
+            warn!(path = %template.uri.path(), unavailable = %summary, "unable to retrieve node resources for aggregation");
+        }
+        Ok(json_response(&merged.body, summary.as_deref()))
+    }
+
+    async fn list_from<E: DockerEngine>(
+        &self,
+        engine: &E,
+        local: &EngineFacts,
+        member: &Member,
+        template: &http::request::Parts,
+    ) -> NodeAnswer {
+        let mut request = Request::new(berth_ports::empty_body());
+        *request.method_mut() = template.method.clone();
+        *request.uri_mut() = template.uri.clone();
+        *request.headers_mut() = template.headers.clone();
+        let sent = if member.node_name == local.node_name {
+            engine
+                .forward(request)
+                .await
+                .map_err(|error| error.to_string())
+        } else {
+            if let Err(error) = mark_hop(&mut request, &member.node_name) {
+                return NodeAnswer::Failed(error.details().to_string());
+            }
+            let peer = SocketAddr::new(member.address, member.agent_port);
+            self.peers
+                .forward(peer, request)
+                .await
+                .map_err(|error: PeerError| error.to_string())
+        };
+        let response = match sent {
+            Ok(response) => response,
+            Err(why) => return NodeAnswer::Failed(why),
+        };
+        let status = response.status().as_u16();
+        match read_bounded(response.into_body(), MAX_LIST_BYTES).await {
+            Ok(body) => NodeAnswer::Answered { status, body },
+            Err(why) => NodeAnswer::Failed(why),
+        }
+    }
+
+    /// Publishes this agent's tags, again whenever the engine's facts
+    /// change (a promoted node is seen as a manager within seconds).
+    pub async fn keep_tags_current(self, agent_port: u16, mut facts: FactsReceiver) {
+        loop {
+            let tags = cluster::agent_tags(agent_port, &facts.borrow_and_update(), false);
+            if let Err(error) = self.membership.publish(tags).await {
+                warn!(%error, "cannot publish this agent's tags");
+            }
+            if facts.changed().await.is_err() {
+                return;
+            }
+        }
+    }
+
+    /// Joins through `seeds`, retrying with backoff until a peer answers,
+    /// so an agent that starts before its peers still finds them.
+    pub async fn join_until_joined(self, seeds: Vec<Seed>) {
+        let mut backoff = Duration::from_millis(500);
+        let mut last_error = String::new();
+        loop {
+            match self.membership.join(&seeds).await {
+                Ok(peers) => {
+                    info!(peers, "joined the agent cluster");
+                    return;
+                }
+                Err(error) => {
+                    let error = error.to_string();
+                    // Logged once per change, not once per try.
+                    if error != last_error {
+                        warn!(%error, "cannot join the agent cluster yet; retrying");
+                        last_error = error;
+                    }
+                }
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(30));
+        }
+    }
+}
+
+/// Reads a whole body, refusing one larger than `limit`.
+async fn read_bounded(mut body: Body, limit: usize) -> Result<Vec<u8>, String> {
+    let mut bytes = Vec::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|error| format!("the answer broke off: {error}"))?;
+        if let Ok(data) = frame.into_data() {
+            if bytes.len() + data.len() > limit {
+                return Err(format!("the answer is larger than {limit} bytes"));
+            }
+            bytes.extend_from_slice(&data);
+        }
+    }
+    Ok(bytes)
+}
+
+fn mark_hop(request: &mut Request<Body>, node: &str) -> Result<(), AgentError> {
+    let target = HeaderValue::from_str(node).map_err(|_| AgentError::unknown_target(node))?;
+    let headers = request.headers_mut();
+    headers.insert(HeaderName::from_static("x-portaineragent-target"), target);
+    headers.insert(
+        HeaderName::from_static("x-portaineragent-hop"),
+        HeaderValue::from_static("1"),
+    );
+    debug_assert!(REQUEST_TARGET.eq_ignore_ascii_case("x-portaineragent-target"));
+    debug_assert!(REQUEST_HOP.eq_ignore_ascii_case("x-portaineragent-hop"));
+    Ok(())
+}
+
+fn json_response(value: &serde_json::Value, unavailable: Option<&str>) -> Response<Body> {
+    let mut response = Response::new(full_body(value.to_string()));
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    if let Some(value) = unavailable.and_then(|v| HeaderValue::from_str(v).ok()) {
+        response.headers_mut().insert(
+            HeaderName::from_bytes(RESPONSE_UNAVAILABLE_NODES.as_bytes()).expect("a header name"),
+            value,
+        );
+    }
+    response
+}
