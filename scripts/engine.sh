@@ -22,16 +22,29 @@ engine_cli() {
   if [ -x /usr/bin/docker ]; then echo /usr/bin/docker; else command -v docker; fi
 }
 
+# engine_start DIR [NODE_NAME [DOCKERD_ARGS...]]: with a node name, the
+# engine runs in its own UTS namespace with that host name, which becomes
+# its node name; extra arguments go to dockerd.
 engine_start() {
-  local dir=$1
+  local dir=$1 name=${2:-}
+  shift $(( $# > 2 ? 2 : $# ))
   mkdir -p "$dir"
-  DOCKER_SERVICE_PREFER_OFFLINE_IMAGE=1 setsid dockerd \
-    --host "unix://$dir/docker.sock" \
-    --data-root "$dir/data" \
-    --exec-root "$dir/exec" \
-    --pidfile "$dir/dockerd.pid" \
-    --iptables=false --ip-forward=false \
-    >"$dir/dockerd.log" 2>&1 &
+  local args=(
+    --host "unix://$dir/docker.sock"
+    --data-root "$dir/data"
+    --exec-root "$dir/exec"
+    --pidfile "$dir/dockerd.pid"
+    --iptables=false --ip-forward=false
+    "$@"
+  )
+  if [ -n "$name" ]; then
+    # unshare and sh exec into dockerd, so the PID recorded is dockerd's.
+    DOCKER_SERVICE_PREFER_OFFLINE_IMAGE=1 setsid unshare --uts \
+      sh -c 'hostname "$0" && exec dockerd "$@"' "$name" "${args[@]}" \
+      >"$dir/dockerd.log" 2>&1 &
+  else
+    DOCKER_SERVICE_PREFER_OFFLINE_IMAGE=1 setsid dockerd "${args[@]}" >"$dir/dockerd.log" 2>&1 &
+  fi
   echo $! >"$dir/dockerd.started-pid"
   local cli i
   cli=$(engine_cli)

@@ -6,6 +6,7 @@
 mod support;
 
 mod api;
+mod cluster;
 mod docker_cli;
 mod process;
 mod transparency;

@@ -123,3 +123,31 @@ impl Drop for BerthProcess {
         let _ = self.child.wait();
     }
 }
+
+/// The three cluster engines (`scripts/test` starts them: `berth-node-a`, a
+/// single-node swarm manager, and the standalone `berth-node-b` and
+/// `berth-node-c`). `None` means the engine tests are skipped on purpose.
+pub fn cluster_engine_hosts() -> Option<Vec<String>> {
+    if let Ok(hosts) = std::env::var("BERTH_TEST_CLUSTER_HOSTS") {
+        let hosts: Vec<String> = hosts.split(',').map(str::to_string).collect();
+        assert_eq!(
+            hosts.len(),
+            3,
+            "BERTH_TEST_CLUSTER_HOSTS names three engines"
+        );
+        return Some(hosts);
+    }
+    engine_host()?;
+    panic!("no cluster engines for the tests: run scripts/test, which starts them, or set BERTH_TEST_CLUSTER_HOSTS");
+}
+
+/// A port free on loopback for both TCP and UDP (gossip uses both).
+pub fn free_port() -> u16 {
+    loop {
+        let tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = tcp.local_addr().unwrap().port();
+        if std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}

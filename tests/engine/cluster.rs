@@ -1,0 +1,177 @@
+//! Three berth agents on loopback, each in front of its own engine (with
+//! its own node name), joined by gossip: one API for the whole cluster.
+
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use crate::support::berth_process::{cluster_engine_hosts, free_port, BerthProcess};
+use crate::support::client::{request, Target};
+use crate::{unique, IMAGE};
+
+const NODES: [&str; 3] = ["berth-node-a", "berth-node-b", "berth-node-c"];
+
+fn start_agent(engine: &str, gossip_port: u16, peers: &[u16]) -> BerthProcess {
+    let seeds: Vec<String> = peers
+        .iter()
+        .map(|port| format!("127.0.0.1:{port}"))
+        .collect();
+    let gossip_port = gossip_port.to_string();
+    let seeds = seeds.join(",");
+    BerthProcess::start(&[
+        ("DOCKER_HOST", engine),
+        ("AGENT_CLUSTER_PORT", &gossip_port),
+        ("AGENT_CLUSTER_ADDR", &seeds),
+        ("AGENT_ADVERTISE_ADDR", "127.0.0.1"),
+        ("AGENT_CLUSTER_PROBE_INTERVAL", "200ms"),
+        ("AGENT_CLUSTER_PROBE_TIMEOUT", "100ms"),
+        ("AGENT_FANOUT_TIMEOUT", "3s"),
+    ])
+}
+
+/// Polls `/agents` on `agent` until it lists exactly `nodes`.
+async fn wait_for_members(agent: &BerthProcess, nodes: &[&str]) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (status, listed) = Target::Berth(agent.addr).json("GET", "/agents", "").await;
+        assert_eq!(status, 200, "{listed}");
+        let mut names: Vec<&str> = listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|m| m["NodeName"].as_str())
+            .collect();
+        names.sort();
+        if names == nodes {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "members are {names:?}, expected {nodes:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The node each listed container is tagged with, by container ID.
+async fn containers_by_node(agent: &BerthProcess) -> (http::Response<()>, Vec<(String, String)>) {
+    let (response, body) = Target::Berth(agent.addr)
+        .fetch("GET", "/containers/json?all=1", "")
+        .await;
+    let listed: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    let pairs = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["Id"].as_str().unwrap().to_string(),
+                c["Portainer"]["Agent"]["NodeName"]
+                    .as_str()
+                    .unwrap()
+                    .to_string(),
+            )
+        })
+        .collect();
+    (response, pairs)
+}
+
+#[tokio::test]
+async fn three_agents_answer_for_the_whole_cluster() {
+    let Some(engines) = cluster_engine_hosts() else {
+        return;
+    };
+    let ports = [free_port(), free_port(), free_port()];
+    let a = start_agent(&engines[0], ports[0], &[ports[1], ports[2]]);
+    let b = start_agent(&engines[1], ports[1], &[ports[0]]);
+    let mut c = start_agent(&engines[2], ports[2], &[ports[0]]);
+    wait_for_members(&a, &NODES).await;
+    let (_, listed) = Target::Berth(a.addr).json("GET", "/agents", "").await;
+    let a_entry = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["NodeName"] == "berth-node-a")
+        .unwrap();
+    assert_eq!(a_entry["IPAddress"], "127.0.0.1");
+    assert_eq!(a_entry["Port"], a.addr.port().to_string());
+    assert_eq!(a_entry["NodeRole"], "manager");
+
+    // A container created on node B through agent A, with the target header.
+    let name = unique("on-b");
+    let mut create = request(
+        "POST",
+        &format!("/v1.41/containers/create?name={name}"),
+        &json!({"Image": IMAGE, "Cmd": ["true"], "HostConfig": {"NetworkMode": "none"}})
+            .to_string(),
+    );
+    create
+        .headers_mut()
+        .insert("x-portaineragent-target", "berth-node-b".parse().unwrap());
+    let (response, body) = Target::Berth(a.addr).fetch_request(create).await;
+    assert_eq!(response.status(), 201, "{}", String::from_utf8_lossy(&body));
+    let id = serde_json::from_slice::<serde_json::Value>(&body).unwrap()["Id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    // Listed from agent C, tagged with node B.
+    let (response, containers) = containers_by_node(&c).await;
+    assert_eq!(response.status(), 200);
+    assert!(!response
+        .headers()
+        .contains_key("x-portaineragent-unavailable-nodes"));
+    assert!(
+        containers.contains(&(id.clone(), "berth-node-b".to_string())),
+        "{containers:?}"
+    );
+
+    // Swarm-manager requests through an agent on a standalone node.
+    let (status, services) = Target::Berth(b.addr).json("GET", "/services", "").await;
+    assert_eq!(status, 200, "{services}");
+    assert!(services.is_array());
+    let (status, nodes) = Target::Berth(b.addr).json("GET", "/v1.41/nodes", "").await;
+    assert_eq!(status, 200, "{nodes}");
+    assert_eq!(nodes[0]["Description"]["Hostname"], "berth-node-a");
+
+    // Agent C dies: lists from A still come, within the timeout, naming it.
+    c.stop_with("KILL", Duration::from_secs(10));
+    let started = Instant::now();
+    let (response, containers) = containers_by_node(&a).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(response.status(), 200);
+    let unavailable = response.headers()["x-portaineragent-unavailable-nodes"]
+        .to_str()
+        .unwrap();
+    assert!(unavailable.starts_with("berth-node-c ("), "{unavailable}");
+    assert!(containers.contains(&(id.clone(), "berth-node-b".to_string())));
+    assert!(containers.iter().all(|(_, node)| node != "berth-node-c"));
+
+    // It comes back, and so do its containers.
+    let c = start_agent(&engines[2], ports[2], &[ports[0]]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (response, _) = containers_by_node(&a).await;
+        if !response
+            .headers()
+            .contains_key("x-portaineragent-unavailable-nodes")
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "agent C did not come back");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    wait_for_members(&c, &NODES).await;
+
+    let mut remove = request("DELETE", &format!("/v1.41/containers/{id}"), "");
+    remove
+        .headers_mut()
+        .insert("x-portaineragent-target", "berth-node-b".parse().unwrap());
+    let (response, _) = Target::Berth(c.addr).fetch_request(remove).await;
+    assert_eq!(response.status(), 204);
+    drop((a, b));
+}
