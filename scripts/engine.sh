@@ -8,6 +8,7 @@
 engine_install() {
   local missing=()
   command -v dockerd >/dev/null 2>&1 || missing+=(docker.io)
+  command -v ip >/dev/null 2>&1 || missing+=(iproute2)
   [ -x /bin/busybox ] && /bin/busybox --list 2>/dev/null | grep -qx sh || missing+=(busybox-static)
   dpkg -s busybox-static >/dev/null 2>&1 || missing+=(busybox-static)
   if [ ${#missing[@]} -gt 0 ]; then
@@ -24,7 +25,9 @@ engine_cli() {
 
 # engine_start DIR [NODE_NAME [DOCKERD_ARGS...]]: with a node name, the
 # engine runs in its own UTS namespace with that host name, which becomes
-# its node name; extra arguments go to dockerd.
+# its node name, and in its own network namespace (only its unix socket is
+# reached from outside), so its bridges and swarm ports cannot disturb
+# another engine's; extra arguments go to dockerd.
 engine_start() {
   local dir=$1 name=${2:-}
   shift $(( $# > 2 ? 2 : $# ))
@@ -39,8 +42,8 @@ engine_start() {
   )
   if [ -n "$name" ]; then
     # unshare and sh exec into dockerd, so the PID recorded is dockerd's.
-    DOCKER_SERVICE_PREFER_OFFLINE_IMAGE=1 setsid unshare --uts \
-      sh -c 'hostname "$0" && exec dockerd "$@"' "$name" "${args[@]}" \
+    DOCKER_SERVICE_PREFER_OFFLINE_IMAGE=1 setsid unshare --uts --net \
+      sh -c 'ip link set lo up && hostname "$0" && exec dockerd "$@"' "$name" "${args[@]}" \
       >"$dir/dockerd.log" 2>&1 &
   else
     DOCKER_SERVICE_PREFER_OFFLINE_IMAGE=1 setsid dockerd "${args[@]}" >"$dir/dockerd.log" 2>&1 &
