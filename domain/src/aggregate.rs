@@ -231,3 +231,101 @@ mod tests {
         assert_eq!(merged.body[0]["Size"], json!(9007199254740993u64));
     }
 }
+
+#[cfg(test)]
+mod recorded {
+    //! Merges of answers recorded from the real engine (`fixtures/`).
+    use super::*;
+
+    fn body(recorded: &str) -> Vec<u8> {
+        let (_, body) = recorded
+            .split_once("\n\n")
+            .expect("headers, a blank line, a body");
+        body.as_bytes().to_vec()
+    }
+
+    fn node(name: &str, recorded: &str) -> NodeResult {
+        NodeResult {
+            node: name.into(),
+            answer: NodeAnswer::Answered {
+                status: 200,
+                body: body(recorded),
+            },
+        }
+    }
+
+    const CONTAINERS: &str = include_str!("../../fixtures/engine-20.10/containers-all.http");
+    const VOLUMES: &str = include_str!("../../fixtures/engine-20.10/volumes.http");
+    const MISSING: &str = include_str!("../../fixtures/engine-20.10/container-missing.http");
+
+    #[test]
+    fn recorded_lists_from_several_nodes() {
+        let one_node: Value = serde_json::from_slice(&body(CONTAINERS)).unwrap();
+        let per_node = one_node.as_array().unwrap().len();
+        assert!(per_node > 0);
+        let merged = merge(
+            ListKind::Containers,
+            vec![
+                node("a", CONTAINERS),
+                node("b", CONTAINERS),
+                NodeResult {
+                    node: "c".into(),
+                    answer: NodeAnswer::Answered {
+                        status: 404,
+                        body: body(MISSING),
+                    },
+                },
+                NodeResult {
+                    node: "d".into(),
+                    answer: NodeAnswer::Answered {
+                        status: 502,
+                        body: b"Bad Gateway".to_vec(),
+                    },
+                },
+                NodeResult {
+                    node: "e".into(),
+                    answer: NodeAnswer::Answered {
+                        status: 200,
+                        body: b"[]".to_vec(),
+                    },
+                },
+            ],
+        );
+        let listed = merged.body.as_array().unwrap();
+        assert_eq!(listed.len(), 2 * per_node);
+        assert_eq!(listed[0]["Portainer"]["Agent"]["NodeName"], "a");
+        assert_eq!(listed[per_node]["Portainer"]["Agent"]["NodeName"], "b");
+        assert_eq!(
+            listed[0]["Id"], one_node[0]["Id"],
+            "the objects themselves are unchanged"
+        );
+        let failed: Vec<&str> = merged.failures.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(failed, ["c", "d"]);
+        assert!(merged.failures[0].1.contains("No such container"));
+    }
+
+    #[test]
+    fn recorded_volumes_and_null_volumes() {
+        let merged = merge(
+            ListKind::Volumes,
+            vec![
+                node("a", VOLUMES),
+                NodeResult {
+                    node: "b".into(),
+                    answer: NodeAnswer::Answered {
+                        status: 200,
+                        body: br#"{"Volumes":null,"Warnings":null}"#.to_vec(),
+                    },
+                },
+            ],
+        );
+        let recorded: Value = serde_json::from_slice(&body(VOLUMES)).unwrap();
+        let volumes = merged.body["Volumes"].as_array().unwrap();
+        assert_eq!(volumes.len(), recorded["Volumes"].as_array().unwrap().len());
+        assert!(volumes
+            .iter()
+            .all(|v| v["Portainer"]["Agent"]["NodeName"] == "a"));
+        assert!(merged.body["Warnings"].is_array());
+        assert!(merged.failures.is_empty());
+    }
+}

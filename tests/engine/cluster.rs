@@ -29,6 +29,64 @@ fn start_agent(engine: &str, gossip_port: u16, peers: &[u16]) -> BerthProcess {
     ])
 }
 
+/// A signed request to `node` through some agent.
+fn to_node(
+    method: &str,
+    path: &str,
+    body: &str,
+    node: &str,
+) -> http::Request<http_body_util::Full<bytes::Bytes>> {
+    let mut request = request(method, path, body);
+    request
+        .headers_mut()
+        .insert("x-portaineragent-target", node.parse().unwrap());
+    request
+}
+
+/// `exec cat` in a container of `node`, through `agent`, over an upgraded
+/// connection spliced at both hops: what goes in comes back out.
+async fn exec_through(agent: &BerthProcess, node: &str, container: &str, input: &[u8]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let target = Target::Berth(agent.addr);
+    let exec = json!({"AttachStdin": true, "AttachStdout": true, "Cmd": ["cat"]}).to_string();
+    let (response, body) = target
+        .fetch_request(to_node(
+            "POST",
+            &format!("/v1.41/containers/{container}/exec"),
+            &exec,
+            node,
+        ))
+        .await;
+    assert_eq!(response.status(), 201, "{}", String::from_utf8_lossy(&body));
+    let exec_id = serde_json::from_slice::<serde_json::Value>(&body).unwrap()["Id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut start = to_node(
+        "POST",
+        &format!("/v1.41/exec/{exec_id}/start"),
+        r#"{"Detach":false,"Tty":false}"#,
+        node,
+    );
+    start
+        .headers_mut()
+        .insert("connection", "Upgrade".parse().unwrap());
+    start
+        .headers_mut()
+        .insert("upgrade", "tcp".parse().unwrap());
+    let response = target.connect().await.send_request(start).await.unwrap();
+    assert_eq!(response.status(), 101);
+    let mut stream = hyper_util::rt::TokioIo::new(hyper::upgrade::on(response).await.unwrap());
+    stream.write_all(input).await.unwrap();
+    stream.shutdown().await.unwrap();
+    let mut output = Vec::new();
+    tokio::time::timeout(Duration::from_secs(30), stream.read_to_end(&mut output))
+        .await
+        .expect("cat ends when its input ends")
+        .unwrap();
+    crate::api::demultiplex(&output)
+}
+
 /// Polls `/agents` on `agent` until it lists exactly `nodes`.
 async fn wait_for_members(agent: &BerthProcess, nodes: &[&str]) {
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -126,6 +184,41 @@ async fn three_agents_answer_for_the_whole_cluster() {
         "{containers:?}"
     );
 
+    // A console on node B through agent C: the upgrade is spliced at both hops.
+    let running = unique("console-on-b");
+    let create = json!({"Image": IMAGE, "Cmd": ["sleep", "300"], "OpenStdin": true, "HostConfig": {"NetworkMode": "none"}});
+    let (response, body) = Target::Berth(c.addr)
+        .fetch_request(to_node(
+            "POST",
+            &format!("/v1.41/containers/create?name={running}"),
+            &create.to_string(),
+            "berth-node-b",
+        ))
+        .await;
+    assert_eq!(response.status(), 201, "{}", String::from_utf8_lossy(&body));
+    let (response, _) = Target::Berth(c.addr)
+        .fetch_request(to_node(
+            "POST",
+            &format!("/v1.41/containers/{running}/start"),
+            "",
+            "berth-node-b",
+        ))
+        .await;
+    assert_eq!(response.status(), 204);
+    assert_eq!(
+        exec_through(&c, "berth-node-b", &running, b"across two hops\n").await,
+        "across two hops\n"
+    );
+    let (response, _) = Target::Berth(a.addr)
+        .fetch_request(to_node(
+            "DELETE",
+            &format!("/v1.41/containers/{running}?force=1"),
+            "",
+            "berth-node-b",
+        ))
+        .await;
+    assert_eq!(response.status(), 204);
+
     // Swarm-manager requests through an agent on a standalone node.
     let (status, services) = Target::Berth(b.addr).json("GET", "/services", "").await;
     assert_eq!(status, 200, "{services}");
@@ -167,11 +260,14 @@ async fn three_agents_answer_for_the_whole_cluster() {
     }
     wait_for_members(&c, &NODES).await;
 
-    let mut remove = request("DELETE", &format!("/v1.41/containers/{id}"), "");
-    remove
-        .headers_mut()
-        .insert("x-portaineragent-target", "berth-node-b".parse().unwrap());
-    let (response, _) = Target::Berth(c.addr).fetch_request(remove).await;
+    let (response, _) = Target::Berth(c.addr)
+        .fetch_request(to_node(
+            "DELETE",
+            &format!("/v1.41/containers/{id}"),
+            "",
+            "berth-node-b",
+        ))
+        .await;
     assert_eq!(response.status(), 204);
     drop((a, b));
 }
