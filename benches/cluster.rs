@@ -1,0 +1,133 @@
+//! Cluster-wide list time against one node's, in the same run.
+//!
+//! - Always: 50 fake nodes (each answering after 1 ms, one dead) against a
+//!   single fake node, through the real application code.
+//! - With `BENCH_AGENT` (an agent's address) and `BENCH_NODE` (its node
+//!   name), as `scripts/bench-cluster` sets them: real agents and engines,
+//!   the list from every node against the agent's own node alone.
+//!
+//!     cargo bench --bench cluster
+
+#[path = "../tests/support/client.rs"]
+#[allow(dead_code)]
+mod client;
+#[path = "../tests/support/fake_cluster.rs"]
+#[allow(dead_code)]
+mod fake_cluster;
+#[path = "../tests/support/fake_engine.rs"]
+#[allow(dead_code)]
+mod fake_engine;
+#[path = "../tests/support/fixtures.rs"]
+#[allow(dead_code)]
+mod fixtures;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use berth::cluster::Cluster;
+use berth::signature::SignatureGuard;
+use berth::Agent;
+use berth_domain::engine::{EngineFacts, SwarmRole};
+use berth_domain::signature::SignaturePolicy;
+use berth_ports::{full_body, RequestHandler};
+use fake_cluster::{address_of, member, FakeMembership, FakePeer, FakePeers};
+use fake_engine::FakeEngine;
+use http_body_util::BodyExt;
+
+const ROUNDS: usize = 200;
+const LIST: &str = "/v1.41/containers/json?all=1";
+
+fn node_engine() -> FakeEngine {
+    FakeEngine::replaying(vec![(("GET", LIST), fixtures::load("containers-all"))])
+}
+
+fn agent(nodes: u16) -> Agent<FakeEngine, FakeMembership, FakePeers> {
+    // Every node is a peer answering after 1 ms; the agent asked is an
+    // observer with no containers of its own, so one node alone costs the
+    // same round trip as each of the fifty.
+    let mut members = Vec::new();
+    let mut peers = HashMap::new();
+    for n in 0..nodes {
+        let m = member(n, &format!("node-{n:03}"), "worker", true, false);
+        let peer = if nodes > 1 && n == nodes / 2 {
+            FakePeer::Dead
+        } else {
+            FakePeer::Slow(Duration::from_millis(1), node_engine())
+        };
+        peers.insert(address_of(&m), peer);
+        members.push(m);
+    }
+    let facts = EngineFacts {
+        node_name: "observer".into(),
+        role: SwarmRole::Manager { leader: true },
+        node_id: "id".into(),
+        engine_version: "20.10".into(),
+    };
+    let cluster = Cluster::new(
+        FakeMembership::with_members(members),
+        FakePeers::new(peers),
+        Duration::from_secs(10),
+    );
+    let (_, facts) = tokio::sync::watch::channel(Arc::new(facts));
+    let guard = SignatureGuard::new(SignaturePolicy::new(None, [1; 32], 16));
+    Agent::new(node_engine(), facts, guard, Some(cluster))
+}
+
+async fn median_of(mut run: impl AsyncFnMut()) -> Duration {
+    let mut times = Vec::with_capacity(ROUNDS);
+    for _ in 0..ROUNDS {
+        let started = Instant::now();
+        run().await;
+        times.push(started.elapsed());
+    }
+    times.sort();
+    times[ROUNDS / 2]
+}
+
+async fn fake_list(agent: &Agent<FakeEngine, FakeMembership, FakePeers>) {
+    let mut request = http::Request::get(LIST).body(full_body("")).unwrap();
+    fixtures::portainer_identity().apply(request.headers_mut());
+    let response = agent.handle(request, "127.0.0.1:1".parse().unwrap()).await;
+    assert_eq!(response.status(), 200);
+    response.into_body().collect().await.unwrap();
+}
+
+async fn real_list(agent: &client::Target, target: Option<&str>) {
+    let mut request = client::request("GET", LIST, "");
+    if let Some(node) = target {
+        request
+            .headers_mut()
+            .insert("x-portaineragent-target", node.parse().unwrap());
+    }
+    let (response, _) = agent.fetch_request(request).await;
+    assert_eq!(response.status(), 200);
+}
+
+fn row(what: &str, many: Duration, one: Duration) {
+    println!(
+        "| {what} | {:.3} | {:.3} | {:.2} |",
+        many.as_secs_f64() * 1000.0,
+        one.as_secs_f64() * 1000.0,
+        many.as_secs_f64() / one.as_secs_f64()
+    );
+}
+
+#[tokio::main]
+async fn main() {
+    println!("| list | every node, median ms | one node alone, median ms | ratio |");
+    println!("|---|---|---|---|");
+    let fifty = agent(50);
+    let one = agent(1);
+    let many = median_of(async || fake_list(&fifty).await).await;
+    let alone = median_of(async || fake_list(&one).await).await;
+    row("50 fake nodes (1 ms each, one dead) vs 1", many, alone);
+
+    if let (Ok(address), Ok(node)) = (std::env::var("BENCH_AGENT"), std::env::var("BENCH_NODE")) {
+        let target = client::Target::Berth(address.parse().expect("BENCH_AGENT is host:port"));
+        let label = std::env::var("BENCH_LABEL").unwrap_or_else(|_| "real engines".into());
+        let many = median_of(async || real_list(&target, None).await).await;
+        let alone = median_of(async || real_list(&target, Some(&node)).await).await;
+        row(&label, many, alone);
+    }
+}
