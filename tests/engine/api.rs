@@ -24,6 +24,23 @@ pub fn demultiplex(mut bytes: &[u8]) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// On a 101 answer to an exec or attach: sends `input`, ends it (half
+/// close), and returns all the output that comes back, demultiplexed.
+pub async fn exchange(response: http::Response<hyper::body::Incoming>, input: &[u8]) -> String {
+    let upgraded = hyper::upgrade::on(response)
+        .await
+        .expect("an upgraded connection");
+    let mut stream = hyper_util::rt::TokioIo::new(upgraded);
+    stream.write_all(input).await.unwrap();
+    stream.shutdown().await.unwrap();
+    let mut output = Vec::new();
+    tokio::time::timeout(Duration::from_secs(30), stream.read_to_end(&mut output))
+        .await
+        .expect("the process ends when its input ends")
+        .unwrap();
+    demultiplex(&output)
+}
+
 async fn create_container(target: &Target, name: &str, cmd: &[&str]) -> String {
     let body = json!({"Image": IMAGE, "Cmd": cmd, "OpenStdin": true}).to_string();
     let (status, created) = target
@@ -199,18 +216,10 @@ async fn exec_with_stdin_over_an_upgraded_connection() {
     let response = sender.send_request(start).await.unwrap();
     assert_eq!(response.status(), 101);
     assert_eq!(response.headers()["portainer-agent"], "2.23.0");
-    let upgraded = hyper::upgrade::on(response)
-        .await
-        .expect("an upgraded connection");
-    let mut stream = hyper_util::rt::TokioIo::new(upgraded);
-    stream.write_all(b"through-the-splice\n").await.unwrap();
-    stream.shutdown().await.unwrap();
-    let mut output = Vec::new();
-    tokio::time::timeout(Duration::from_secs(30), stream.read_to_end(&mut output))
-        .await
-        .expect("cat ends when its input ends")
-        .unwrap();
-    assert_eq!(demultiplex(&output), "through-the-splice\n");
+    assert_eq!(
+        exchange(response, b"through-the-splice\n").await,
+        "through-the-splice\n"
+    );
     remove_container(&target, &id).await;
 }
 

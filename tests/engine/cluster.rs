@@ -46,7 +46,6 @@ fn to_node(
 /// `exec cat` in a container of `node`, through `agent`, over an upgraded
 /// connection spliced at both hops: what goes in comes back out.
 async fn exec_through(agent: &BerthProcess, node: &str, container: &str, input: &[u8]) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let target = Target::Berth(agent.addr);
     let exec = json!({"AttachStdin": true, "AttachStdout": true, "Cmd": ["cat"]}).to_string();
     let (response, body) = target
@@ -76,15 +75,7 @@ async fn exec_through(agent: &BerthProcess, node: &str, container: &str, input: 
         .insert("upgrade", "tcp".parse().unwrap());
     let response = target.connect().await.send_request(start).await.unwrap();
     assert_eq!(response.status(), 101);
-    let mut stream = hyper_util::rt::TokioIo::new(hyper::upgrade::on(response).await.unwrap());
-    stream.write_all(input).await.unwrap();
-    stream.shutdown().await.unwrap();
-    let mut output = Vec::new();
-    tokio::time::timeout(Duration::from_secs(30), stream.read_to_end(&mut output))
-        .await
-        .expect("cat ends when its input ends")
-        .unwrap();
-    crate::api::demultiplex(&output)
+    crate::api::exchange(response, input).await
 }
 
 /// Polls `/agents` on `agent` until it lists exactly `nodes`.
