@@ -186,7 +186,7 @@ pub const OPTION_SPECS: &[OptionSpec] = &[
         "AGENT_FACTS_INTERVAL",
         "facts-interval",
         K::Duration,
-        Some("30s"),
+        Some("5s"),
         "How often engine facts (node name, swarm role) are refreshed (berth)",
     ),
     spec(
