@@ -1,13 +1,15 @@
-# Minimal image of berth. The production image (static binary on scratch,
-# health check, Swarm deployment) is the subject of a later issue.
-FROM rust:1-bookworm AS build
-WORKDIR /src
-COPY . .
-RUN cargo build --release --locked
-
-FROM debian:bookworm-slim
-COPY --from=build /src/target/release/berth /app/berth
-LABEL io.portainer.agent=true
+# berth's image: one statically linked binary on scratch, with the CA
+# bundle for calls out (Edge polling). No shell, no docker CLI.
+#
+# scripts/build-image compiles the binary and stages the build context
+# (target/image: the binary and the CA bundle), then builds this file with
+# the engine's legacy builder; nothing is pulled from a registry.
+FROM scratch
+COPY berth /berth
+COPY ca-certificates.crt /etc/ssl/certs/ca-certificates.crt
+LABEL io.portainer.agent="true" \
+      org.opencontainers.image.title="berth" \
+      org.opencontainers.image.description="A Portainer agent in Rust"
 EXPOSE 9001
-WORKDIR /app
-ENTRYPOINT ["/app/berth"]
+HEALTHCHECK --interval=10s --timeout=10s --start-period=5s --retries=3 CMD ["/berth", "healthcheck"]
+ENTRYPOINT ["/berth"]

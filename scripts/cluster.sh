@@ -19,19 +19,12 @@ cluster_free_port() {
 # cluster_start_engines DIR: the three engines; berth-node-a becomes a
 # single-node swarm manager.
 cluster_start_engines() {
-  local dir=$1 node port cli
-  cli=$(engine_cli)
+  local dir=$1 node
   for node in "${CLUSTER_NODES[@]}"; do
     engine_start "$dir/$node" "$node" --bridge=none
     engine_import_busybox "$dir/$node"
   done
-  # The first free port of a small range for the swarm's own API.
-  for port in $(seq 23770 23799); do
-    "$cli" -H "unix://$dir/${CLUSTER_NODES[0]}/docker.sock" swarm init --advertise-addr 127.0.0.1 \
-      --listen-addr "127.0.0.1:$port" >/dev/null 2>&1 && return 0
-  done
-  echo "cannot put ${CLUSTER_NODES[0]} in swarm mode" >&2
-  return 1
+  engine_swarm_init "$dir/${CLUSTER_NODES[0]}"
 }
 
 # cluster_start_agents DIR BERTH_BINARY: the agents' API ports end up in

@@ -9,6 +9,7 @@ engine_install() {
   local missing=()
   command -v dockerd >/dev/null 2>&1 || missing+=(docker.io)
   command -v ip >/dev/null 2>&1 || missing+=(iproute2)
+  command -v curl >/dev/null 2>&1 || missing+=(curl)
   [ -x /bin/busybox ] && /bin/busybox --list 2>/dev/null | grep -qx sh || missing+=(busybox-static)
   dpkg -s busybox-static >/dev/null 2>&1 || missing+=(busybox-static)
   if [ ${#missing[@]} -gt 0 ]; then
@@ -77,6 +78,19 @@ engine_import_busybox() {
   for applet in sh cat echo sleep ls true seq head wc; do ln -s busybox "$rootfs/bin/$applet"; done
   tar -C "$rootfs" -c . | "$cli" -H "unix://$dir/docker.sock" import -c 'CMD ["/bin/sh"]' - berth-test/busybox:latest >/dev/null
   rm -rf "$rootfs"
+}
+
+# Makes the engine in DIR a single-node swarm manager, its swarm API on the
+# first free port of a small range.
+engine_swarm_init() {
+  local dir=$1 port cli
+  cli=$(engine_cli)
+  for port in $(seq 23770 23799); do
+    "$cli" -H "unix://$dir/docker.sock" swarm init --advertise-addr 127.0.0.1 \
+      --listen-addr "127.0.0.1:$port" >/dev/null 2>&1 && return 0
+  done
+  echo "cannot put the engine in $dir in swarm mode" >&2
+  return 1
 }
 
 engine_stop() {

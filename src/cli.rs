@@ -16,11 +16,26 @@ pub enum CliOutcome {
     Invalid(OptionError),
 }
 
+/// What the command line asks for.
+#[derive(Debug)]
+pub enum Invocation {
+    /// Run the agent.
+    Run(Options),
+    /// Check the local agent's `/ping` and exit 0 or 1 (the image's
+    /// HEALTHCHECK, which has no shell to run curl with).
+    Healthcheck(Options),
+}
+
 pub fn command() -> Command {
     let mut command = Command::new("berth")
         .version(env!("CARGO_PKG_VERSION"))
         .about("A Portainer agent: proxies the local Docker engine's API for Portainer")
-        .after_help("Every option can also be given by its environment variable.");
+        .after_help("Every option can also be given by its environment variable.")
+        .subcommand(
+            Command::new("healthcheck")
+                .about("Checks that the agent on this machine answers GET /ping; exits 0 or 1"),
+        )
+        .args_conflicts_with_subcommands(false);
     for spec in OPTION_SPECS {
         let help = match spec.default {
             Some(default) if !default.is_empty() => format!("{} [default: {default}]", spec.help),
@@ -52,7 +67,7 @@ pub fn command() -> Command {
 /// # Errors
 /// [`CliOutcome::Clap`] for help, version and usage errors;
 /// [`CliOutcome::Invalid`] for a bad value.
-pub fn parse<I, T>(args: I) -> Result<Options, CliOutcome>
+pub fn parse<I, T>(args: I) -> Result<Invocation, CliOutcome>
 where
     I: IntoIterator<Item = T>,
     T: Into<OsString> + Clone,
@@ -71,16 +86,34 @@ where
         };
         raw.set(spec.env, value.clone(), source);
     }
-    Options::from_raw(&raw).map_err(CliOutcome::Invalid)
+    let options = Options::from_raw(&raw).map_err(CliOutcome::Invalid)?;
+    Ok(match matches.subcommand_name() {
+        Some("healthcheck") => Invocation::Healthcheck(options),
+        _ => Invocation::Run(options),
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn run_options<I: IntoIterator<Item = &'static str>>(args: I) -> Options {
+        match parse(args).unwrap() {
+            Invocation::Run(options) => options,
+            other => panic!("expected a run, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn healthcheck_is_a_subcommand() {
+        assert!(
+            matches!(parse(["berth", "--port", "9443", "healthcheck"]), Ok(Invocation::Healthcheck(o)) if o.port == 9443)
+        );
+    }
+
     #[test]
     fn flags_set_options() {
-        let options = parse([
+        let options = run_options([
             "berth",
             "--port",
             "9443",
@@ -88,8 +121,7 @@ mod tests {
             "--edge",
             "--edge-id",
             "x",
-        ])
-        .unwrap();
+        ]);
         assert_eq!(options.port, 9443);
         assert!(options.edge.enabled);
         assert_eq!(options.edge.id.as_deref(), Some("x"));
@@ -97,7 +129,7 @@ mod tests {
 
     #[test]
     fn deprecated_aliases_work() {
-        let options = parse(["berth", "--sslcert", "/c.pem"]).unwrap();
+        let options = run_options(["berth", "--sslcert", "/c.pem"]);
         assert_eq!(options.mtls.cert.as_deref(), Some("/c.pem"));
     }
 

@@ -227,6 +227,10 @@ impl<M: Membership, P: PeerAgents> Cluster<M, P> {
         let mut last_error = String::new();
         loop {
             match self.membership.join(&seeds).await {
+                Ok(0) => {
+                    info!("the first agent of its cluster: the others will join it");
+                    return;
+                }
                 Ok(peers) => {
                     info!(peers, "joined the agent cluster");
                     return;

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use berth::cli::{self, CliOutcome};
+use berth::cli::{self, CliOutcome, Invocation};
 use berth::cluster::Cluster;
 use berth::signature::SignatureGuard;
 use berth::{facts, logging, security, Agent};
@@ -16,7 +16,7 @@ use berth_adapters::docker::{DockerSocket, OwnContainer};
 use berth_adapters::gossip::{GossipConfig, SerfMembership};
 use berth_adapters::host;
 use berth_adapters::http::tls::{self, TlsIdentity};
-use berth_adapters::http::{HttpsServer, ServerLimits};
+use berth_adapters::http::{probe, HttpsServer, ServerLimits};
 use berth_adapters::peers::HttpsPeers;
 use berth_domain::cluster::{agent_tags, Seed};
 use berth_domain::headers::{AGENT_API_VERSION, AGENT_VERSION};
@@ -26,12 +26,15 @@ use tracing::{error, info, warn};
 
 /// Connections served at once; more wait in the kernel's accept queue.
 const MAX_CONNECTIONS: usize = 4096;
+/// How long `berth healthcheck` waits for `/ping`.
+const HEALTHCHECK_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long leaving the cluster may hold up the exit.
 const LEAVE_TIMEOUT: Duration = Duration::from_secs(5);
 
 fn main() -> ExitCode {
     let options = match cli::parse(std::env::args_os()) {
-        Ok(options) => options,
+        Ok(Invocation::Run(options)) => options,
+        Ok(Invocation::Healthcheck(options)) => return healthcheck(&options),
         Err(CliOutcome::Clap(error)) => error.exit(),
         Err(CliOutcome::Invalid(error)) => {
             eprintln!("berth: {error}");
@@ -53,6 +56,33 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
             error!("{message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `berth healthcheck`: 0 when the local agent answers `/ping`, else 1.
+fn healthcheck(options: &Options) -> ExitCode {
+    let host = if options.host.is_unspecified() {
+        IpAddr::V4(Ipv4Addr::LOCALHOST)
+    } else {
+        options.host
+    };
+    let address = SocketAddr::new(host, options.port);
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("berth healthcheck: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(probe::ping(address, HEALTHCHECK_TIMEOUT)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(why) => {
+            eprintln!("berth healthcheck: {why}");
             ExitCode::FAILURE
         }
     }
@@ -106,6 +136,8 @@ async fn run(options: Options) -> Result<(), String> {
     .await?;
 
     info!(
+        mode = if options.edge.enabled { "edge" } else { "standard" },
+        node = %facts.borrow().node_name,
         server_addr = %bound.ip(),
         server_port = bound.port(),
         use_tls = true,

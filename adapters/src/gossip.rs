@@ -111,12 +111,15 @@ impl Membership for SerfMembership {
         addresses.sort();
         addresses.dedup();
         if addresses.is_empty() {
-            let why = if unresolved.is_empty() {
-                "no address but this agent's own".to_string()
-            } else {
+            if unresolved.is_empty() {
+                // The seeds name only this agent: the first of its cluster.
+                // Later agents join it through the same seeds.
+                return Ok(0);
+            }
+            return Err(MembershipError(format!(
+                "no peer to join: {}",
                 unresolved.join("; ")
-            };
-            return Err(MembershipError(format!("no peer to join: {why}")));
+            )));
         }
         debug!(?addresses, "joining the cluster");
         // One address at a time: serf's join_many future is not Send.

@@ -28,7 +28,8 @@ pub trait Membership: Clone + Send + Sync + 'static {
     fn publish(&self, tags: AgentTags) -> impl Future<Output = Result<(), MembershipError>> + Send;
 
     /// Resolves each seed (a DNS name gives every address it has) and joins
-    /// the cluster through them. Returns how many peers were reached.
+    /// the cluster through them. Returns how many peers were reached: 0 when
+    /// the seeds name only this agent (the first of its cluster).
     ///
     /// # Errors
     /// When no seed could be resolved or reached.

@@ -9,6 +9,7 @@ mod api;
 mod cluster;
 mod docker_cli;
 mod process;
+mod swarm;
 mod transparency;
 
 use support::berth_process::{engine_host, BerthProcess};

@@ -368,3 +368,28 @@ async fn secret_mode_accepts_two_different_keys() {
         "not a signature of the secret"
     );
 }
+
+#[test]
+fn healthcheck_reports_whether_the_agent_answers() {
+    let berth = BerthProcess::start(&[("DOCKER_HOST", "unix:///nonexistent/docker.sock")]);
+    let check = |port: u16| {
+        Command::new("timeout")
+            .args(["30", env!("CARGO_BIN_EXE_berth"), "healthcheck"])
+            .env_clear()
+            .env("AGENT_HOST", "127.0.0.1")
+            .env("AGENT_PORT", port.to_string())
+            .output()
+            .unwrap()
+    };
+    let healthy = check(berth.addr.port());
+    assert_eq!(
+        healthy.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&healthy.stderr)
+    );
+    let closed = crate::support::berth_process::free_port();
+    let unhealthy = check(closed);
+    assert_eq!(unhealthy.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&unhealthy.stderr).contains("berth healthcheck:"));
+}

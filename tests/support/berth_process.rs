@@ -151,3 +151,16 @@ pub fn free_port() -> u16 {
         }
     }
 }
+
+/// The swarm engine and the image `scripts/test` built for the image test:
+/// `(engine host, image tag)`. `None` means engine tests are skipped.
+pub fn swarm_engine_and_image() -> Option<(String, String)> {
+    if let (Ok(host), Ok(image)) = (
+        std::env::var("BERTH_TEST_SWARM_HOST"),
+        std::env::var("BERTH_TEST_IMAGE"),
+    ) {
+        return Some((host, image));
+    }
+    engine_host()?;
+    panic!("no swarm engine and image for the tests: run scripts/test, or set BERTH_TEST_SWARM_HOST and BERTH_TEST_IMAGE");
+}

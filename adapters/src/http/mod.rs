@@ -1,6 +1,7 @@
 //! The HTTPS server adapter.
 
 mod activity;
+pub mod probe;
 mod server;
 pub mod tls;
 
