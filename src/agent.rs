@@ -13,6 +13,7 @@ use tracing::{debug, warn};
 
 use crate::cluster::Cluster;
 use crate::facts::FactsReceiver;
+use crate::metrics::{route_class, Metrics};
 use crate::signature::SignatureGuard;
 use crate::{proxy, responses};
 
@@ -24,6 +25,7 @@ pub struct Agent<E, M, P> {
     facts: FactsReceiver,
     signatures: SignatureGuard,
     cluster: Option<Cluster<M, P>>,
+    metrics: Metrics,
 }
 
 impl<E: DockerEngine, M: Membership, P: PeerAgents> Agent<E, M, P> {
@@ -38,7 +40,14 @@ impl<E: DockerEngine, M: Membership, P: PeerAgents> Agent<E, M, P> {
             facts,
             signatures,
             cluster,
+            metrics: Metrics::default(),
         }
+    }
+
+    /// Counts requests in `metrics` (the `METRICS_ADDR` endpoint shows them).
+    pub fn with_metrics(mut self, metrics: Metrics) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     async fn dispatch(
@@ -147,6 +156,11 @@ impl<E: DockerEngine, M: Membership, P: PeerAgents> RequestHandler for Agent<E, 
         if route != Some(Route::Key) {
             responses::set_common_headers(response.headers_mut());
         }
+        self.metrics.record_request(
+            route_class(route.as_ref()),
+            response.status().as_u16(),
+            started.elapsed(),
+        );
         debug!(
             %peer,
             %method,

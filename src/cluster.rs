@@ -19,6 +19,7 @@ use http_body_util::BodyExt;
 use tracing::{info, warn};
 
 use crate::facts::FactsReceiver;
+use crate::metrics::Metrics;
 use crate::proxy;
 
 /// The most one node's list may weigh before it counts as a failure.
@@ -30,6 +31,7 @@ pub struct Cluster<M, P> {
     membership: M,
     peers: P,
     fanout_timeout: Duration,
+    metrics: Metrics,
 }
 
 impl<M: Membership, P: PeerAgents> Cluster<M, P> {
@@ -38,7 +40,14 @@ impl<M: Membership, P: PeerAgents> Cluster<M, P> {
             membership,
             peers,
             fanout_timeout,
+            metrics: Metrics::default(),
         }
+    }
+
+    /// Counts the nodes missing from lists in `metrics`.
+    pub fn with_metrics(mut self, metrics: Metrics) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     pub fn membership(&self) -> &M {
@@ -162,6 +171,9 @@ impl<M: Membership, P: PeerAgents> Cluster<M, P> {
             });
         let results = join_all(queries).await;
         let merged = aggregate::merge(kind, results);
+        for (node, _) in &merged.failures {
+            self.metrics.record_fanout_failure(node);
+        }
         let summary = merged.failure_summary();
         if let Some(summary) = &summary {
             warn!(path = %template.uri.path(), unavailable = %summary, "unable to retrieve node resources for aggregation");

@@ -11,6 +11,7 @@
 //! - [`signature`]: the Portainer signature check; [`security`]: the
 //!   shutdown of an agent nobody paired with.
 //! - [`facts`]: keeps the engine facts fresh.
+//! - [`metrics`]: Prometheus counters and their unsigned endpoint.
 //! - [`cli`] and [`logging`]: options from flags and environment, tracing.
 
 pub mod agent;
@@ -18,6 +19,7 @@ pub mod cli;
 pub mod cluster;
 pub mod facts;
 pub mod logging;
+pub mod metrics;
 pub mod proxy;
 pub mod responses;
 pub mod security;

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use berth::cli::{self, CliOutcome, Invocation};
 use berth::cluster::Cluster;
+use berth::metrics::{Metrics, MetricsEndpoint};
 use berth::signature::SignatureGuard;
 use berth::{facts, logging, security, Agent};
 use berth_adapters::clock::TokioClock;
@@ -16,7 +17,7 @@ use berth_adapters::docker::{DockerSocket, OwnContainer};
 use berth_adapters::gossip::{GossipConfig, SerfMembership};
 use berth_adapters::host;
 use berth_adapters::http::tls::{self, TlsIdentity};
-use berth_adapters::http::{probe, HttpsServer, ServerLimits};
+use berth_adapters::http::{probe, HttpServer, ServerLimits};
 use berth_adapters::peers::HttpsPeers;
 use berth_domain::cluster::{agent_tags, Seed};
 use berth_domain::headers::{AGENT_API_VERSION, AGENT_VERSION};
@@ -119,7 +120,7 @@ async fn run(options: Options) -> Result<(), String> {
         max_connections: MAX_CONNECTIONS,
     };
     let address = SocketAddr::new(options.host, options.port);
-    let server = HttpsServer::bind(address, Arc::clone(&tls_config), limits)
+    let server = HttpServer::bind(address, Some(Arc::clone(&tls_config)), limits)
         .await
         .map_err(|error| format!("cannot listen on {address}: {error}"))?;
     let bound = server.local_addr().map_err(|error| error.to_string())?;
@@ -135,6 +136,15 @@ async fn run(options: Options) -> Result<(), String> {
     )
     .await?;
 
+    let metrics = Metrics::default();
+    if let Some(address) = options.metrics_addr {
+        let endpoint = MetricsEndpoint::new(
+            metrics.clone(),
+            cluster.as_ref().map(|c| c.membership().clone()),
+            server.open_connections(),
+        );
+        start_metrics_server(address, endpoint, limits).await?;
+    }
     info!(
         mode = if options.edge.enabled { "edge" } else { "standard" },
         node = %facts.borrow().node_name,
@@ -148,8 +158,10 @@ async fn run(options: Options) -> Result<(), String> {
         clustered = cluster.is_some(),
         "starting Agent API server"
     );
+    let cluster = cluster.map(|c| c.with_metrics(metrics.clone()));
     let signatures = SignatureGuard::from_secret(options.secret.clone())?;
-    let agent = Agent::new(engine, facts, signatures.clone(), cluster.clone());
+    let agent =
+        Agent::new(engine, facts, signatures.clone(), cluster.clone()).with_metrics(metrics);
     // Edge agents have their own gate (the Edge key) instead.
     let edge = options.edge.enabled;
     let secret_timeout = options.secret_timeout;
@@ -187,6 +199,20 @@ async fn run(options: Options) -> Result<(), String> {
 }
 
 type ProductionCluster = Cluster<SerfMembership, HttpsPeers>;
+
+/// Serves `/metrics` on its own plain-HTTP listener until the process ends.
+async fn start_metrics_server(
+    address: SocketAddr,
+    endpoint: MetricsEndpoint<SerfMembership>,
+    limits: ServerLimits,
+) -> Result<(), String> {
+    let server = HttpServer::bind(address, None, limits)
+        .await
+        .map_err(|error| format!("cannot listen for metrics on {address}: {error}"))?;
+    info!(metrics_addr = %address, "serving Prometheus metrics at /metrics");
+    tokio::spawn(server.run(endpoint, std::future::pending()));
+    Ok(())
+}
 
 /// Joins the gossip cluster when the engine is a swarm node or
 /// `AGENT_CLUSTER_ADDR` is set; `None` leaves the agent standalone.

@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use crate::cluster::{parse_seeds, Seed};
@@ -26,6 +26,7 @@ pub enum ValueKind {
     LogLevel,
     LogMode,
     DockerHost,
+    SocketAddress,
 }
 
 /// One option: its environment variable, its flag and its default.
@@ -146,6 +147,13 @@ pub const OPTION_SPECS: &[OptionSpec] = &[
         K::Text,
         None,
         "PEM CA certificate: when set, clients must present a certificate it signed (mutual TLS) (berth)",
+    ),
+    spec(
+        "METRICS_ADDR",
+        "metrics-addr",
+        K::SocketAddress,
+        None,
+        "Serve unsigned Prometheus metrics at http://ADDR/metrics, for example 0.0.0.0:9100; off when unset (berth)",
     ),
     spec(
         "AGENT_CONNECT_TIMEOUT",
@@ -572,6 +580,8 @@ pub struct Options {
     pub ssl_key: Option<String>,
     /// Mutual TLS: the CA that client certificates must chain to.
     pub ssl_ca: Option<String>,
+    /// Where the Prometheus endpoint listens; off when `None`.
+    pub metrics_addr: Option<SocketAddr>,
     pub timeouts: Timeouts,
     pub facts_interval: Duration,
     pub assets_path: String,
@@ -688,6 +698,7 @@ const EXPECT_INTEGER: &str = "a whole number";
 const EXPECT_INTEGER_LIST: &str = "whole numbers separated by colons, such as 1:4:7";
 const EXPECT_LOG_LEVEL: &str = "one of ERROR, WARN, INFO, DEBUG (any case)";
 const EXPECT_LOG_MODE: &str = "one of PRETTY, NOCOLOR, JSON (any case)";
+const EXPECT_SOCKET_ADDRESS: &str = "an IP address and a port, such as 0.0.0.0:9100";
 const EXPECT_DOCKER_HOST: &str = "unix:///path/to/docker.sock or tcp://host:port";
 
 /// Go's `strconv.ParseBool`, case-insensitive.
@@ -775,6 +786,9 @@ impl Options {
             ssl_cert: r.optional_text("SSL_CERT"),
             ssl_key: r.optional_text("SSL_KEY"),
             ssl_ca: r.optional_text("SSL_CACERT"),
+            metrics_addr: r.parsed("METRICS_ADDR", EXPECT_SOCKET_ADDRESS, |v| {
+                v.parse::<SocketAddr>().ok()
+            })?,
             timeouts: Timeouts {
                 connect: r.duration("AGENT_CONNECT_TIMEOUT")?,
                 header: r.duration("AGENT_HEADER_TIMEOUT")?,
@@ -931,6 +945,7 @@ mod tests {
             ("DOCKER_HOST", "tcp://host", "unix:///"),
             ("AGENT_CONNECT_TIMEOUT", "0", "greater than zero"),
             ("AGENT_CLUSTER_ADDR", "a,,b", "separated by commas"),
+            ("METRICS_ADDR", "9100", "an IP address and a port"),
             ("AGENT_CLUSTER_ADDR", "host:port", "separated by commas"),
         ];
         for (env, value, expected) in cases {

@@ -393,3 +393,42 @@ fn healthcheck_reports_whether_the_agent_answers() {
     assert_eq!(unhealthy.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&unhealthy.stderr).contains("berth healthcheck:"));
 }
+
+#[tokio::test]
+async fn metrics_count_requests_on_their_own_unsigned_endpoint() {
+    let metrics_port = crate::support::berth_process::free_port().to_string();
+    let metrics_addr = format!("127.0.0.1:{metrics_port}");
+    let berth = BerthProcess::start(&[
+        ("DOCKER_HOST", "unix:///nonexistent/docker.sock"),
+        ("METRICS_ADDR", &metrics_addr),
+    ]);
+    let target = Target::Berth(berth.addr);
+    for _ in 0..2 {
+        let (response, _) = target.fetch("GET", "/ping", "").await;
+        assert_eq!(response.status(), 204);
+    }
+    let unsigned = crate::support::client::unsigned_request("GET", "/_ping", "");
+    assert_eq!(target.fetch_request(unsigned).await.0.status(), 403);
+
+    let mut plain = TcpStream::connect(&metrics_addr).await.unwrap();
+    plain
+        .write_all(b"GET /metrics HTTP/1.1\r\nhost: berth\r\nconnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = String::new();
+    plain.read_to_string(&mut answer).await.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(
+        answer.contains("berth_requests_total{route=\"ping\",status=\"204\"} 2"),
+        "{answer}"
+    );
+    assert!(
+        answer.contains("berth_requests_total{route=\"docker_local\",status=\"403\"} 1"),
+        "{answer}"
+    );
+    assert!(
+        answer.contains("berth_request_duration_seconds_count{route=\"ping\"} 2"),
+        "{answer}"
+    );
+    assert!(answer.contains("berth_open_connections "), "{answer}");
+}

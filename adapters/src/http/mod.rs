@@ -5,4 +5,4 @@ pub mod probe;
 mod server;
 pub mod tls;
 
-pub use server::{HttpsServer, ServerLimits};
+pub use server::{HttpServer, ServerLimits};

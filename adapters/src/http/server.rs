@@ -1,5 +1,6 @@
-//! Accepts TLS connections and serves HTTP/1.1 on them, handing every
-//! request to a [`RequestHandler`].
+//! Accepts connections (TLS, or plain for the metrics endpoint and, later,
+//! the Edge API) and serves HTTP/1.1 on them, handing every request to a
+//! [`RequestHandler`].
 //!
 //! Connections are capped by a semaphore whose permit each connection task
 //! owns; a watch channel says stop, and dropped senders of an mpsc channel
@@ -9,6 +10,7 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,6 +22,7 @@ use hyper::service::service_fn;
 use hyper::Request;
 use hyper_util::rt::TokioIo;
 use rustls::ServerConfig;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch, OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::TlsAcceptor;
@@ -39,27 +42,31 @@ pub struct ServerLimits {
     pub max_connections: usize,
 }
 
-pub struct HttpsServer {
+pub struct HttpServer {
     listener: TcpListener,
-    acceptor: TlsAcceptor,
+    /// `None` serves plain HTTP.
+    acceptor: Option<TlsAcceptor>,
     limits: ServerLimits,
+    open: Arc<AtomicUsize>,
 }
 
-impl HttpsServer {
+impl HttpServer {
     /// Binds the listening socket; nothing is served until [`run`](Self::run).
+    /// With `tls`, connections are TLS; without, plain HTTP.
     ///
     /// # Errors
     /// When the address cannot be bound.
     pub async fn bind(
         address: SocketAddr,
-        tls: Arc<ServerConfig>,
+        tls: Option<Arc<ServerConfig>>,
         limits: ServerLimits,
     ) -> io::Result<Self> {
         let listener = TcpListener::bind(address).await?;
-        Ok(HttpsServer {
+        Ok(HttpServer {
             listener,
-            acceptor: TlsAcceptor::from(tls),
+            acceptor: tls.map(TlsAcceptor::from),
             limits,
+            open: Arc::new(AtomicUsize::new(0)),
         })
     }
 
@@ -67,13 +74,19 @@ impl HttpsServer {
         self.listener.local_addr()
     }
 
+    /// How many connections are open now (upgraded ones excepted).
+    pub fn open_connections(&self) -> Arc<AtomicUsize> {
+        Arc::clone(&self.open)
+    }
+
     /// Serves until `shutdown` resolves, then stops accepting and lets
     /// in-flight requests finish within the shutdown timeout.
     pub async fn run<H: RequestHandler>(self, handler: H, shutdown: impl Future<Output = ()>) {
-        let HttpsServer {
+        let HttpServer {
             listener,
             acceptor,
             limits,
+            open,
         } = self;
         let permits = Arc::new(Semaphore::new(limits.max_connections));
         let (stop_sender, stop) = watch::channel(false);
@@ -96,6 +109,7 @@ impl HttpsServer {
                         acceptor: acceptor.clone(),
                         limits,
                         stop: stop.clone(),
+                        _open: OpenGuard::new(&open),
                         _permit: permit,
                         _finished: finished_sender.clone(),
                     };
@@ -118,17 +132,34 @@ impl HttpsServer {
             .is_err()
         {
             warn!(
-                open = limits.max_connections - permits.available_permits(),
+                open = open.load(Ordering::Relaxed),
                 "gave up waiting for connections after the shutdown timeout"
             );
         }
     }
 }
 
+/// Counts a connection as open while it lives.
+struct OpenGuard(Arc<AtomicUsize>);
+
+impl OpenGuard {
+    fn new(open: &Arc<AtomicUsize>) -> Self {
+        open.fetch_add(1, Ordering::Relaxed);
+        OpenGuard(Arc::clone(open))
+    }
+}
+
+impl Drop for OpenGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 struct Connection {
-    acceptor: TlsAcceptor,
+    acceptor: Option<TlsAcceptor>,
     limits: ServerLimits,
     stop: watch::Receiver<bool>,
+    _open: OpenGuard,
     _permit: OwnedSemaphorePermit,
     /// Dropped when the connection ends, which is how `run` knows.
     _finished: mpsc::Sender<()>,
@@ -138,15 +169,24 @@ impl Connection {
     async fn serve<H: RequestHandler>(self, stream: TcpStream, peer: SocketAddr, handler: H) {
         let _ = stream.set_nodelay(true);
         let activity = Activity::new();
-        let handshake = self
-            .acceptor
-            .accept(Watched::new(stream, Arc::clone(&activity)));
-        let tls = match tokio::time::timeout(self.limits.header_timeout, handshake).await {
-            Ok(Ok(tls)) => tls,
-            // Probes and port scanners end handshakes all the time: not worth a warning.
-            Ok(Err(error)) => return debug!(%peer, %error, "TLS handshake failed"),
-            Err(_) => return debug!(%peer, "TLS handshake timed out"),
+        let watched = Watched::new(stream, Arc::clone(&activity));
+        let Some(acceptor) = self.acceptor.clone() else {
+            return self.serve_http(watched, peer, handler, activity).await;
         };
+        let handshake = acceptor.accept(watched);
+        match tokio::time::timeout(self.limits.header_timeout, handshake).await {
+            Ok(Ok(tls)) => self.serve_http(tls, peer, handler, activity).await,
+            // Probes and port scanners end handshakes all the time: not worth a warning.
+            Ok(Err(error)) => debug!(%peer, %error, "TLS handshake failed"),
+            Err(_) => debug!(%peer, "TLS handshake timed out"),
+        }
+    }
+
+    async fn serve_http<I, H>(self, io: I, peer: SocketAddr, handler: H, activity: Arc<Activity>)
+    where
+        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+        H: RequestHandler,
+    {
         let service_activity = Arc::clone(&activity);
         let service = service_fn(move |request: Request<Incoming>| {
             let handler = handler.clone();
@@ -161,7 +201,7 @@ impl Connection {
         let connection = http1::Builder::new()
             .keep_alive(true)
             .half_close(true)
-            .serve_connection(TokioIo::new(tls), service)
+            .serve_connection(TokioIo::new(io), service)
             .with_upgrades();
         tokio::pin!(connection);
         let limits = self.limits;
