@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 use std::time::Instant;
 
+use berth_domain::engine::EngineFacts;
 use berth_domain::error::AgentError;
 use berth_domain::headers::{REQUEST_HOP, REQUEST_MANAGER_OPERATION, REQUEST_TARGET};
 use berth_domain::routing::{self, DockerDispatch, LocalView, RequestHead, Route};
@@ -53,9 +54,9 @@ impl<E: DockerEngine, M: Membership, P: PeerAgents> Agent<E, M, P> {
     async fn dispatch(
         &self,
         route: Route,
+        facts: &EngineFacts,
         request: Request<Body>,
     ) -> Result<Response<Body>, AgentError> {
-        let facts = self.facts.borrow().clone();
         match (route, &self.cluster) {
             (Route::Ping, _) => Ok(responses::no_content()),
             (Route::NotFound, _) => Ok(responses::not_found()),
@@ -70,11 +71,11 @@ impl<E: DockerEngine, M: Membership, P: PeerAgents> Agent<E, M, P> {
             }
             (Route::Docker(DockerDispatch::Manager), Some(cluster)) => {
                 cluster
-                    .forward_to_manager(&self.engine, &facts, request)
+                    .forward_to_manager(&self.engine, facts, request)
                     .await
             }
             (Route::Docker(DockerDispatch::Aggregate(kind)), Some(cluster)) => {
-                cluster.aggregate(&self.engine, &facts, kind, request).await
+                cluster.aggregate(&self.engine, facts, kind, request).await
             }
             (Route::Key, _) => Err(AgentError::not_implemented("The Edge key API")),
             (Route::HostInfo, _) => Err(AgentError::not_implemented("Host info")),
@@ -116,7 +117,10 @@ impl<E: DockerEngine, M: Membership, P: PeerAgents> Agent<E, M, P> {
                 return (Some(route), Err(refused));
             }
         }
-        (Some(route.clone()), self.dispatch(route, request).await)
+        (
+            Some(route.clone()),
+            self.dispatch(route, &facts, request).await,
+        )
     }
 }
 

@@ -86,8 +86,8 @@ impl<M: Membership, P: PeerAgents> Cluster<M, P> {
         request: Request<Body>,
     ) -> Result<Response<Body>, AgentError> {
         let members = self.membership.members().await;
-        let member = cluster::member_for_node(&members, node)
-            .ok_or_else(|| AgentError::unknown_target(node))?;
+        let member =
+            cluster::member_for_node(&members, node).ok_or_else(AgentError::unknown_target)?;
         self.forward_to(member, request).await
     }
 
@@ -278,16 +278,15 @@ async fn read_bounded(mut body: Body, limit: usize) -> Result<Vec<u8>, String> {
 }
 
 fn mark_hop(request: &mut Request<Body>, node: &str) -> Result<(), AgentError> {
-    let target = HeaderValue::from_str(node).map_err(|_| AgentError::unknown_target(node))?;
+    let target = HeaderValue::from_str(node).map_err(|_| AgentError::unknown_target())?;
     let headers = request.headers_mut();
-    headers.insert(HeaderName::from_static("x-portaineragent-target"), target);
-    headers.insert(
-        HeaderName::from_static("x-portaineragent-hop"),
-        HeaderValue::from_static("1"),
-    );
-    debug_assert!(REQUEST_TARGET.eq_ignore_ascii_case("x-portaineragent-target"));
-    debug_assert!(REQUEST_HOP.eq_ignore_ascii_case("x-portaineragent-hop"));
+    headers.insert(header_name(REQUEST_TARGET), target);
+    headers.insert(header_name(REQUEST_HOP), HeaderValue::from_static("1"));
     Ok(())
+}
+
+fn header_name(name: &'static str) -> HeaderName {
+    HeaderName::from_bytes(name.as_bytes()).expect("the protocol's header names are valid")
 }
 
 fn json_response(value: &serde_json::Value, unavailable: Option<&str>) -> Response<Body> {
@@ -296,10 +295,9 @@ fn json_response(value: &serde_json::Value, unavailable: Option<&str>) -> Respon
         .headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     if let Some(value) = unavailable.and_then(|v| HeaderValue::from_str(v).ok()) {
-        response.headers_mut().insert(
-            HeaderName::from_bytes(RESPONSE_UNAVAILABLE_NODES.as_bytes()).expect("a header name"),
-            value,
-        );
+        response
+            .headers_mut()
+            .insert(header_name(RESPONSE_UNAVAILABLE_NODES), value);
     }
     response
 }

@@ -78,8 +78,7 @@ impl AgentError {
     }
 
     /// `X-PortainerAgent-Target` names no alive agent.
-    pub fn unknown_target(node: &str) -> Self {
-        let _ = node;
+    pub fn unknown_target() -> Self {
         AgentError::new(
             500,
             "The agent was unable to contact any other agent",
