@@ -17,6 +17,9 @@ mod fake_cluster;
 #[path = "../tests/support/fake_engine.rs"]
 #[allow(dead_code)]
 mod fake_engine;
+#[path = "../tests/support/fake_host.rs"]
+#[allow(dead_code)]
+mod fake_host;
 #[path = "../tests/support/fixtures.rs"]
 #[allow(dead_code)]
 mod fixtures;
@@ -33,6 +36,7 @@ use berth_domain::signature::SignaturePolicy;
 use berth_ports::{full_body, RequestHandler};
 use fake_cluster::{address_of, member, FakeMembership, FakePeer, FakePeers};
 use fake_engine::FakeEngine;
+use fake_host::FakeHostProbe;
 use http_body_util::BodyExt;
 
 const ROUNDS: usize = 200;
@@ -42,7 +46,7 @@ fn node_engine() -> FakeEngine {
     FakeEngine::replaying(vec![(("GET", LIST), fixtures::load("containers-all"))])
 }
 
-fn agent(nodes: u16) -> Agent<FakeEngine, FakeMembership, FakePeers> {
+fn agent(nodes: u16) -> Agent<FakeEngine, FakeMembership, FakePeers, FakeHostProbe> {
     // Every node is a peer answering after 1 ms; the agent asked is an
     // observer with no containers of its own, so one node alone costs the
     // same round trip as each of the fifty.
@@ -71,7 +75,13 @@ fn agent(nodes: u16) -> Agent<FakeEngine, FakeMembership, FakePeers> {
     );
     let (_, facts) = tokio::sync::watch::channel(Arc::new(facts));
     let guard = SignatureGuard::new(SignaturePolicy::new(None, [1; 32], 16));
-    Agent::new(node_engine(), facts, guard, Some(cluster))
+    Agent::new(
+        node_engine(),
+        FakeHostProbe::with_hardware(),
+        facts,
+        guard,
+        Some(cluster),
+    )
 }
 
 async fn median_of(mut run: impl AsyncFnMut()) -> Duration {
@@ -85,7 +95,7 @@ async fn median_of(mut run: impl AsyncFnMut()) -> Duration {
     times[ROUNDS / 2]
 }
 
-async fn fake_list(agent: &Agent<FakeEngine, FakeMembership, FakePeers>) {
+async fn fake_list(agent: &Agent<FakeEngine, FakeMembership, FakePeers, FakeHostProbe>) {
     let mut request = http::Request::get(LIST).body(full_body("")).unwrap();
     fixtures::portainer_identity().apply(request.headers_mut());
     let response = agent.handle(request, "127.0.0.1:1".parse().unwrap()).await;

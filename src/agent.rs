@@ -8,7 +8,7 @@ use berth_domain::engine::EngineFacts;
 use berth_domain::error::AgentError;
 use berth_domain::headers::{REQUEST_HOP, REQUEST_MANAGER_OPERATION, REQUEST_TARGET};
 use berth_domain::routing::{self, DockerDispatch, LocalView, RequestHead, Route};
-use berth_ports::{Body, DockerEngine, Membership, PeerAgents, RequestHandler};
+use berth_ports::{Body, DockerEngine, HostProbe, Membership, PeerAgents, RequestHandler};
 use http::{HeaderMap, Method, Request, Response};
 use tracing::{debug, warn};
 
@@ -21,23 +21,26 @@ use crate::{proxy, responses};
 /// The agent: one engine, what it knows of it, who may use it, and the
 /// cluster it belongs to, if any.
 #[derive(Clone)]
-pub struct Agent<E, M, P> {
+pub struct Agent<E, M, P, H> {
     engine: E,
+    host: H,
     facts: FactsReceiver,
     signatures: SignatureGuard,
     cluster: Option<Cluster<M, P>>,
     metrics: Metrics,
 }
 
-impl<E: DockerEngine, M: Membership, P: PeerAgents> Agent<E, M, P> {
+impl<E: DockerEngine, M: Membership, P: PeerAgents, H: HostProbe> Agent<E, M, P, H> {
     pub fn new(
         engine: E,
+        host: H,
         facts: FactsReceiver,
         signatures: SignatureGuard,
         cluster: Option<Cluster<M, P>>,
     ) -> Self {
         Agent {
             engine,
+            host,
             facts,
             signatures,
             cluster,
@@ -78,7 +81,9 @@ impl<E: DockerEngine, M: Membership, P: PeerAgents> Agent<E, M, P> {
                 cluster.aggregate(&self.engine, facts, kind, request).await
             }
             (Route::Key, _) => Err(AgentError::not_implemented("The Edge key API")),
-            (Route::HostInfo, _) => Err(AgentError::not_implemented("Host info")),
+            (Route::HostInfo, _) => self.host_info().await,
+            (Route::ToNode(node), Some(cluster)) => cluster.forward_to_node(&node, request).await,
+            (Route::ToNode(_), None) => Err(AgentError::unknown_target()),
             (Route::Browse { .. }, _) => Err(AgentError::not_implemented("File browsing")),
             (Route::Websocket(_), _) => Err(AgentError::not_implemented("Websocket consoles")),
             (Route::KubernetesProxy | Route::KubernetesStack, _) => {
@@ -86,6 +91,30 @@ impl<E: DockerEngine, M: Membership, P: PeerAgents> Agent<E, M, P> {
             }
             (Route::DockerHub, _) => Err(AgentError::not_implemented("The DockerHub probe")),
         }
+    }
+
+    /// `GET /host/info` in the reference's shape (§6.2).
+    async fn host_info(&self) -> Result<Response<Body>, AgentError> {
+        let info = self.host.host_info().await.map_err(|error| {
+            AgentError::new(
+                500,
+                "Unable to retrieve host information",
+                error.to_string(),
+            )
+        })?;
+        let pci: Vec<serde_json::Value> = info
+            .pci_devices
+            .iter()
+            .map(|d| serde_json::json!({"Vendor": d.vendor, "Name": d.name}))
+            .collect();
+        let disks: Vec<serde_json::Value> = info
+            .physical_disks
+            .iter()
+            .map(|d| serde_json::json!({"Vendor": d.vendor, "Size": d.size}))
+            .collect();
+        Ok(responses::json(
+            &serde_json::json!({"PCIDevices": pci, "PhysicalDisks": disks}),
+        ))
     }
 
     /// Routes, checks the signature, and dispatches.
@@ -142,7 +171,9 @@ fn header_text<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
         .filter(|value| !value.is_empty())
 }
 
-impl<E: DockerEngine, M: Membership, P: PeerAgents> RequestHandler for Agent<E, M, P> {
+impl<E: DockerEngine, M: Membership, P: PeerAgents, H: HostProbe> RequestHandler
+    for Agent<E, M, P, H>
+{
     async fn handle(&self, request: Request<Body>, peer: SocketAddr) -> Response<Body> {
         let started = Instant::now();
         let method = request.method().clone();

@@ -11,16 +11,16 @@ use berth_domain::engine::EngineFacts;
 use berth_domain::error::AgentError;
 use berth_domain::headers::{REQUEST_HOP, REQUEST_TARGET, RESPONSE_UNAVAILABLE_NODES};
 use berth_domain::routing::ListKind;
-use berth_ports::{full_body, Body, DockerEngine, Membership, PeerAgents, PeerError};
+use berth_ports::{Body, DockerEngine, Membership, PeerAgents, PeerError};
 use futures_util::future::join_all;
-use http::header::{HeaderName, HeaderValue, CONTENT_TYPE};
+use http::header::{HeaderName, HeaderValue};
 use http::{Request, Response};
 use http_body_util::BodyExt;
 use tracing::{info, warn};
 
 use crate::facts::FactsReceiver;
 use crate::metrics::Metrics;
-use crate::proxy;
+use crate::{proxy, responses};
 
 /// The most one node's list may weigh before it counts as a failure.
 const MAX_LIST_BYTES: usize = 256 * 1024 * 1024;
@@ -290,10 +290,7 @@ fn header_name(name: &'static str) -> HeaderName {
 }
 
 fn json_response(value: &serde_json::Value, unavailable: Option<&str>) -> Response<Body> {
-    let mut response = Response::new(full_body(value.to_string()));
-    response
-        .headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    let mut response = responses::json(value);
     if let Some(value) = unavailable.and_then(|v| HeaderValue::from_str(v).ok()) {
         response
             .headers_mut()

@@ -15,7 +15,7 @@ use berth::{facts, logging, security, Agent};
 use berth_adapters::clock::TokioClock;
 use berth_adapters::docker::{DockerSocket, OwnContainer};
 use berth_adapters::gossip::{GossipConfig, SerfMembership};
-use berth_adapters::host;
+use berth_adapters::host::{self, SysfsHostProbe};
 use berth_adapters::http::tls::{self, TlsIdentity};
 use berth_adapters::http::{probe, HttpServer, ServerLimits};
 use berth_adapters::peers::HttpsPeers;
@@ -160,8 +160,14 @@ async fn run(options: Options) -> Result<(), String> {
     );
     let cluster = cluster.map(|c| c.with_metrics(metrics.clone()));
     let signatures = SignatureGuard::from_secret(options.secret.clone())?;
-    let agent =
-        Agent::new(engine, facts, signatures.clone(), cluster.clone()).with_metrics(metrics);
+    let agent = Agent::new(
+        engine,
+        SysfsHostProbe::new(&options.host_root),
+        facts,
+        signatures.clone(),
+        cluster.clone(),
+    )
+    .with_metrics(metrics);
     // Edge agents have their own gate (the Edge key) instead.
     let edge = options.edge.enabled;
     let secret_timeout = options.secret_timeout;

@@ -28,6 +28,15 @@ pub fn error_response(error: &AgentError) -> Response<Body> {
     response
 }
 
+/// A 200 with a JSON body (no trailing newline, as libhttp writes it).
+pub fn json(value: &serde_json::Value) -> Response<Body> {
+    let mut response = Response::new(full_body(value.to_string()));
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}
+
 pub fn no_content() -> Response<Body> {
     status_only(StatusCode::NO_CONTENT)
 }

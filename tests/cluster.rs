@@ -20,6 +20,7 @@ use http::{Request, Response};
 use http_body_util::BodyExt;
 use support::fake_cluster::{address_of, member, FakeMembership, FakePeer, FakePeers};
 use support::fake_engine::FakeEngine;
+use support::fake_host::FakeHostProbe;
 use support::fixtures::{load, portainer_identity};
 use tokio::sync::watch;
 
@@ -47,7 +48,7 @@ fn node_engine(id: &str) -> FakeEngine {
     ])
 }
 
-type TestAgent = Agent<FakeEngine, FakeMembership, FakePeers>;
+type TestAgent = Agent<FakeEngine, FakeMembership, FakePeers, FakeHostProbe>;
 
 fn clustered_agent(
     local: EngineFacts,
@@ -59,7 +60,16 @@ fn clustered_agent(
     let cluster = Cluster::new(membership.clone(), FakePeers::new(peers), FANOUT_TIMEOUT);
     let (_, facts) = watch::channel(Arc::new(local));
     let guard = SignatureGuard::new(SignaturePolicy::new(None, [5; 32], 16));
-    (Agent::new(engine, facts, guard, Some(cluster)), membership)
+    (
+        Agent::new(
+            engine,
+            FakeHostProbe::with_hardware(),
+            facts,
+            guard,
+            Some(cluster),
+        ),
+        membership,
+    )
 }
 
 async fn get(
@@ -310,4 +320,37 @@ async fn joining_retries_until_a_peer_answers() {
         .await
         .expect("joined once the peers came up");
     assert_eq!(membership.joins(), 6);
+}
+
+#[tokio::test]
+async fn host_info_for_another_node_is_that_nodes_answer() {
+    let b = member(1, "node-b", "worker", false, false);
+    let b_engine = node_engine("node-b");
+    let peers = HashMap::from([(address_of(&b), FakePeer::Answers(b_engine.clone()))]);
+    let members = vec![member(0, "node-a", "manager", false, false), b];
+    let (agent, _) = clustered_agent(
+        local_facts("node-a", SwarmRole::Standalone),
+        node_engine("node-a"),
+        members,
+        peers,
+    );
+    get(
+        &agent,
+        "/v2/host/info",
+        &[("x-portaineragent-target", "node-b")],
+    )
+    .await;
+    let seen = &b_engine.seen()[0];
+    assert_eq!(seen.uri, "/v2/host/info");
+    assert_eq!(seen.headers["x-portaineragent-hop"], "1");
+    // Its own node's info is answered here.
+    let (response, json) = get(
+        &agent,
+        "/v2/host/info",
+        &[("x-portaineragent-target", "node-a")],
+    )
+    .await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(json["PhysicalDisks"][0]["Vendor"], "ATA");
+    assert_eq!(b_engine.seen().len(), 1);
 }

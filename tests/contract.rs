@@ -18,6 +18,7 @@ use http::{Request, Response};
 use http_body_util::BodyExt;
 use support::fake_cluster::{FakeMembership, FakePeers};
 use support::fake_engine::FakeEngine;
+use support::fake_host::FakeHostProbe;
 use support::fixtures::{load, portainer_identity, recorded_requests, signature_vector};
 use tokio::sync::watch;
 
@@ -30,12 +31,18 @@ fn agent(engine: FakeEngine) -> StandaloneAgent {
     agent_with(engine, SignaturePolicy::new(None, [3; 32], 64))
 }
 
-type StandaloneAgent = Agent<FakeEngine, FakeMembership, FakePeers>;
+type StandaloneAgent = Agent<FakeEngine, FakeMembership, FakePeers, FakeHostProbe>;
 
 fn agent_with(engine: FakeEngine, policy: SignaturePolicy) -> StandaloneAgent {
     // A receiver keeps the last value after its sender is gone.
     let (_, receiver) = watch::channel(Arc::new(standalone_facts()));
-    Agent::new(engine, receiver, SignatureGuard::new(policy), None)
+    Agent::new(
+        engine,
+        FakeHostProbe::with_hardware(),
+        receiver,
+        SignatureGuard::new(policy),
+        None,
+    )
 }
 
 fn peer() -> SocketAddr {
@@ -472,4 +479,40 @@ async fn security_shutdown_closes_an_agent_nobody_paired_with() {
 
     let secret = SignatureGuard::new(SignaturePolicy::new(Some("s".into()), [3; 32], 8));
     assert!(!security_shutdown_fires(secret, Duration::from_secs(73 * 3600)).await);
+}
+
+#[tokio::test]
+async fn host_info_has_the_reference_shape() {
+    let agent = agent(FakeEngine::unreachable());
+    for uri in ["/host/info", "/v2/host/info", "/v1/host/info"] {
+        let (response, body) = call(&agent, "GET", uri, &[]).await;
+        assert_eq!(response.status(), 200, "{uri}");
+        assert_portainer_headers(&response);
+        let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({
+                "PCIDevices": [{"Vendor": "Intel Corporation", "Name": "82540EM Gigabit Ethernet Controller"}],
+                "PhysicalDisks": [{"Vendor": "ATA", "Size": 512_110_190_592u64}]
+            })
+        );
+    }
+    let (response, _) = call(&agent, "POST", "/host/info", &[]).await;
+    assert_eq!(response.status(), 405);
+}
+
+#[tokio::test]
+async fn host_info_failure_is_a_500() {
+    let (_, receiver) = watch::channel(Arc::new(standalone_facts()));
+    let broken: StandaloneAgent = Agent::new(
+        FakeEngine::unreachable(),
+        FakeHostProbe::default(),
+        receiver,
+        SignatureGuard::new(SignaturePolicy::new(None, [3; 32], 64)),
+        None,
+    );
+    let (response, body) = call(&broken, "GET", "/v2/host/info", &[]).await;
+    assert_eq!(response.status(), 500);
+    let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(json["message"], "Unable to retrieve host information");
 }

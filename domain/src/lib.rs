@@ -11,6 +11,7 @@ pub mod duration;
 pub mod engine;
 pub mod error;
 pub mod headers;
+pub mod host;
 pub mod options;
 pub mod routing;
 pub mod signature;

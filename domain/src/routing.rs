@@ -66,6 +66,9 @@ pub enum Route {
     DockerHub,
     /// Proxy to Docker; the request goes to the engine with its original path.
     Docker(DockerDispatch),
+    /// An agent-API request (host info, browse) for another node: the whole
+    /// request goes to that node's agent (reference §5.5).
+    ToNode(String),
     /// An agent path that does not exist: `404 page not found`.
     NotFound,
     /// An agent path with the wrong method: 405, empty body.
@@ -126,8 +129,25 @@ fn is_api_version(segment: &str) -> bool {
     all_digits(major) && all_digits(minor)
 }
 
-/// Decides the route of a request on an agent whose engine has `facts`.
+/// Decides the route of a request on this agent.
 pub fn route(head: &RequestHead<'_>, local: LocalView<'_>) -> Route {
+    match route_here(head, local) {
+        route @ (Route::HostInfo | Route::Browse { .. }) => match other_node(head, local) {
+            Some(node) => Route::ToNode(node.to_string()),
+            None => route,
+        },
+        route => route,
+    }
+}
+
+/// The node `X-PortainerAgent-Target` names when it is not this one and the
+/// request may still travel.
+fn other_node<'a>(head: &RequestHead<'a>, local: LocalView<'_>) -> Option<&'a str> {
+    let target = head.target?;
+    (local.clustered && !head.forwarded && target != local.facts.node_name).then_some(target)
+}
+
+fn route_here(head: &RequestHead<'_>, local: LocalView<'_>) -> Route {
     if head.path.starts_with("/key") {
         return Route::Key;
     }
@@ -546,6 +566,48 @@ mod tests {
             decide("GET", "/version", Some("node-2"), false, &alone),
             Node("node-2".into())
         );
+    }
+
+    #[test]
+    fn agent_api_requests_for_other_nodes_are_redirected() {
+        let worker = swarm(SwarmRole::Worker);
+        let clustered = LocalView {
+            facts: &worker,
+            clustered: true,
+        };
+        let for_node = |path, target| RequestHead {
+            target,
+            ..head("GET", path)
+        };
+        assert_eq!(
+            route(&for_node("/v2/host/info", Some("node-2")), clustered),
+            Route::ToNode("node-2".into())
+        );
+        assert_eq!(
+            route(&for_node("/host/info", Some("node-1")), clustered),
+            Route::HostInfo
+        );
+        assert_eq!(
+            route(&for_node("/host/info", None), clustered),
+            Route::HostInfo
+        );
+        assert_eq!(
+            route(&for_node("/v1/browse/vol/ls", Some("node-2")), clustered),
+            Route::ToNode("node-2".into())
+        );
+        let alone = LocalView {
+            facts: &worker,
+            clustered: false,
+        };
+        assert_eq!(
+            route(&for_node("/host/info", Some("node-2")), alone),
+            Route::HostInfo
+        );
+        let forwarded = RequestHead {
+            forwarded: true,
+            ..for_node("/host/info", Some("node-2"))
+        };
+        assert_eq!(route(&forwarded, clustered), Route::HostInfo);
     }
 
     #[test]

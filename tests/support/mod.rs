@@ -6,5 +6,6 @@ pub mod berth_process;
 pub mod client;
 pub mod fake_cluster;
 pub mod fake_engine;
+pub mod fake_host;
 pub mod fixtures;
 pub mod manual_clock;
