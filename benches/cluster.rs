@@ -31,12 +31,17 @@ use std::time::{Duration, Instant};
 use berth::cluster::Cluster;
 use berth::signature::SignatureGuard;
 use berth::Agent;
+use berth_adapters::fs::ConfinedFiles;
 use berth_domain::engine::{EngineFacts, SwarmRole};
 use berth_domain::signature::SignaturePolicy;
 use berth_ports::{full_body, RequestHandler};
 use fake_cluster::{address_of, member, FakeMembership, FakePeer, FakePeers};
 use fake_engine::FakeEngine;
 use fake_host::FakeHostProbe;
+
+fn test_files() -> ConfinedFiles {
+    ConfinedFiles::new("/nonexistent/volumes", "/nonexistent/host")
+}
 use http_body_util::BodyExt;
 
 const ROUNDS: usize = 200;
@@ -46,7 +51,7 @@ fn node_engine() -> FakeEngine {
     FakeEngine::replaying(vec![(("GET", LIST), fixtures::load("containers-all"))])
 }
 
-fn agent(nodes: u16) -> Agent<FakeEngine, FakeMembership, FakePeers, FakeHostProbe> {
+fn agent(nodes: u16) -> Agent<FakeEngine, FakeMembership, FakePeers, FakeHostProbe, ConfinedFiles> {
     // Every node is a peer answering after 1 ms; the agent asked is an
     // observer with no containers of its own, so one node alone costs the
     // same round trip as each of the fifty.
@@ -78,6 +83,7 @@ fn agent(nodes: u16) -> Agent<FakeEngine, FakeMembership, FakePeers, FakeHostPro
     Agent::new(
         node_engine(),
         FakeHostProbe::with_hardware(),
+        test_files(),
         facts,
         guard,
         Some(cluster),
@@ -95,7 +101,9 @@ async fn median_of(mut run: impl AsyncFnMut()) -> Duration {
     times[ROUNDS / 2]
 }
 
-async fn fake_list(agent: &Agent<FakeEngine, FakeMembership, FakePeers, FakeHostProbe>) {
+async fn fake_list(
+    agent: &Agent<FakeEngine, FakeMembership, FakePeers, FakeHostProbe, ConfinedFiles>,
+) {
     let mut request = http::Request::get(LIST).body(full_body("")).unwrap();
     fixtures::portainer_identity().apply(request.headers_mut());
     let response = agent.handle(request, "127.0.0.1:1".parse().unwrap()).await;

@@ -8,7 +8,7 @@ use berth_domain::engine::EngineFacts;
 use berth_domain::error::AgentError;
 use berth_domain::headers::{REQUEST_HOP, REQUEST_MANAGER_OPERATION, REQUEST_TARGET};
 use berth_domain::routing::{self, DockerDispatch, LocalView, RequestHead, Route};
-use berth_ports::{Body, DockerEngine, HostProbe, Membership, PeerAgents, RequestHandler};
+use berth_ports::{Body, DockerEngine, Files, HostProbe, Membership, PeerAgents, RequestHandler};
 use http::{HeaderMap, Method, Request, Response};
 use tracing::{debug, warn};
 
@@ -16,24 +16,26 @@ use crate::cluster::Cluster;
 use crate::facts::FactsReceiver;
 use crate::metrics::{route_class, Metrics};
 use crate::signature::SignatureGuard;
-use crate::{proxy, responses};
+use crate::{browse, proxy, responses};
 
 /// The agent: one engine, what it knows of it, who may use it, and the
 /// cluster it belongs to, if any.
 #[derive(Clone)]
-pub struct Agent<E, M, P, H> {
+pub struct Agent<E, M, P, H, F> {
     engine: E,
     host: H,
+    files: F,
     facts: FactsReceiver,
     signatures: SignatureGuard,
     cluster: Option<Cluster<M, P>>,
     metrics: Metrics,
 }
 
-impl<E: DockerEngine, M: Membership, P: PeerAgents, H: HostProbe> Agent<E, M, P, H> {
+impl<E: DockerEngine, M: Membership, P: PeerAgents, H: HostProbe, F: Files> Agent<E, M, P, H, F> {
     pub fn new(
         engine: E,
         host: H,
+        files: F,
         facts: FactsReceiver,
         signatures: SignatureGuard,
         cluster: Option<Cluster<M, P>>,
@@ -41,6 +43,7 @@ impl<E: DockerEngine, M: Membership, P: PeerAgents, H: HostProbe> Agent<E, M, P,
         Agent {
             engine,
             host,
+            files,
             facts,
             signatures,
             cluster,
@@ -84,7 +87,9 @@ impl<E: DockerEngine, M: Membership, P: PeerAgents, H: HostProbe> Agent<E, M, P,
             (Route::HostInfo, _) => self.host_info().await,
             (Route::ToNode(node), Some(cluster)) => cluster.forward_to_node(&node, request).await,
             (Route::ToNode(_), None) => Err(AgentError::unknown_target()),
-            (Route::Browse { .. }, _) => Err(AgentError::not_implemented("File browsing")),
+            (Route::Browse { op, volume }, _) => {
+                browse::browse(&self.files, op, volume, request).await
+            }
             (Route::Websocket(_), _) => Err(AgentError::not_implemented("Websocket consoles")),
             (Route::KubernetesProxy | Route::KubernetesStack, _) => {
                 Err(AgentError::not_implemented("Kubernetes"))
@@ -171,8 +176,8 @@ fn header_text<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
         .filter(|value| !value.is_empty())
 }
 
-impl<E: DockerEngine, M: Membership, P: PeerAgents, H: HostProbe> RequestHandler
-    for Agent<E, M, P, H>
+impl<E: DockerEngine, M: Membership, P: PeerAgents, H: HostProbe, F: Files> RequestHandler
+    for Agent<E, M, P, H, F>
 {
     async fn handle(&self, request: Request<Body>, peer: SocketAddr) -> Response<Body> {
         let started = Instant::now();

@@ -15,7 +15,6 @@ use berth_ports::{Body, DockerEngine, Membership, PeerAgents, PeerError};
 use futures_util::future::join_all;
 use http::header::{HeaderName, HeaderValue};
 use http::{Request, Response};
-use http_body_util::BodyExt;
 use tracing::{info, warn};
 
 use crate::facts::FactsReceiver;
@@ -212,7 +211,7 @@ impl<M: Membership, P: PeerAgents> Cluster<M, P> {
             Err(why) => return NodeAnswer::Failed(why),
         };
         let status = response.status().as_u16();
-        match read_bounded(response.into_body(), MAX_LIST_BYTES).await {
+        match proxy::read_bounded(response.into_body(), MAX_LIST_BYTES).await {
             Ok(body) => NodeAnswer::Answered { status, body },
             Err(why) => NodeAnswer::Failed(why),
         }
@@ -260,21 +259,6 @@ impl<M: Membership, P: PeerAgents> Cluster<M, P> {
             backoff = (backoff * 2).min(Duration::from_secs(30));
         }
     }
-}
-
-/// Reads a whole body, refusing one larger than `limit`.
-async fn read_bounded(mut body: Body, limit: usize) -> Result<Vec<u8>, String> {
-    let mut bytes = Vec::new();
-    while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|error| format!("the answer broke off: {error}"))?;
-        if let Ok(data) = frame.into_data() {
-            if bytes.len() + data.len() > limit {
-                return Err(format!("the answer is larger than {limit} bytes"));
-            }
-            bytes.extend_from_slice(&data);
-        }
-    }
-    Ok(bytes)
 }
 
 fn mark_hop(request: &mut Request<Body>, node: &str) -> Result<(), AgentError> {

@@ -5,6 +5,7 @@
 //!   and executes the answer.
 //! - [`proxy`]: the one proxy core: forwards a request to an engine with
 //!   bodies streamed both ways and upgrades spliced.
+//! - [`browse`]: `/browse/*` through the confined `Files` port.
 //! - [`cluster`]: forwarding to other agents, cluster-wide lists, `/agents`,
 //!   tags and joining.
 //! - [`responses`]: Portainer-shaped answers and the common headers.
@@ -15,6 +16,7 @@
 //! - [`cli`] and [`logging`]: options from flags and environment, tracing.
 
 pub mod agent;
+pub mod browse;
 pub mod cli;
 pub mod cluster;
 pub mod facts;

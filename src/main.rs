@@ -14,6 +14,7 @@ use berth::signature::SignatureGuard;
 use berth::{facts, logging, security, Agent};
 use berth_adapters::clock::TokioClock;
 use berth_adapters::docker::{DockerSocket, OwnContainer};
+use berth_adapters::fs::ConfinedFiles;
 use berth_adapters::gossip::{GossipConfig, SerfMembership};
 use berth_adapters::host::{self, SysfsHostProbe};
 use berth_adapters::http::tls::{self, TlsIdentity};
@@ -163,6 +164,7 @@ async fn run(options: Options) -> Result<(), String> {
     let agent = Agent::new(
         engine,
         SysfsHostProbe::new(&options.host_root),
+        ConfinedFiles::new(&options.volumes_root, &options.host_root),
         facts,
         signatures.clone(),
         cluster.clone(),

@@ -12,6 +12,7 @@ use std::time::Duration;
 use berth::cluster::Cluster;
 use berth::signature::SignatureGuard;
 use berth::Agent;
+use berth_adapters::fs::ConfinedFiles;
 use berth_domain::cluster::{Member, MemberStatus, Seed};
 use berth_domain::engine::{EngineFacts, SwarmRole};
 use berth_domain::signature::SignaturePolicy;
@@ -21,6 +22,7 @@ use http_body_util::BodyExt;
 use support::fake_cluster::{address_of, member, FakeMembership, FakePeer, FakePeers};
 use support::fake_engine::FakeEngine;
 use support::fake_host::FakeHostProbe;
+use support::files::test_files;
 use support::fixtures::{load, portainer_identity};
 use tokio::sync::watch;
 
@@ -48,7 +50,7 @@ fn node_engine(id: &str) -> FakeEngine {
     ])
 }
 
-type TestAgent = Agent<FakeEngine, FakeMembership, FakePeers, FakeHostProbe>;
+type TestAgent = Agent<FakeEngine, FakeMembership, FakePeers, FakeHostProbe, ConfinedFiles>;
 
 fn clustered_agent(
     local: EngineFacts,
@@ -64,6 +66,7 @@ fn clustered_agent(
         Agent::new(
             engine,
             FakeHostProbe::with_hardware(),
+            test_files(),
             facts,
             guard,
             Some(cluster),

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use berth::signature::SignatureGuard;
 use berth::Agent;
 use berth_adapters::docker::facts_from_info;
+use berth_adapters::fs::ConfinedFiles;
 use berth_domain::engine::{EngineFacts, SwarmRole};
 use berth_domain::signature::SignaturePolicy;
 use berth_ports::{full_body, Body, RequestHandler};
@@ -19,6 +20,7 @@ use http_body_util::BodyExt;
 use support::fake_cluster::{FakeMembership, FakePeers};
 use support::fake_engine::FakeEngine;
 use support::fake_host::FakeHostProbe;
+use support::files::test_files;
 use support::fixtures::{load, portainer_identity, recorded_requests, signature_vector};
 use tokio::sync::watch;
 
@@ -31,7 +33,7 @@ fn agent(engine: FakeEngine) -> StandaloneAgent {
     agent_with(engine, SignaturePolicy::new(None, [3; 32], 64))
 }
 
-type StandaloneAgent = Agent<FakeEngine, FakeMembership, FakePeers, FakeHostProbe>;
+type StandaloneAgent = Agent<FakeEngine, FakeMembership, FakePeers, FakeHostProbe, ConfinedFiles>;
 
 fn agent_with(engine: FakeEngine, policy: SignaturePolicy) -> StandaloneAgent {
     // A receiver keeps the last value after its sender is gone.
@@ -39,6 +41,7 @@ fn agent_with(engine: FakeEngine, policy: SignaturePolicy) -> StandaloneAgent {
     Agent::new(
         engine,
         FakeHostProbe::with_hardware(),
+        test_files(),
         receiver,
         SignatureGuard::new(policy),
         None,
@@ -507,6 +510,7 @@ async fn host_info_failure_is_a_500() {
     let broken: StandaloneAgent = Agent::new(
         FakeEngine::unreachable(),
         FakeHostProbe::default(),
+        test_files(),
         receiver,
         SignatureGuard::new(SignaturePolicy::new(None, [3; 32], 64)),
         None,

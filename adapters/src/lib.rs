@@ -4,6 +4,7 @@
 //!   engine facts through bollard.
 //! - [`clock`]: the `Clock` port on tokio's timer.
 //! - [`peers`]: the `PeerAgents` port, a pooled HTTPS client to other agents.
+//! - [`fs`]: the `Files` port with cap-std, confined beneath each root.
 //! - [`gossip`]: the `Membership` port on the serf crate.
 //! - [`host`]: facts about the machine (its addresses).
 //! - [`http`]: the HTTPS server (hyper + rustls) that feeds every request to
@@ -12,6 +13,7 @@
 
 pub mod clock;
 pub mod docker;
+pub mod fs;
 pub mod gossip;
 pub mod host;
 pub mod http;

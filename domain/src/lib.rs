@@ -6,6 +6,7 @@
 //! so every rule is unit-tested without a socket.
 
 pub mod aggregate;
+pub mod browse;
 pub mod cluster;
 pub mod duration;
 pub mod engine;

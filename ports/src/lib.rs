@@ -8,6 +8,7 @@
 pub mod body;
 pub mod clock;
 pub mod docker_engine;
+pub mod files;
 pub mod host_probe;
 pub mod membership;
 pub mod peer_agents;
@@ -16,6 +17,7 @@ pub mod request_handler;
 pub use body::{empty_body, full_body, Body, BoxError};
 pub use clock::Clock;
 pub use docker_engine::{DockerEngine, EngineError};
+pub use files::{FileRead, Files, FilesError};
 pub use host_probe::{HostProbe, HostProbeError};
 pub use membership::{Membership, MembershipError};
 pub use peer_agents::{PeerAgents, PeerError};

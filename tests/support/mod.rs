@@ -7,5 +7,6 @@ pub mod client;
 pub mod fake_cluster;
 pub mod fake_engine;
 pub mod fake_host;
+pub mod files;
 pub mod fixtures;
 pub mod manual_clock;

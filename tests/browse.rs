@@ -1,0 +1,236 @@
+//! `/browse/*` through the application, over a temporary host root and
+//! volumes root with the real confined adapter.
+
+mod support;
+
+use std::sync::Arc;
+
+use berth::signature::SignatureGuard;
+use berth::Agent;
+use berth_adapters::fs::ConfinedFiles;
+use berth_domain::engine::EngineFacts;
+use berth_domain::signature::SignaturePolicy;
+use berth_ports::{full_body, RequestHandler};
+use http::{Request, Response};
+use http_body_util::BodyExt;
+use support::fake_cluster::{FakeMembership, FakePeers};
+use support::fake_engine::FakeEngine;
+use support::fake_host::FakeHostProbe;
+use support::files::TestTree;
+use support::fixtures::portainer_identity;
+use tokio::sync::watch;
+
+type TestAgent = Agent<FakeEngine, FakeMembership, FakePeers, FakeHostProbe, ConfinedFiles>;
+
+fn agent(tree: &TestTree) -> TestAgent {
+    let (_, facts) = watch::channel(Arc::new(EngineFacts::unknown()));
+    let guard = SignatureGuard::new(SignaturePolicy::new(None, [4; 32], 16));
+    Agent::new(
+        FakeEngine::unreachable(),
+        FakeHostProbe::default(),
+        tree.files(),
+        facts,
+        guard,
+        None,
+    )
+}
+
+async fn call(
+    agent: &TestAgent,
+    method: &str,
+    uri: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (Response<()>, Vec<u8>) {
+    let mut request = Request::builder()
+        .method(method)
+        .uri(uri)
+        .body(full_body(body.to_string()))
+        .unwrap();
+    portainer_identity().apply(request.headers_mut());
+    for (name, value) in headers {
+        request.headers_mut().insert(
+            http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+            value.parse().unwrap(),
+        );
+    }
+    let response = agent.handle(request, "127.0.0.1:1".parse().unwrap()).await;
+    let (parts, body) = response.into_parts();
+    (
+        Response::from_parts(parts, ()),
+        body.collect().await.unwrap().to_bytes().to_vec(),
+    )
+}
+
+fn json(body: &[u8]) -> serde_json::Value {
+    serde_json::from_slice(body).unwrap()
+}
+
+#[tokio::test]
+async fn lists_host_and_volume_folders() {
+    let tree = TestTree::new("browse-ls");
+    tree.write(&tree.host().join("etc/hosts"), "127.0.0.1 localhost\n");
+    tree.write(&tree.volume_data("web").join("index.html"), "<html>");
+    let agent = agent(&tree);
+
+    let (response, body) = call(&agent, "GET", "/v2/browse/ls?path=/host/etc", &[], "").await;
+    assert_eq!(response.status(), 200);
+    let listed = json(&body);
+    assert_eq!(listed[0]["Name"], "hosts");
+    assert_eq!(listed[0]["Size"], 20);
+    assert_eq!(listed[0]["Dir"], false);
+    assert!(listed[0]["ModTime"].as_i64().unwrap() > 0);
+
+    let (response, body) = call(&agent, "GET", "/browse/ls?volumeID=web&path=/", &[], "").await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(json(&body)[0]["Name"], "index.html");
+    let (response, body) = call(&agent, "GET", "/v1/browse/web/ls?path=%2F", &[], "").await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(json(&body)[0]["Name"], "index.html");
+}
+
+#[tokio::test]
+async fn downloads_stream_with_length_date_name_and_ranges() {
+    let tree = TestTree::new("browse-get");
+    tree.write(&tree.volume_data("data").join("notes.txt"), "0123456789");
+    let agent = agent(&tree);
+    let (response, body) = call(
+        &agent,
+        "GET",
+        "/v2/browse/get?volumeID=data&path=notes.txt",
+        &[],
+        "",
+    )
+    .await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(body, b"0123456789");
+    assert_eq!(response.headers()["content-length"], "10");
+    assert_eq!(
+        response.headers()["content-disposition"],
+        "attachment; filename=\"notes.txt\""
+    );
+    assert!(response.headers().contains_key("last-modified"));
+    assert_eq!(response.headers()["portainer-agent"], "2.23.0");
+
+    let (response, body) = call(
+        &agent,
+        "GET",
+        "/v2/browse/get?volumeID=data&path=notes.txt",
+        &[("range", "bytes=3-5")],
+        "",
+    )
+    .await;
+    assert_eq!(response.status(), 206);
+    assert_eq!(body, b"345");
+    assert_eq!(response.headers()["content-range"], "bytes 3-5/10");
+    let (response, _) = call(
+        &agent,
+        "GET",
+        "/v2/browse/get?volumeID=data&path=notes.txt",
+        &[("range", "bytes=10-")],
+        "",
+    )
+    .await;
+    assert_eq!(response.status(), 416);
+    assert_eq!(response.headers()["content-range"], "bytes */10");
+}
+
+#[tokio::test]
+async fn bad_inputs_get_clear_answers() {
+    let tree = TestTree::new("browse-bad");
+    tree.write(&tree.host().join("dir/file"), "x");
+    std::os::unix::fs::symlink("/etc", tree.host().join("escape")).unwrap();
+    let agent = agent(&tree);
+    let cases = [
+        ("/v2/browse/ls", 400, "Invalid query parameter: path"),
+        ("/v2/browse/ls?path=", 400, "Invalid query parameter: path"),
+        ("/v2/browse/ls?path=/host/../etc", 400, "Invalid volume"),
+        ("/v2/browse/ls?path=%2e%2e%2fetc", 400, "Invalid volume"),
+        ("/v2/browse/ls?volumeID=..&path=/", 400, "Invalid volume"),
+        ("/v2/browse/ls?volumeID=a%2Fb&path=/", 400, "Invalid volume"),
+        (
+            "/v2/browse/ls?path=/host/nope",
+            404,
+            "Unable to list files inside specified directory",
+        ),
+        (
+            "/v2/browse/ls?path=/host/escape",
+            403,
+            "Access to this path is not allowed",
+        ),
+        (
+            "/v2/browse/get?path=/host/escape/passwd",
+            403,
+            "Access to this path is not allowed",
+        ),
+    ];
+    for (uri, status, message) in cases {
+        let (response, body) = call(&agent, "GET", uri, &[], "").await;
+        assert_eq!(response.status(), status, "{uri}");
+        assert_eq!(json(&body)["message"], message, "{uri}");
+    }
+    let (response, body) = call(
+        &agent,
+        "DELETE",
+        "/v2/browse/delete?path=/host/dir",
+        &[],
+        "",
+    )
+    .await;
+    assert_eq!(
+        response.status(),
+        409,
+        "a folder with a file is not deleted"
+    );
+    assert!(json(&body)["details"]
+        .as_str()
+        .unwrap()
+        .contains("not empty"));
+    assert!(tree.host().join("dir/file").exists());
+    let (response, _) = call(&agent, "POST", "/v2/browse/ls?path=/host", &[], "").await;
+    assert_eq!(response.status(), 405);
+}
+
+#[tokio::test]
+async fn deletes_and_renames() {
+    let tree = TestTree::new("browse-change");
+    tree.write(&tree.host().join("a.txt"), "a");
+    let agent = agent(&tree);
+    let rename = r#"{"CurrentFilePath":"/host/a.txt","NewFilePath":"/host/b.txt"}"#;
+    let (response, _) = call(&agent, "PUT", "/v2/browse/rename", &[], rename).await;
+    assert_eq!(response.status(), 204);
+    assert!(tree.host().join("b.txt").exists() && !tree.host().join("a.txt").exists());
+    for (payload, details) in [
+        (
+            r#"{"NewFilePath":"/host/c"}"#,
+            "Current file path is invalid",
+        ),
+        (
+            r#"{"CurrentFilePath":"/host/b.txt"}"#,
+            "New file path is invalid",
+        ),
+        ("not json", "Expected ident"),
+    ] {
+        let (response, body) = call(&agent, "PUT", "/v2/browse/rename", &[], payload).await;
+        assert_eq!(response.status(), 400, "{payload}");
+        assert_eq!(json(&body)["message"], "Invalid request payload");
+        assert!(
+            json(&body)["details"]
+                .as_str()
+                .unwrap()
+                .starts_with(details),
+            "{payload}: {}",
+            json(&body)
+        );
+    }
+    let (response, _) = call(
+        &agent,
+        "DELETE",
+        "/v2/browse/delete?path=/host/b.txt",
+        &[],
+        "",
+    )
+    .await;
+    assert_eq!(response.status(), 204);
+    assert!(!tree.host().join("b.txt").exists());
+}
