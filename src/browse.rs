@@ -60,7 +60,10 @@ pub async fn browse<F: Files>(
                 .map_err(|error| failure(error, "Unable to rename file"))?;
             Ok(responses::no_content())
         }
-        BrowseOp::Put => Err(AgentError::not_implemented("File upload")),
+        BrowseOp::Put => {
+            upload(files, &root, request).await?;
+            Ok(responses::no_content())
+        }
     }
 }
 
@@ -195,4 +198,129 @@ async fn rename_payload(
         confine_for(root, &payload.current_file_path)?,
         confine_for(root, &payload.new_file_path)?,
     ))
+}
+
+/// A file being uploaded before the `Path` field said where it goes: it
+/// waits, complete, under a staging name in the root.
+struct Staged {
+    staging: ConfinedPath,
+    name: String,
+}
+
+/// `multipart/form-data` with a `file` and its target folder `Path`, in
+/// either order (Portainer sends the file first), streamed to disk.
+async fn upload<F: Files>(
+    files: &F,
+    root: &BrowseRoot,
+    request: Request<Body>,
+) -> Result<(), AgentError> {
+    let invalid = |details: &str| AgentError::new(400, "Invalid request payload", details);
+    let content_type = request
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or_default();
+    let boundary =
+        multer::parse_boundary(content_type).map_err(|error| invalid(&error.to_string()))?;
+    let mut multipart = multer::Multipart::new(
+        http_body_util::BodyDataStream::new(request.into_body()),
+        boundary,
+    );
+    let mut folder: Option<ConfinedPath> = None;
+    let mut staged: Option<Staged> = None;
+    let mut uploaded = false;
+    let outcome: Result<(), AgentError> = async {
+        while let Some(field) = multipart
+            .next_field()
+            .await
+            .map_err(|error| invalid(&error.to_string()))?
+        {
+            match field.name() {
+                Some("Path") => {
+                    let text = field
+                        .text()
+                        .await
+                        .map_err(|error| invalid(&error.to_string()))?;
+                    let target = confine_for(root, &text)?;
+                    if let Some(waiting) = &staged {
+                        let destination = child(&target, &waiting.name)?;
+                        files
+                            .rename(root, &waiting.staging, &destination)
+                            .await
+                            .map_err(|error| failure(error, "Error saving file to disk"))?;
+                        // Only now is it no longer waiting (a failed move is cleaned up below).
+                        staged = None;
+                        uploaded = true;
+                    }
+                    folder = Some(target);
+                }
+                Some("file") => {
+                    let name = plain_file_name(field.file_name())?;
+                    let body = field_body(field);
+                    match &folder {
+                        Some(target) => {
+                            files
+                                .write(root, target, &name, body)
+                                .await
+                                .map_err(|error| failure(error, "Error saving file to disk"))?;
+                            uploaded = true;
+                        }
+                        None => {
+                            let staging = format!(".berth-staged-{}-{name}", std::process::id());
+                            files
+                                .write(root, &confine("")?, &staging, body)
+                                .await
+                                .map_err(|error| failure(error, "Error saving file to disk"))?;
+                            staged = Some(Staged {
+                                staging: confine(&staging)?,
+                                name,
+                            });
+                        }
+                    }
+                }
+                // Other fields are read past and ignored.
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+    .await;
+    if let Some(waiting) = staged {
+        // A file whose Path never came (or an error after it arrived).
+        let _ = files.delete(root, &waiting.staging).await;
+        outcome?;
+        return Err(invalid("Invalid file path"));
+    }
+    outcome?;
+    if !uploaded {
+        return Err(invalid("Http: no such file"));
+    }
+    Ok(())
+}
+
+fn child(folder: &ConfinedPath, name: &str) -> Result<ConfinedPath, AgentError> {
+    confine(&format!("{}/{name}", folder.relative()))
+}
+
+/// The uploaded file's name must be a plain name: no folders, no `..`.
+fn plain_file_name(name: Option<&str>) -> Result<String, AgentError> {
+    let name = name.unwrap_or_default();
+    let confined = confine(name)?;
+    match confined.components() {
+        [single] if single == name => Ok(single.clone()),
+        _ => Err(AgentError::new(
+            400,
+            "Invalid request payload",
+            "Invalid file name",
+        )),
+    }
+}
+
+fn field_body(field: multer::Field<'static>) -> Body {
+    use futures_util::TryStreamExt;
+    use http_body_util::StreamBody;
+    let frames = field
+        .map_ok(hyper::body::Frame::data)
+        .map_err(|error| -> berth_ports::BoxError { Box::new(error) });
+    http_body_util::BodyExt::boxed_unsync(StreamBody::new(frames))
 }

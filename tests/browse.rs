@@ -234,3 +234,189 @@ async fn deletes_and_renames() {
     assert_eq!(response.status(), 204);
     assert!(!tree.host().join("b.txt").exists());
 }
+
+const BOUNDARY: &str = "berth-test-boundary";
+
+/// A multipart body with the given parts, in order: `(name, file name, content)`.
+fn multipart(parts: &[(&str, Option<&str>, &str)]) -> String {
+    let mut body = String::new();
+    for (name, file_name, content) in parts {
+        body.push_str(&format!("--{BOUNDARY}\r\n"));
+        match file_name {
+            Some(file) => body.push_str(&format!(
+                "Content-Disposition: form-data; name=\"{name}\"; filename=\"{file}\"\r\nContent-Type: application/octet-stream\r\n\r\n"
+            )),
+            None => body.push_str(&format!("Content-Disposition: form-data; name=\"{name}\"\r\n\r\n")),
+        }
+        body.push_str(content);
+        body.push_str("\r\n");
+    }
+    body.push_str(&format!("--{BOUNDARY}--\r\n"));
+    body
+}
+
+async fn upload(agent: &TestAgent, uri: &str, body: &str) -> (Response<()>, serde_json::Value) {
+    let content_type = format!("multipart/form-data; boundary={BOUNDARY}");
+    let (response, bytes) =
+        call(agent, "POST", uri, &[("content-type", &content_type)], body).await;
+    let json = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
+    (response, json)
+}
+
+fn leftovers(folder: &std::path::Path) -> Vec<String> {
+    std::fs::read_dir(folder)
+        .unwrap()
+        .filter_map(Result::ok)
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|name| name.starts_with(".berth-"))
+        .collect()
+}
+
+#[tokio::test]
+async fn uploads_land_in_place_in_either_field_order() {
+    let tree = TestTree::new("browse-put");
+    std::fs::create_dir_all(tree.host().join("uploads")).unwrap();
+    tree.write(&tree.volume_data("data").join("old.txt"), "old contents");
+    let agent = agent(&tree);
+
+    let path_first = multipart(&[
+        ("Path", None, "/host/uploads"),
+        ("file", Some("a.txt"), "first order"),
+    ]);
+    let (response, json) = upload(&agent, "/v2/browse/put", &path_first).await;
+    assert_eq!(response.status(), 204, "{json}");
+    assert_eq!(
+        std::fs::read_to_string(tree.host().join("uploads/a.txt")).unwrap(),
+        "first order"
+    );
+
+    // Portainer sends the file before its folder.
+    let file_first = multipart(&[
+        ("file", Some("b.txt"), "second order"),
+        ("Path", None, "/host/uploads"),
+    ]);
+    let (response, json) = upload(&agent, "/v2/browse/put", &file_first).await;
+    assert_eq!(response.status(), 204, "{json}");
+    assert_eq!(
+        std::fs::read_to_string(tree.host().join("uploads/b.txt")).unwrap(),
+        "second order"
+    );
+
+    let replace = multipart(&[
+        ("Path", None, "/"),
+        ("file", Some("old.txt"), "new contents"),
+    ]);
+    let (response, _) = upload(&agent, "/v2/browse/put?volumeID=data", &replace).await;
+    assert_eq!(response.status(), 204);
+    assert_eq!(
+        std::fs::read_to_string(tree.volume_data("data").join("old.txt")).unwrap(),
+        "new contents"
+    );
+
+    assert!(
+        leftovers(&tree.host()).is_empty() && leftovers(&tree.host().join("uploads")).is_empty()
+    );
+}
+
+#[tokio::test]
+async fn bad_uploads_are_refused_and_leave_nothing() {
+    let tree = TestTree::new("browse-put-bad");
+    let outside = tree.base.join("outside");
+    std::fs::create_dir_all(&outside).unwrap();
+    std::os::unix::fs::symlink(&outside, tree.host().join("escape")).unwrap();
+    let agent = agent(&tree);
+    let cases = [
+        (
+            multipart(&[("Path", None, "/host")]),
+            400,
+            "Http: no such file",
+        ),
+        (
+            multipart(&[("file", Some("x.txt"), "x")]),
+            400,
+            "Invalid file path",
+        ),
+        (
+            multipart(&[("Path", None, "/host"), ("file", Some("../x.txt"), "x")]),
+            400,
+            "Invalid path. Ensure that the path do not contain '..' elements",
+        ),
+        (
+            multipart(&[("Path", None, "/host"), ("file", Some("a/b.txt"), "x")]),
+            400,
+            "Invalid file name",
+        ),
+        (
+            multipart(&[("Path", None, "/host/../etc"), ("file", Some("x.txt"), "x")]),
+            400,
+            "Invalid path. Ensure that the path do not contain '..' elements",
+        ),
+        (
+            multipart(&[("Path", None, "/host/escape"), ("file", Some("x.txt"), "x")]),
+            403,
+            "",
+        ),
+        (
+            multipart(&[("file", Some("x.txt"), "x"), ("Path", None, "/host/escape")]),
+            403,
+            "",
+        ),
+        ("not multipart at all".to_string(), 400, ""),
+    ];
+    for (body, status, details) in cases {
+        let (response, json) = upload(&agent, "/v2/browse/put", &body).await;
+        assert_eq!(response.status(), status, "{body}: {json}");
+        if !details.is_empty() {
+            assert_eq!(json["details"], details, "{body}");
+        }
+    }
+    assert!(
+        std::fs::read_dir(&outside).unwrap().next().is_none(),
+        "nothing written outside"
+    );
+    assert!(
+        leftovers(&tree.host()).is_empty(),
+        "{:?}",
+        leftovers(&tree.host())
+    );
+}
+
+/// An upload whose connection breaks mid-file leaves no partial file and
+/// keeps the old one.
+#[tokio::test]
+async fn an_interrupted_upload_leaves_the_old_file_alone() {
+    use bytes::Bytes;
+    use http_body_util::StreamBody;
+    use hyper::body::Frame;
+
+    let tree = TestTree::new("browse-put-broken");
+    tree.write(&tree.host().join("keep.txt"), "precious");
+    let agent = agent(&tree);
+    let head = format!(
+        "--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"Path\"\r\n\r\n/host\r\n--{BOUNDARY}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"keep.txt\"\r\n\r\nhalf of the new"
+    );
+    let frames: Vec<Result<Frame<Bytes>, berth_ports::BoxError>> = vec![
+        Ok(Frame::data(Bytes::from(head))),
+        Err("connection reset by peer".into()),
+    ];
+    let body = StreamBody::new(futures_util::stream::iter(frames)).boxed_unsync();
+    let mut request = Request::post("/v2/browse/put").body(body).unwrap();
+    portainer_identity().apply(request.headers_mut());
+    request.headers_mut().insert(
+        "content-type",
+        format!("multipart/form-data; boundary={BOUNDARY}")
+            .parse()
+            .unwrap(),
+    );
+    let response = agent.handle(request, "127.0.0.1:1".parse().unwrap()).await;
+    assert!(response.status().is_client_error() || response.status().is_server_error());
+    assert_eq!(
+        std::fs::read_to_string(tree.host().join("keep.txt")).unwrap(),
+        "precious"
+    );
+    assert!(
+        leftovers(&tree.host()).is_empty(),
+        "{:?}",
+        leftovers(&tree.host())
+    );
+}

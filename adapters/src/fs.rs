@@ -166,6 +166,63 @@ impl Files for ConfinedFiles {
         .await
     }
 
+    async fn write(
+        &self,
+        root: &BrowseRoot,
+        folder: &ConfinedPath,
+        name: &str,
+        mut body: Body,
+    ) -> Result<u64, FilesError> {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        use tokio::io::AsyncWriteExt;
+        static UPLOADS: AtomicU64 = AtomicU64::new(0);
+        let folder = relative(folder);
+        let temporary = folder.join(format!(
+            ".berth-upload-{}-{}",
+            std::process::id(),
+            UPLOADS.fetch_add(1, Ordering::Relaxed)
+        ));
+        let target = folder.join(name);
+        let (dir, file) = {
+            let temporary = temporary.clone();
+            self.with_root(root, move |dir| {
+                let file = dir.create(&temporary)?;
+                Ok((dir.try_clone()?, file.into_std()))
+            })
+            .await?
+        };
+        let mut file = tokio::fs::File::from_std(file);
+        let mut written = 0u64;
+        let copied: Result<(), String> = async {
+            while let Some(frame) = body.frame().await {
+                let frame = frame.map_err(|error| format!("the upload broke off: {error}"))?;
+                if let Ok(data) = frame.into_data() {
+                    file.write_all(&data)
+                        .await
+                        .map_err(|error| error.to_string())?;
+                    written += data.len() as u64;
+                }
+            }
+            file.sync_all().await.map_err(|error| error.to_string())
+        }
+        .await;
+        drop(file);
+        // Renamed into place only when complete; otherwise nothing is left.
+        tokio::task::spawn_blocking(move || match copied {
+            Ok(()) => dir.rename(&temporary, &dir, &target).map_err(|error| {
+                let _ = dir.remove_file(&temporary);
+                files_error(error, "the upload")
+            }),
+            Err(why) => {
+                let _ = dir.remove_file(&temporary);
+                Err(FilesError::Other(why))
+            }
+        })
+        .await
+        .map_err(|error| FilesError::Other(format!("file task stopped: {error}")))??;
+        Ok(written)
+    }
+
     async fn rename(
         &self,
         root: &BrowseRoot,

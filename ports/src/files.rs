@@ -84,6 +84,21 @@ pub trait Files: Clone + Send + Sync + 'static {
         path: &ConfinedPath,
     ) -> impl Future<Output = Result<(), FilesError>> + Send;
 
+    /// Streams `body` into `folder/name`: into a temporary file in that
+    /// folder first, renamed into place once complete, so an interrupted
+    /// upload leaves nothing and never clobbers the old file. Returns the
+    /// bytes written.
+    ///
+    /// # Errors
+    /// [`FilesError`]; the temporary file is gone either way.
+    fn write(
+        &self,
+        root: &BrowseRoot,
+        folder: &ConfinedPath,
+        name: &str,
+        body: Body,
+    ) -> impl Future<Output = Result<u64, FilesError>> + Send;
+
     /// # Errors
     /// [`FilesError`].
     fn rename(
