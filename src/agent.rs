@@ -7,7 +7,7 @@ use std::time::Instant;
 use berth_domain::engine::EngineFacts;
 use berth_domain::error::AgentError;
 use berth_domain::headers::{REQUEST_HOP, REQUEST_MANAGER_OPERATION, REQUEST_TARGET};
-use berth_domain::routing::{self, DockerDispatch, LocalView, RequestHead, Route};
+use berth_domain::routing::{self, DockerDispatch, LocalView, RequestHead, Route, WebsocketKind};
 use berth_ports::{Body, DockerEngine, Files, HostProbe, Membership, PeerAgents, RequestHandler};
 use http::{HeaderMap, Method, Request, Response};
 use tracing::{debug, warn};
@@ -16,7 +16,7 @@ use crate::cluster::Cluster;
 use crate::facts::FactsReceiver;
 use crate::metrics::{route_class, Metrics};
 use crate::signature::SignatureGuard;
-use crate::{browse, proxy, responses};
+use crate::{browse, console, proxy, responses};
 
 /// The agent: one engine, what it knows of it, who may use it, and the
 /// cluster it belongs to, if any.
@@ -90,7 +90,10 @@ impl<E: DockerEngine, M: Membership, P: PeerAgents, H: HostProbe, F: Files> Agen
             (Route::Browse { op, volume }, _) => {
                 browse::browse(&self.files, op, volume, request).await
             }
-            (Route::Websocket(_), _) => Err(AgentError::not_implemented("Websocket consoles")),
+            (Route::Websocket(WebsocketKind::Pod), _) => {
+                Err(AgentError::not_implemented("Kubernetes"))
+            }
+            (Route::Websocket(kind), _) => console::console(&self.engine, kind, request).await,
             (Route::KubernetesProxy | Route::KubernetesStack, _) => {
                 Err(AgentError::not_implemented("Kubernetes"))
             }

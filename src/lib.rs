@@ -8,6 +8,7 @@
 //! - [`browse`]: `/browse/*` through the confined `Files` port.
 //! - [`cluster`]: forwarding to other agents, cluster-wide lists, `/agents`,
 //!   tags and joining.
+//! - [`console`]: websocket consoles bridged to the engine's attach and exec.
 //! - [`responses`]: Portainer-shaped answers and the common headers.
 //! - [`signature`]: the Portainer signature check; [`security`]: the
 //!   shutdown of an agent nobody paired with.
@@ -19,6 +20,7 @@ pub mod agent;
 pub mod browse;
 pub mod cli;
 pub mod cluster;
+pub mod console;
 pub mod facts;
 pub mod logging;
 pub mod metrics;

@@ -66,7 +66,7 @@ pub enum Route {
     DockerHub,
     /// Proxy to Docker; the request goes to the engine with its original path.
     Docker(DockerDispatch),
-    /// An agent-API request (host info, browse) for another node: the whole
+    /// An agent-API request (host info, browse, consoles) for another node: the whole
     /// request goes to that node's agent (reference §5.5).
     ToNode(String),
     /// An agent path that does not exist: `404 page not found`.
@@ -132,10 +132,12 @@ fn is_api_version(segment: &str) -> bool {
 /// Decides the route of a request on this agent.
 pub fn route(head: &RequestHead<'_>, local: LocalView<'_>) -> Route {
     match route_here(head, local) {
-        route @ (Route::HostInfo | Route::Browse { .. }) => match other_node(head, local) {
-            Some(node) => Route::ToNode(node.to_string()),
-            None => route,
-        },
+        route @ (Route::HostInfo | Route::Browse { .. } | Route::Websocket(_)) => {
+            match other_node(head, local) {
+                Some(node) => Route::ToNode(node.to_string()),
+                None => route,
+            }
+        }
         route => route,
     }
 }

@@ -7,6 +7,7 @@ mod support;
 
 mod api;
 mod cluster;
+mod console;
 mod docker_cli;
 mod process;
 mod swarm;
