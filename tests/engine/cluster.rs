@@ -200,6 +200,36 @@ async fn three_agents_answer_for_the_whole_cluster() {
         exec_through(&c, "berth-node-b", &running, b"across two hops\n").await,
         "across two hops\n"
     );
+    // And Portainer's websocket console, the same way.
+    let exec = json!({"AttachStdin": true, "AttachStdout": true, "Tty": true, "Cmd": ["cat"]});
+    let (response, body) = Target::Berth(c.addr)
+        .fetch_request(to_node(
+            "POST",
+            &format!("/v1.41/containers/{running}/exec"),
+            &exec.to_string(),
+            "berth-node-b",
+        ))
+        .await;
+    assert_eq!(response.status(), 201);
+    let exec_id = serde_json::from_slice::<serde_json::Value>(&body).unwrap()["Id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut console = crate::console::open_on(
+        &c,
+        &format!("/websocket/exec?id={exec_id}"),
+        Some("berth-node-b"),
+    )
+    .await
+    .expect("a console on node B through agent C");
+    futures_util::SinkExt::send(
+        &mut console,
+        tokio_tungstenite::tungstenite::Message::text("typed-on-b\n"),
+    )
+    .await
+    .unwrap();
+    crate::console::read_until(&mut console, "typed-on-b").await;
+    drop(console);
     let (response, _) = Target::Berth(a.addr)
         .fetch_request(to_node(
             "DELETE",

@@ -17,10 +17,24 @@ type Console =
     tokio_tungstenite::WebSocketStream<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>;
 
 async fn open(berth: &BerthProcess, path: &str) -> Result<Console, WsError> {
+    open_on(berth, path, None).await
+}
+
+/// A console through `berth`, for the node `target` names (if any).
+pub async fn open_on(
+    berth: &BerthProcess,
+    path: &str,
+    target: Option<&str>,
+) -> Result<Console, WsError> {
     let mut request = format!("wss://localhost{path}")
         .into_client_request()
         .unwrap();
     portainer_identity().apply(request.headers_mut());
+    if let Some(node) = target {
+        request
+            .headers_mut()
+            .insert("x-portaineragent-target", node.parse().unwrap());
+    }
     let stream = tls_stream(berth.addr).await;
     tokio_tungstenite::client_async(request, stream)
         .await
@@ -28,7 +42,7 @@ async fn open(berth: &BerthProcess, path: &str) -> Result<Console, WsError> {
 }
 
 /// Reads text frames until `marker` has arrived; returns all the text.
-async fn read_until(console: &mut Console, marker: &str) -> String {
+pub async fn read_until(console: &mut Console, marker: &str) -> String {
     let mut received = String::new();
     let reading = async {
         while !received.contains(marker) {
