@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 use std::time::Instant;
 
+use berth_domain::browse::query_value;
 use berth_domain::engine::EngineFacts;
 use berth_domain::error::AgentError;
 use berth_domain::headers::{REQUEST_HOP, REQUEST_MANAGER_OPERATION, REQUEST_TARGET};
@@ -135,10 +136,17 @@ impl<E: DockerEngine, M: Membership, P: PeerAgents, H: HostProbe, F: Files> Agen
         }
         let facts = self.facts.borrow().clone();
         let path = request.uri().path().to_string();
+        // Consoles may name their node in the query (`nodeName`), as
+        // Portainer's console URLs do, instead of the target header.
+        let console_node = path
+            .contains("/websocket/")
+            .then(|| query_value(request.uri().query(), "nodeName"))
+            .flatten()
+            .filter(|node| !node.is_empty());
         let head = RequestHead {
             method: request.method().as_str(),
             path: &path,
-            target: header_text(request.headers(), REQUEST_TARGET),
+            target: header_text(request.headers(), REQUEST_TARGET).or(console_node.as_deref()),
             manager_operation: header_text(request.headers(), REQUEST_MANAGER_OPERATION).is_some(),
             forwarded: header_text(request.headers(), REQUEST_HOP).is_some(),
         };

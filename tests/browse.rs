@@ -13,6 +13,7 @@ use berth_domain::signature::SignaturePolicy;
 use berth_ports::{full_body, RequestHandler};
 use http::{Request, Response};
 use http_body_util::BodyExt;
+use serde_json::json;
 use support::fake_cluster::{FakeMembership, FakePeers};
 use support::fake_engine::FakeEngine;
 use support::fake_host::FakeHostProbe;
@@ -418,5 +419,112 @@ async fn an_interrupted_upload_leaves_the_old_file_alone() {
         leftovers(&tree.host()).is_empty(),
         "{:?}",
         leftovers(&tree.host())
+    );
+}
+
+/// Every combination of hostile path segments, through every operation:
+/// nothing outside the root is read, written, renamed or deleted.
+#[tokio::test]
+async fn hostile_paths_never_reach_outside() {
+    let tree = TestTree::new("browse-hostile");
+    let outside = tree.base.join("outside");
+    std::fs::create_dir_all(&outside).unwrap();
+    std::fs::write(outside.join("secret"), "sentinel").unwrap();
+    std::os::unix::fs::symlink(&outside, tree.host().join("escape")).unwrap();
+    std::os::unix::fs::symlink("loop", tree.host().join("loop")).unwrap();
+    std::fs::write(tree.host().join("a"), "inside").unwrap();
+    let agent = agent(&tree);
+
+    let long = "n".repeat(300);
+    let segments = [
+        "..",
+        ".",
+        "",
+        "%2e%2e",
+        "%00",
+        "escape",
+        "loop",
+        "a",
+        "%C3%A9t%C3%A9",
+        long.as_str(),
+        "secret",
+    ];
+    let mut paths = Vec::new();
+    for first in segments {
+        paths.push(format!("/host/{first}"));
+        for second in segments {
+            paths.push(format!("/host/{first}/{second}"));
+            for third in ["..", "escape", "secret", "loop"] {
+                paths.push(format!("/host/{first}/{second}/{third}"));
+            }
+        }
+    }
+    let mut requests = 0;
+    let reset = || {
+        // Renames and deletes inside the root are allowed: put the fixture back.
+        let escape = tree.host().join("escape");
+        if std::fs::symlink_metadata(&escape).is_ok_and(|m| !m.file_type().is_symlink()) {
+            let _ = std::fs::remove_file(&escape).or_else(|_| std::fs::remove_dir_all(&escape));
+        }
+        if std::fs::symlink_metadata(&escape).is_err() {
+            std::os::unix::fs::symlink(&outside, &escape).unwrap();
+        }
+        let _ = std::fs::write(tree.host().join("a"), "inside");
+    };
+    for path in &paths {
+        reset();
+        for (method, op) in [("GET", "ls"), ("GET", "get"), ("DELETE", "delete")] {
+            let (response, _) = call(
+                &agent,
+                method,
+                &format!("/v2/browse/{op}?path={path}"),
+                &[],
+                "",
+            )
+            .await;
+            // Reading through the escaping link is always refused.
+            let confined = berth_domain::browse::query_value(Some(&format!("path={path}")), "path")
+                .and_then(|decoded| berth_domain::browse::confine_host_path(&decoded).ok());
+            let through_link = confined.as_ref().is_some_and(|c| {
+                let parts = c.components();
+                // Deleting the link itself is allowed: it is inside the root.
+                parts.first().is_some_and(|p| p == "escape")
+                    && !(parts.len() == 1 && op == "delete")
+            });
+            if through_link {
+                assert!(
+                    !response.status().is_success(),
+                    "{op} {path} answered {}",
+                    response.status()
+                );
+            }
+            requests += 1;
+        }
+        let rename = json!({"CurrentFilePath": path, "NewFilePath": "/host/moved"}).to_string();
+        call(&agent, "PUT", "/v2/browse/rename", &[], &rename).await;
+        let rename_out = json!({"CurrentFilePath": "/host/a", "NewFilePath": path}).to_string();
+        call(&agent, "PUT", "/v2/browse/rename", &[], &rename_out).await;
+        let decoded = path.replace("%2e%2e", "..").replace("%00", "\0");
+        let upload_body = multipart(&[("Path", None, &decoded), ("file", Some("planted"), "x")]);
+        upload(&agent, "/v2/browse/put", &upload_body).await;
+        requests += 3;
+    }
+    let outside_now: Vec<_> = std::fs::read_dir(&outside)
+        .unwrap()
+        .filter_map(Result::ok)
+        .map(|e| e.file_name())
+        .collect();
+    assert_eq!(
+        outside_now,
+        ["secret"],
+        "nothing created, renamed or deleted outside"
+    );
+    assert_eq!(
+        std::fs::read_to_string(outside.join("secret")).unwrap(),
+        "sentinel"
+    );
+    eprintln!(
+        "confinement: {} paths, {requests} requests, nothing outside touched",
+        paths.len()
     );
 }

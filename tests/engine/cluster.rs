@@ -200,7 +200,7 @@ async fn three_agents_answer_for_the_whole_cluster() {
         exec_through(&c, "berth-node-b", &running, b"across two hops\n").await,
         "across two hops\n"
     );
-    // And Portainer's websocket console, the same way.
+    // And Portainer's websocket console, its node named in the query.
     let exec = json!({"AttachStdin": true, "AttachStdout": true, "Tty": true, "Cmd": ["cat"]});
     let (response, body) = Target::Berth(c.addr)
         .fetch_request(to_node(
@@ -217,8 +217,8 @@ async fn three_agents_answer_for_the_whole_cluster() {
         .to_string();
     let mut console = crate::console::open_on(
         &c,
-        &format!("/websocket/exec?id={exec_id}"),
-        Some("berth-node-b"),
+        &format!("/websocket/exec?id={exec_id}&nodeName=berth-node-b"),
+        None,
     )
     .await
     .expect("a console on node B through agent C");

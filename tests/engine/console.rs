@@ -116,6 +116,15 @@ async fn an_exec_console_carries_a_64_kib_paste() {
     console.send(Message::text(paste)).await.unwrap();
     let received = read_until(&mut console, "line-1023-").await;
     assert!(received.len() >= 64 * 1024, "{} bytes back", received.len());
+    // Resizing the terminal goes through the Docker proxy.
+    let (response, _) = target
+        .fetch(
+            "POST",
+            &format!("/v1.41/exec/{exec_id}/resize?h=40&w=120"),
+            "",
+        )
+        .await;
+    assert!(response.status().is_success(), "{}", response.status());
     console.close(None).await.unwrap();
     let (response, _) = target
         .fetch("DELETE", &format!("/v1.41/containers/{id}?force=1"), "")
