@@ -6,6 +6,7 @@
 mod support;
 
 mod api;
+mod browse;
 mod cluster;
 mod console;
 mod docker_cli;
