@@ -230,6 +230,63 @@ async fn three_agents_answer_for_the_whole_cluster() {
     .unwrap();
     crate::console::read_until(&mut console, "typed-on-b").await;
     drop(console);
+    // An attach console to a terminal container on node B, through agent A.
+    let terminal = unique("terminal-on-b");
+    let create = json!({"Image": IMAGE, "Cmd": ["cat"], "Tty": true, "OpenStdin": true, "HostConfig": {"NetworkMode": "none"}});
+    let (response, _) = Target::Berth(a.addr)
+        .fetch_request(to_node(
+            "POST",
+            &format!("/v1.41/containers/create?name={terminal}"),
+            &create.to_string(),
+            "berth-node-b",
+        ))
+        .await;
+    assert_eq!(response.status(), 201);
+    let (response, _) = Target::Berth(a.addr)
+        .fetch_request(to_node(
+            "POST",
+            &format!("/v1.41/containers/{terminal}/start"),
+            "",
+            "berth-node-b",
+        ))
+        .await;
+    assert_eq!(response.status(), 204);
+    let (_, inspected) = Target::Berth(a.addr)
+        .fetch_request(to_node(
+            "GET",
+            &format!("/v1.41/containers/{terminal}/json"),
+            "",
+            "berth-node-b",
+        ))
+        .await;
+    let terminal_id = serde_json::from_slice::<serde_json::Value>(&inspected).unwrap()["Id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut console = crate::console::open_on(
+        &a,
+        &format!("/websocket/attach?id={terminal_id}&nodeName=berth-node-b"),
+        None,
+    )
+    .await
+    .expect("an attach console on node B through agent A");
+    futures_util::SinkExt::send(
+        &mut console,
+        tokio_tungstenite::tungstenite::Message::text("attached-on-b\n"),
+    )
+    .await
+    .unwrap();
+    crate::console::read_until(&mut console, "attached-on-b").await;
+    drop(console);
+    let (response, _) = Target::Berth(a.addr)
+        .fetch_request(to_node(
+            "DELETE",
+            &format!("/v1.41/containers/{terminal}?force=1"),
+            "",
+            "berth-node-b",
+        ))
+        .await;
+    assert_eq!(response.status(), 204);
     let (response, _) = Target::Berth(a.addr)
         .fetch_request(to_node(
             "DELETE",
