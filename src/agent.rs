@@ -19,8 +19,8 @@ use crate::metrics::{route_class, Metrics};
 use crate::signature::SignatureGuard;
 use crate::{browse, console, proxy, responses};
 
-/// The agent: one engine, what it knows of it, who may use it, and the
-/// cluster it belongs to, if any.
+/// The agent: its engine, the host's hardware and files, what it knows of
+/// its node, who may use it, and the cluster it belongs to, if any.
 #[derive(Clone)]
 pub struct Agent<E, M, P, H, F> {
     engine: E,

@@ -10,7 +10,7 @@ use berth::Agent;
 use berth_adapters::fs::ConfinedFiles;
 use berth_domain::engine::EngineFacts;
 use berth_domain::signature::SignaturePolicy;
-use berth_ports::{full_body, RequestHandler};
+use berth_ports::RequestHandler;
 use http::{Request, Response};
 use http_body_util::BodyExt;
 use serde_json::json;
@@ -43,24 +43,7 @@ async fn call(
     headers: &[(&str, &str)],
     body: &str,
 ) -> (Response<()>, Vec<u8>) {
-    let mut request = Request::builder()
-        .method(method)
-        .uri(uri)
-        .body(full_body(body.to_string()))
-        .unwrap();
-    portainer_identity().apply(request.headers_mut());
-    for (name, value) in headers {
-        request.headers_mut().insert(
-            http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
-            value.parse().unwrap(),
-        );
-    }
-    let response = agent.handle(request, "127.0.0.1:1".parse().unwrap()).await;
-    let (parts, body) = response.into_parts();
-    (
-        Response::from_parts(parts, ()),
-        body.collect().await.unwrap().to_bytes().to_vec(),
-    )
+    support::in_process::call(agent, method, uri, headers, body, true).await
 }
 
 fn json(body: &[u8]) -> serde_json::Value {

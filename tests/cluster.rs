@@ -16,9 +16,7 @@ use berth_adapters::fs::ConfinedFiles;
 use berth_domain::cluster::{Member, MemberStatus, Seed};
 use berth_domain::engine::{EngineFacts, SwarmRole};
 use berth_domain::signature::SignaturePolicy;
-use berth_ports::{full_body, RequestHandler};
-use http::{Request, Response};
-use http_body_util::BodyExt;
+use http::Response;
 use support::fake_cluster::{address_of, member, FakeMembership, FakePeer, FakePeers};
 use support::fake_engine::FakeEngine;
 use support::fake_host::FakeHostProbe;
@@ -80,19 +78,25 @@ async fn get(
     uri: &str,
     headers: &[(&str, &str)],
 ) -> (Response<()>, serde_json::Value) {
-    let mut request = Request::get(uri).body(full_body("")).unwrap();
-    portainer_identity().apply(request.headers_mut());
-    for (name, value) in headers {
-        request.headers_mut().insert(
-            http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
-            value.parse().unwrap(),
-        );
-    }
-    let response = agent.handle(request, "127.0.0.1:1".parse().unwrap()).await;
-    let (parts, body) = response.into_parts();
-    let bytes = body.collect().await.unwrap().to_bytes();
+    let (response, bytes) = support::in_process::call(agent, "GET", uri, headers, "", true).await;
     let json = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
-    (Response::from_parts(parts, ()), json)
+    (response, json)
+}
+
+/// Node A (this agent, standalone but clustered) and node B, whose engine
+/// the test can inspect.
+fn two_nodes() -> (TestAgent, FakeEngine) {
+    let b = member(1, "node-b", "worker", false, false);
+    let b_engine = node_engine("node-b");
+    let peers = HashMap::from([(address_of(&b), FakePeer::Answers(b_engine.clone()))]);
+    let members = vec![member(0, "node-a", "manager", false, false), b];
+    let (agent, _) = clustered_agent(
+        local_facts("node-a", SwarmRole::Standalone),
+        node_engine("node-a"),
+        members,
+        peers,
+    );
+    (agent, b_engine)
 }
 
 /// 50 nodes, one slow past the timeout, one dead: the list comes back in
@@ -172,16 +176,7 @@ async fn members_gossip_marks_failed_are_not_waited_for() {
 
 #[tokio::test]
 async fn the_target_header_reaches_that_nodes_agent_with_the_hop_marker() {
-    let b = member(1, "node-b", "worker", false, false);
-    let b_engine = node_engine("node-b");
-    let peers = HashMap::from([(address_of(&b), FakePeer::Answers(b_engine.clone()))]);
-    let members = vec![member(0, "node-a", "manager", false, false), b];
-    let (agent, _) = clustered_agent(
-        local_facts("node-a", SwarmRole::Standalone),
-        node_engine("node-a"),
-        members,
-        peers,
-    );
+    let (agent, b_engine) = two_nodes();
 
     // A list with a target is that node's own, undecorated answer.
     let (response, json) = get(
@@ -327,16 +322,7 @@ async fn joining_retries_until_a_peer_answers() {
 
 #[tokio::test]
 async fn host_info_for_another_node_is_that_nodes_answer() {
-    let b = member(1, "node-b", "worker", false, false);
-    let b_engine = node_engine("node-b");
-    let peers = HashMap::from([(address_of(&b), FakePeer::Answers(b_engine.clone()))]);
-    let members = vec![member(0, "node-a", "manager", false, false), b];
-    let (agent, _) = clustered_agent(
-        local_facts("node-a", SwarmRole::Standalone),
-        node_engine("node-a"),
-        members,
-        peers,
-    );
+    let (agent, b_engine) = two_nodes();
     get(
         &agent,
         "/v2/host/info",

@@ -9,4 +9,5 @@ pub mod fake_engine;
 pub mod fake_host;
 pub mod files;
 pub mod fixtures;
+pub mod in_process;
 pub mod manual_clock;
