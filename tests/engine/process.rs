@@ -57,10 +57,7 @@ fn sigterm_stops_berth_cleanly() {
     let mut berth = BerthProcess::start(&[("DOCKER_HOST", "unix:///nonexistent/docker.sock")]);
     let status = berth.stop_with("TERM", Duration::from_secs(20));
     assert_eq!(status.code(), Some(0));
-    assert!(berth
-        .log()
-        .iter()
-        .any(|line| line.contains("berth stopped")));
+    assert!(berth.logged_within("berth stopped", Duration::from_secs(10)));
 }
 
 #[tokio::test]
@@ -211,10 +208,10 @@ async fn unpaired_agent_closes_its_api_and_stays_up() {
         .await
         .expect("the API closes after the timeout");
     assert!(berth.is_running(), "the process stays up");
-    assert!(berth
-        .log()
-        .iter()
-        .any(|line| line.contains("no client was associated after the timeout")));
+    assert!(berth.logged_within(
+        "no client was associated after the timeout",
+        Duration::from_secs(10)
+    ));
     assert_eq!(
         berth.stop_with("TERM", Duration::from_secs(20)).code(),
         Some(0)

@@ -96,6 +96,21 @@ impl BerthProcess {
         self.log.lock().unwrap().clone()
     }
 
+    /// Whether a log line containing `text` arrives within `limit` (the
+    /// log is read by another thread, so a line may trail the event).
+    pub fn logged_within(&self, text: &str, limit: Duration) -> bool {
+        let deadline = std::time::Instant::now() + limit;
+        loop {
+            if self.log().iter().any(|line| line.contains(text)) {
+                return true;
+            }
+            if std::time::Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Sends a signal to this process (by its PID) and waits for it to exit.
     pub fn stop_with(&mut self, signal: &str, within: Duration) -> ExitStatus {
         let status = Command::new("kill")
