@@ -78,6 +78,62 @@ async fn exec_through(agent: &BerthProcess, node: &str, container: &str, input: 
     crate::api::exchange(response, input).await
 }
 
+/// A request to `node` through `agent` (a JSON body unless `null`): the
+/// status and the answer as JSON (`null` when it has none).
+async fn on_node(
+    agent: &BerthProcess,
+    node: &str,
+    method: &str,
+    path: &str,
+    body: &serde_json::Value,
+) -> (u16, serde_json::Value) {
+    let body = if body.is_null() {
+        String::new()
+    } else {
+        body.to_string()
+    };
+    let (response, answer) = Target::Berth(agent.addr)
+        .fetch_request(to_node(method, path, &body, node))
+        .await;
+    let json = serde_json::from_slice(&answer).unwrap_or(serde_json::Value::Null);
+    (response.status().as_u16(), json)
+}
+
+/// Creates and starts a container on `node` through `agent` from `spec`
+/// (the image and no network are added); returns its ID.
+async fn run_on(agent: &BerthProcess, node: &str, mut spec: serde_json::Value) -> String {
+    spec["Image"] = json!(IMAGE);
+    spec["HostConfig"] = json!({"NetworkMode": "none"});
+    let path = format!("/v1.41/containers/create?name={}", unique("on-node"));
+    let (status, created) = on_node(agent, node, "POST", &path, &spec).await;
+    assert_eq!(status, 201, "{created}");
+    let id = created["Id"].as_str().unwrap().to_string();
+    let (status, _) = on_node(
+        agent,
+        node,
+        "POST",
+        &format!("/v1.41/containers/{id}/start"),
+        &json!(null),
+    )
+    .await;
+    assert_eq!(status, 204);
+    id
+}
+
+/// Opens a console through `agent`, types a line, and waits for it back.
+async fn type_into_console(agent: &BerthProcess, path: &str, text: &str) {
+    let mut console = crate::console::open_on(agent, path, None)
+        .await
+        .unwrap_or_else(|error| panic!("a console at {path}: {error}"));
+    futures_util::SinkExt::send(
+        &mut console,
+        tokio_tungstenite::tungstenite::Message::text(format!("{text}\n")),
+    )
+    .await
+    .unwrap();
+    crate::console::read_until(&mut console, text).await;
+}
+
 /// Polls `/agents` on `agent` until it lists exactly `nodes`.
 async fn wait_for_members(agent: &BerthProcess, nodes: &[&str]) {
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -176,126 +232,56 @@ async fn three_agents_answer_for_the_whole_cluster() {
     );
 
     // A console on node B through agent C: the upgrade is spliced at both hops.
-    let running = unique("console-on-b");
-    let create = json!({"Image": IMAGE, "Cmd": ["sleep", "300"], "OpenStdin": true, "HostConfig": {"NetworkMode": "none"}});
-    let (response, body) = Target::Berth(c.addr)
-        .fetch_request(to_node(
-            "POST",
-            &format!("/v1.41/containers/create?name={running}"),
-            &create.to_string(),
-            "berth-node-b",
-        ))
-        .await;
-    assert_eq!(response.status(), 201, "{}", String::from_utf8_lossy(&body));
-    let (response, _) = Target::Berth(c.addr)
-        .fetch_request(to_node(
-            "POST",
-            &format!("/v1.41/containers/{running}/start"),
-            "",
-            "berth-node-b",
-        ))
-        .await;
-    assert_eq!(response.status(), 204);
+    let running = run_on(
+        &c,
+        "berth-node-b",
+        json!({"Cmd": ["sleep", "300"], "OpenStdin": true}),
+    )
+    .await;
     assert_eq!(
         exec_through(&c, "berth-node-b", &running, b"across two hops\n").await,
         "across two hops\n"
     );
     // And Portainer's websocket console, its node named in the query.
     let exec = json!({"AttachStdin": true, "AttachStdout": true, "Tty": true, "Cmd": ["cat"]});
-    let (response, body) = Target::Berth(c.addr)
-        .fetch_request(to_node(
-            "POST",
-            &format!("/v1.41/containers/{running}/exec"),
-            &exec.to_string(),
-            "berth-node-b",
-        ))
-        .await;
-    assert_eq!(response.status(), 201);
-    let exec_id = serde_json::from_slice::<serde_json::Value>(&body).unwrap()["Id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let mut console = crate::console::open_on(
+    let (status, created) = on_node(
         &c,
-        &format!("/websocket/exec?id={exec_id}&nodeName=berth-node-b"),
-        None,
+        "berth-node-b",
+        "POST",
+        &format!("/v1.41/containers/{running}/exec"),
+        &exec,
     )
-    .await
-    .expect("a console on node B through agent C");
-    futures_util::SinkExt::send(
-        &mut console,
-        tokio_tungstenite::tungstenite::Message::text("typed-on-b\n"),
-    )
-    .await
-    .unwrap();
-    crate::console::read_until(&mut console, "typed-on-b").await;
-    drop(console);
+    .await;
+    assert_eq!(status, 201);
+    let exec_path = format!(
+        "/websocket/exec?id={}&nodeName=berth-node-b",
+        created["Id"].as_str().unwrap()
+    );
+    type_into_console(&c, &exec_path, "typed-on-b").await;
     // An attach console to a terminal container on node B, through agent A.
-    let terminal = unique("terminal-on-b");
-    let create = json!({"Image": IMAGE, "Cmd": ["cat"], "Tty": true, "OpenStdin": true, "HostConfig": {"NetworkMode": "none"}});
-    let (response, _) = Target::Berth(a.addr)
-        .fetch_request(to_node(
-            "POST",
-            &format!("/v1.41/containers/create?name={terminal}"),
-            &create.to_string(),
-            "berth-node-b",
-        ))
-        .await;
-    assert_eq!(response.status(), 201);
-    let (response, _) = Target::Berth(a.addr)
-        .fetch_request(to_node(
-            "POST",
-            &format!("/v1.41/containers/{terminal}/start"),
-            "",
-            "berth-node-b",
-        ))
-        .await;
-    assert_eq!(response.status(), 204);
-    let (_, inspected) = Target::Berth(a.addr)
-        .fetch_request(to_node(
-            "GET",
-            &format!("/v1.41/containers/{terminal}/json"),
-            "",
-            "berth-node-b",
-        ))
-        .await;
-    let terminal_id = serde_json::from_slice::<serde_json::Value>(&inspected).unwrap()["Id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let mut console = crate::console::open_on(
+    let terminal = run_on(
         &a,
-        &format!("/websocket/attach?id={terminal_id}&nodeName=berth-node-b"),
-        None,
+        "berth-node-b",
+        json!({"Cmd": ["cat"], "Tty": true, "OpenStdin": true}),
     )
-    .await
-    .expect("an attach console on node B through agent A");
-    futures_util::SinkExt::send(
-        &mut console,
-        tokio_tungstenite::tungstenite::Message::text("attached-on-b\n"),
+    .await;
+    type_into_console(
+        &a,
+        &format!("/websocket/attach?id={terminal}&nodeName=berth-node-b"),
+        "attached-on-b",
     )
-    .await
-    .unwrap();
-    crate::console::read_until(&mut console, "attached-on-b").await;
-    drop(console);
-    let (response, _) = Target::Berth(a.addr)
-        .fetch_request(to_node(
-            "DELETE",
-            &format!("/v1.41/containers/{terminal}?force=1"),
-            "",
+    .await;
+    for container in [terminal, running] {
+        let (status, _) = on_node(
+            &a,
             "berth-node-b",
-        ))
-        .await;
-    assert_eq!(response.status(), 204);
-    let (response, _) = Target::Berth(a.addr)
-        .fetch_request(to_node(
             "DELETE",
-            &format!("/v1.41/containers/{running}?force=1"),
-            "",
-            "berth-node-b",
-        ))
+            &format!("/v1.41/containers/{container}?force=1"),
+            &json!(null),
+        )
         .await;
-    assert_eq!(response.status(), 204);
+        assert_eq!(status, 204);
+    }
 
     // Swarm-manager requests through an agent on a standalone node.
     let (status, services) = Target::Berth(b.addr).json("GET", "/services", "").await;
