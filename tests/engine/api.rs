@@ -42,12 +42,17 @@ pub async fn exchange(response: http::Response<hyper::body::Incoming>, input: &[
 }
 
 async fn create_container(target: &Target, name: &str, cmd: &[&str]) -> String {
-    let body = json!({"Image": IMAGE, "Cmd": cmd, "OpenStdin": true}).to_string();
+    create_container_from(target, name, json!({"Cmd": cmd, "OpenStdin": true})).await
+}
+
+/// Creates a container of the test image from `spec`; returns its ID.
+async fn create_container_from(target: &Target, name: &str, mut spec: serde_json::Value) -> String {
+    spec["Image"] = json!(IMAGE);
     let (status, created) = target
         .json(
             "POST",
             &format!("/v1.41/containers/create?name={name}"),
-            &body,
+            &spec.to_string(),
         )
         .await;
     assert_eq!(status, 201, "{created}");
@@ -56,12 +61,30 @@ async fn create_container(target: &Target, name: &str, cmd: &[&str]) -> String {
 
 /// Creates and starts a container.
 async fn run_container(target: &Target, name: &str, cmd: &[&str]) -> String {
-    let id = create_container(target, name, cmd).await;
+    run_container_from(target, name, json!({"Cmd": cmd, "OpenStdin": true})).await
+}
+
+/// Creates and starts a container from `spec` (the image is added).
+pub async fn run_container_from(target: &Target, name: &str, spec: serde_json::Value) -> String {
+    let id = create_container_from(target, name, spec).await;
     let (response, _) = target
         .fetch("POST", &format!("/v1.41/containers/{id}/start"), "")
         .await;
     assert_eq!(response.status(), 204);
     id
+}
+
+/// Creates a volume named `name`.
+pub async fn create_volume(target: &Target, name: &str) -> serde_json::Value {
+    let (status, created) = target
+        .json(
+            "POST",
+            "/v1.41/volumes/create",
+            &json!({"Name": name}).to_string(),
+        )
+        .await;
+    assert_eq!(status, 201, "{created}");
+    created
 }
 
 /// `GET /containers/{id}/logs?follow=1`, its body left streaming.
@@ -230,14 +253,7 @@ async fn volume_created_and_listed() {
     };
     let target = Target::Berth(berth.addr);
     let name = unique("volume");
-    let (status, created) = target
-        .json(
-            "POST",
-            "/v1.41/volumes/create",
-            &json!({"Name": name}).to_string(),
-        )
-        .await;
-    assert_eq!(status, 201);
+    let created = create_volume(&target, &name).await;
     assert_eq!(created["Name"], name.as_str());
     let (status, listed) = target.json("GET", "/v1.41/volumes", "").await;
     assert_eq!(status, 200);

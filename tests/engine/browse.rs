@@ -40,14 +40,7 @@ async fn a_real_volume_is_browsed_and_takes_a_1_gib_upload() {
     ]);
     let target = Target::Berth(berth.addr);
     let volume = unique("browse-vol");
-    let (status, _) = target
-        .json(
-            "POST",
-            "/v1.41/volumes/create",
-            &json!({"Name": volume}).to_string(),
-        )
-        .await;
-    assert_eq!(status, 201);
+    crate::api::create_volume(&target, &volume).await;
 
     // A container writes a file into the volume.
     let create = json!({

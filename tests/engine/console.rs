@@ -11,7 +11,7 @@ use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use crate::support::berth_process::BerthProcess;
 use crate::support::client::{tls_stream, Target};
 use crate::support::fixtures::portainer_identity;
-use crate::{berth_for_engine, unique, IMAGE};
+use crate::{berth_for_engine, unique};
 
 type Console =
     tokio_tungstenite::WebSocketStream<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>;
@@ -65,23 +65,10 @@ pub async fn read_until(console: &mut Console, marker: &str) -> String {
     received
 }
 
+/// A running container with a terminal and stdin open.
 async fn running_container(target: &Target, name: &str, cmd: &[&str]) -> String {
-    let body =
-        json!({"Image": IMAGE, "Cmd": cmd, "Tty": true, "OpenStdin": true, "AttachStdin": true});
-    let (status, created) = target
-        .json(
-            "POST",
-            &format!("/v1.41/containers/create?name={name}"),
-            &body.to_string(),
-        )
-        .await;
-    assert_eq!(status, 201, "{created}");
-    let id = created["Id"].as_str().unwrap().to_string();
-    let (response, _) = target
-        .fetch("POST", &format!("/v1.41/containers/{id}/start"), "")
-        .await;
-    assert_eq!(response.status(), 204);
-    id
+    let spec = json!({"Cmd": cmd, "Tty": true, "OpenStdin": true, "AttachStdin": true});
+    crate::api::run_container_from(target, name, spec).await
 }
 
 #[tokio::test]
