@@ -19,3 +19,4 @@ pub mod host;
 pub mod http;
 mod io;
 pub mod peers;
+pub mod tunnel;

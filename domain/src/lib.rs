@@ -9,6 +9,7 @@ pub mod aggregate;
 pub mod browse;
 pub mod cluster;
 pub mod duration;
+pub mod edge;
 pub mod engine;
 pub mod error;
 pub mod headers;

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod berth_process;
+pub mod chisel_server;
 pub mod client;
 pub mod fake_cluster;
 pub mod fake_engine;

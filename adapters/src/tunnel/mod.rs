@@ -1,0 +1,188 @@
+//! The `TunnelClient` port as chisel's client: a websocket (subprotocol
+//! `chisel-v3`), SSH over it, a `config` request naming the reverse remote,
+//! and server-opened `chisel` channels dialled to the agent's API.
+
+pub mod ssh;
+pub mod websocket;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use berth_ports::{OpenTunnel, TunnelClient, TunnelError, TunnelSpec};
+use serde_json::json;
+
+use ssh::{ClientConfig, SshError, SshSession};
+
+/// The version chisel reports when built from source, as the Go agent's is.
+const CHISEL_VERSION: &str = "0.0.0-src";
+
+#[derive(Debug, Clone)]
+pub struct TunnelTimeouts {
+    /// TCP connect plus the websocket handshake (chisel allows 45 s).
+    pub websocket: Duration,
+    /// SSH key exchange, authentication and the `config` answer.
+    pub handshake: Duration,
+    /// Dialling the agent API for one channel.
+    pub dial: Duration,
+    pub keepalive: Duration,
+}
+
+impl Default for TunnelTimeouts {
+    fn default() -> Self {
+        TunnelTimeouts {
+            websocket: Duration::from_secs(45),
+            handshake: Duration::from_secs(30),
+            dial: Duration::from_secs(10),
+            keepalive: Duration::from_secs(25),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct ChiselClient {
+    roots: Arc<rustls::RootCertStore>,
+    timeouts: TunnelTimeouts,
+}
+
+impl ChiselClient {
+    /// With the system's CA certificates, for `wss://` tunnel servers.
+    pub fn new(timeouts: TunnelTimeouts) -> Self {
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in rustls_native_certs::load_native_certs().certs {
+            let _ = roots.add(cert);
+        }
+        ChiselClient {
+            roots: Arc::new(roots),
+            timeouts,
+        }
+    }
+}
+
+pub struct ChiselTunnel {
+    session: SshSession,
+}
+
+impl ChiselTunnel {
+    /// SSH key exchanges on this tunnel, the first one included.
+    pub fn key_exchanges(&self) -> u32 {
+        self.session.key_exchanges()
+    }
+}
+
+impl OpenTunnel for ChiselTunnel {
+    fn close(&self) {
+        self.session.close();
+    }
+
+    async fn closed(&self) -> String {
+        self.session.closed().await
+    }
+}
+
+/// chisel's `config` request for one reverse remote.
+pub fn config_payload(spec: &TunnelSpec) -> Result<Vec<u8>, TunnelError> {
+    let (host, port) = spec
+        .local_target
+        .rsplit_once(':')
+        .ok_or_else(|| TunnelError::Protocol(format!("bad local target {}", spec.local_target)))?;
+    let config = json!({
+        "Version": CHISEL_VERSION,
+        "Remotes": [{
+            "LocalHost": "0.0.0.0",
+            "LocalPort": spec.remote_port.to_string(),
+            "LocalProto": "tcp",
+            "RemoteHost": host,
+            "RemotePort": port,
+            "RemoteProto": "tcp",
+            "Socks": false,
+            "Reverse": true,
+            "Stdio": false,
+        }],
+    });
+    // The payload is the JSON itself, not an SSH string.
+    Ok(config.to_string().into_bytes())
+}
+
+fn classify(error: SshError) -> TunnelError {
+    match error {
+        SshError::AuthRejected => TunnelError::Credentials,
+        SshError::Kex(ssh::kex::KexError::WrongFingerprint(got)) => TunnelError::Fingerprint(
+            format!("the tunnel server's host key {got} does not match the Edge key's fingerprint"),
+        ),
+        SshError::Io(e) => TunnelError::Unreachable(e.to_string()),
+        other => TunnelError::Protocol(other.to_string()),
+    }
+}
+
+impl TunnelClient for ChiselClient {
+    type Tunnel = ChiselTunnel;
+
+    async fn open(&self, spec: TunnelSpec) -> Result<ChiselTunnel, TunnelError> {
+        let target = websocket::tunnel_url(&spec.server).map_err(TunnelError::Unreachable)?;
+        let carrier = tokio::time::timeout(self.timeouts.websocket, async {
+            let stream = websocket::dial(&target, spec.proxy.as_deref()).await?;
+            websocket::open(
+                &target,
+                stream,
+                Arc::clone(&self.roots),
+                self.timeouts.websocket,
+            )
+            .await
+        })
+        .await
+        .map_err(|_| TunnelError::Unreachable(format!("no websocket to {} in time", target.url)))?
+        .map_err(|e| TunnelError::Unreachable(format!("{}: {e}", target.url)))?;
+        let config = ClientConfig {
+            user: spec.user.clone(),
+            password: spec.password.clone(),
+            fingerprint: spec.fingerprint.clone(),
+            allowed_target: spec.local_target.clone(),
+            dial_timeout: self.timeouts.dial,
+            keepalive: self.timeouts.keepalive,
+        };
+        let payload = config_payload(&spec)?;
+        let handshake = async {
+            let session = SshSession::connect(carrier, config)
+                .await
+                .map_err(classify)?;
+            let reply = session.request("config", payload).await.map_err(classify)?;
+            match reply {
+                Ok(answer) if answer.is_empty() => Ok(session),
+                Ok(answer) | Err(answer) => Err(TunnelError::Protocol(format!(
+                    "the tunnel server refused the remote: {}",
+                    String::from_utf8_lossy(&answer)
+                ))),
+            }
+        };
+        tokio::time::timeout(self.timeouts.handshake, handshake)
+            .await
+            .map_err(|_| TunnelError::Protocol("the SSH handshake timed out".into()))?
+            .map(|session| ChiselTunnel { session })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_config_names_one_reverse_remote() {
+        let spec = TunnelSpec {
+            server: "p:8000".into(),
+            fingerprint: "f".into(),
+            user: "u".into(),
+            password: "p".into(),
+            remote_port: 49152,
+            local_target: "10.0.0.2:9001".into(),
+            proxy: None,
+        };
+        let payload: serde_json::Value =
+            serde_json::from_slice(&config_payload(&spec).unwrap()).unwrap();
+        let remote = &payload["Remotes"][0];
+        assert_eq!(remote["LocalPort"], "49152");
+        assert_eq!(remote["RemoteHost"], "10.0.0.2");
+        assert_eq!(remote["RemotePort"], "9001");
+        assert_eq!(remote["Reverse"], true);
+        assert_eq!(payload["Version"], CHISEL_VERSION);
+    }
+}

@@ -1,0 +1,11 @@
+//! Edge mode (reference §10): the Edge key, the tunnel credentials and host
+//! key fingerprint, the poll answer, the tunnel state machine and backoff.
+//! Everything the Edge loop decides is decided here; the adapters only
+//! carry bytes.
+
+pub mod backoff;
+pub mod credentials;
+pub mod fingerprint;
+pub mod key;
+pub mod status;
+pub mod tunnel;
