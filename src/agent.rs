@@ -14,6 +14,7 @@ use http::{HeaderMap, Method, Request, Response};
 use tracing::{debug, warn};
 
 use crate::cluster::Cluster;
+use crate::edge::{self, EdgeGate};
 use crate::facts::FactsReceiver;
 use crate::metrics::{route_class, Metrics};
 use crate::signature::SignatureGuard;
@@ -30,6 +31,7 @@ pub struct Agent<E, M, P, H, F> {
     signatures: SignatureGuard,
     cluster: Option<Cluster<M, P>>,
     metrics: Metrics,
+    edge: Option<EdgeGate>,
 }
 
 impl<E: DockerEngine, M: Membership, P: PeerAgents, H: HostProbe, F: Files> Agent<E, M, P, H, F> {
@@ -49,7 +51,14 @@ impl<E: DockerEngine, M: Membership, P: PeerAgents, H: HostProbe, F: Files> Agen
             signatures,
             cluster,
             metrics: Metrics::default(),
+            edge: None,
         }
+    }
+
+    /// Edge mode: requests pass only once the agent has a key.
+    pub fn with_edge(mut self, gate: EdgeGate) -> Self {
+        self.edge = Some(gate);
+        self
     }
 
     /// Counts requests in `metrics` (the `METRICS_ADDR` endpoint shows them).
@@ -84,7 +93,7 @@ impl<E: DockerEngine, M: Membership, P: PeerAgents, H: HostProbe, F: Files> Agen
             (Route::Docker(DockerDispatch::Aggregate(kind)), Some(cluster)) => {
                 cluster.aggregate(&self.engine, facts, kind, request).await
             }
-            (Route::Key, _) => Err(AgentError::not_implemented("The Edge key API")),
+            (Route::Key, _) => edge::key_api(self.edge.as_ref(), request).await,
             (Route::HostInfo, _) => self.host_info().await,
             (Route::ToNode(node), Some(cluster)) => cluster.forward_to_node(&node, request).await,
             (Route::ToNode(_), None) => Err(AgentError::unknown_target()),
@@ -155,6 +164,11 @@ impl<E: DockerEngine, M: Membership, P: PeerAgents, H: HostProbe, F: Files> Agen
             clustered: self.cluster.is_some(),
         };
         let route = routing::route(&head, local);
+        if let Some(gate) = &self.edge {
+            if let Err(refused) = gate.admit() {
+                return (Some(route), Err(refused));
+            }
+        }
         // Only /ping is public; forwarded requests keep their signature
         // headers for the next agent to check.
         if route != Route::Ping {

@@ -9,6 +9,8 @@
 //! - [`cluster`]: forwarding to other agents, cluster-wide lists, `/agents`,
 //!   tags and joining.
 //! - [`console`]: websocket consoles bridged to the engine's attach and exec.
+//! - [`edge`]: Edge mode: the key, its page, the API gate, polling and the
+//!   tunnel driver.
 //! - [`responses`]: Portainer-shaped answers and the common headers.
 //! - [`signature`]: the Portainer signature check; [`security`]: the
 //!   shutdown of an agent nobody paired with.
@@ -21,6 +23,7 @@ pub mod browse;
 pub mod cli;
 pub mod cluster;
 pub mod console;
+pub mod edge;
 pub mod facts;
 pub mod logging;
 pub mod metrics;

@@ -7,6 +7,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+mod edge_setup;
+
 use berth::cli::{self, CliOutcome, Invocation};
 use berth::cluster::Cluster;
 use berth::metrics::{Metrics, MetricsEndpoint};
@@ -120,11 +122,33 @@ async fn run(options: Options) -> Result<(), String> {
         shutdown_timeout: options.timeouts.shutdown,
         max_connections: MAX_CONNECTIONS,
     };
-    let address = SocketAddr::new(options.host, options.port);
-    let server = HttpServer::bind(address, Some(Arc::clone(&tls_config)), limits)
+    let edge = options.edge.enabled;
+    if options.edge.asynchronous {
+        return Err(
+            "EDGE_ASYNC: async Edge mode is not supported by berth yet; \
+                    unset it to use the tunnel"
+                .to_string(),
+        );
+    }
+    // An Edge agent is reached through its tunnel: plain HTTP on its own
+    // address, as the reference.
+    let (address, server_tls) = if edge {
+        (SocketAddr::new(advertise, options.port), None)
+    } else {
+        (
+            SocketAddr::new(options.host, options.port),
+            Some(Arc::clone(&tls_config)),
+        )
+    };
+    let server = HttpServer::bind(address, server_tls, limits)
         .await
         .map_err(|error| format!("cannot listen on {address}: {error}"))?;
     let bound = server.local_addr().map_err(|error| error.to_string())?;
+    let edge_mode = if edge {
+        Some(edge_setup::start(&options, &facts, bound, limits).await?)
+    } else {
+        None
+    };
 
     let cluster = start_cluster(
         &options,
@@ -139,11 +163,14 @@ async fn run(options: Options) -> Result<(), String> {
 
     let metrics = Metrics::default();
     if let Some(address) = options.metrics_addr {
-        let endpoint = MetricsEndpoint::new(
+        let mut endpoint = MetricsEndpoint::new(
             metrics.clone(),
             cluster.as_ref().map(|c| c.membership().clone()),
             server.open_connections(),
         );
+        if let Some(mode) = &edge_mode {
+            endpoint = endpoint.with_tunnel(mode.gauge.clone());
+        }
         start_metrics_server(address, endpoint, limits).await?;
     }
     info!(
@@ -151,7 +178,7 @@ async fn run(options: Options) -> Result<(), String> {
         node = %facts.borrow().node_name,
         server_addr = %bound.ip(),
         server_port = bound.port(),
-        use_tls = true,
+        use_tls = !edge,
         mutual_tls = options.ssl_ca.is_some(),
         api_version = AGENT_API_VERSION,
         docker_host = %options.docker_host,
@@ -170,8 +197,11 @@ async fn run(options: Options) -> Result<(), String> {
         cluster.clone(),
     )
     .with_metrics(metrics);
+    let agent = match edge_mode {
+        Some(mode) => agent.with_edge(mode.gate),
+        None => agent,
+    };
     // Edge agents have their own gate (the Edge key) instead.
-    let edge = options.edge.enabled;
     let secret_timeout = options.secret_timeout;
     let unpaired = async move {
         if edge {

@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use crate::edge::tunnel::TunnelGauge;
 use berth_domain::cluster::MemberStatus;
 use berth_domain::routing::{DockerDispatch, Route};
 use berth_ports::{full_body, Body, Membership, RequestHandler};
@@ -142,6 +143,7 @@ pub struct MetricsEndpoint<M> {
     metrics: Metrics,
     membership: Option<M>,
     open_connections: Arc<AtomicUsize>,
+    tunnel: Option<TunnelGauge>,
 }
 
 impl<M: Membership> MetricsEndpoint<M> {
@@ -154,7 +156,14 @@ impl<M: Membership> MetricsEndpoint<M> {
             metrics,
             membership,
             open_connections,
+            tunnel: None,
         }
+    }
+
+    /// Edge mode: also report the tunnel's state.
+    pub fn with_tunnel(mut self, gauge: TunnelGauge) -> Self {
+        self.tunnel = Some(gauge);
+        self
     }
 
     async fn render(&self) -> String {
@@ -180,6 +189,13 @@ impl<M: Membership> MetricsEndpoint<M> {
                 let count = members.iter().filter(|m| m.status == status).count();
                 let _ = writeln!(out, "berth_cluster_members{{status=\"{label}\"}} {count}");
             }
+        }
+        if let Some(tunnel) = &self.tunnel {
+            out.push_str(
+                "# HELP berth_edge_tunnel_state The Edge tunnel: 0 closed, 1 opening, 2 open, 3 retrying.\n",
+            );
+            out.push_str("# TYPE berth_edge_tunnel_state gauge\n");
+            let _ = writeln!(out, "berth_edge_tunnel_state {}", tunnel.get());
         }
         out
     }

@@ -6,17 +6,26 @@
 //! - [`peers`]: the `PeerAgents` port, a pooled HTTPS client to other agents.
 //! - [`fs`]: the `Files` port with cap-std, confined beneath each root.
 //! - [`gossip`]: the `Membership` port on the serf crate.
+//! - [`tunnel`]: the `TunnelClient` port, chisel's client (SSH over a
+//!   websocket) with berth's own small SSH client.
+//! - [`portainer`]: the `PortainerApi` port, one HTTP(S) call per
+//!   connection, through a proxy when configured.
+//! - [`key_file`]: the `KeyStore` port, the Edge key under `DATA_PATH`.
+//! - [`dial`]: TCP connections, through an HTTP CONNECT proxy if set.
 //! - [`host`]: facts about the machine (its addresses).
 //! - [`http`]: the HTTPS server (hyper + rustls) that feeds every request to
 //!   a `RequestHandler`, with connection limits, timeouts and graceful
 //!   shutdown.
 
 pub mod clock;
+pub mod dial;
 pub mod docker;
 pub mod fs;
 pub mod gossip;
 pub mod host;
 pub mod http;
 mod io;
+pub mod key_file;
 pub mod peers;
+pub mod portainer;
 pub mod tunnel;

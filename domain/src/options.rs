@@ -787,6 +787,17 @@ impl Options {
                 expected: "EDGE=1 as well: async mode is an Edge mode".to_string(),
             });
         }
+        if edge.enabled && edge.id.is_none() {
+            let spec = Reader::spec("EDGE_ID");
+            return Err(OptionError {
+                env: spec.env,
+                flag: spec.flag,
+                value: String::new(),
+                source: Source::Environment,
+                expected: "the Edge ID Portainer gave this environment: EDGE=1 needs it"
+                    .to_string(),
+            });
+        }
         let options = Options {
             host: r.ip("AGENT_HOST")?.expect("AGENT_HOST has a default"),
             port: r.port("AGENT_PORT")?,
@@ -1006,7 +1017,15 @@ mod tests {
     fn edge_async_needs_edge() {
         let error = check(&[("EDGE_ASYNC", "1")]).unwrap_err();
         assert_eq!(error.env, "EDGE_ASYNC");
-        assert!(check(&[("EDGE_ASYNC", "true"), ("EDGE", "1")]).is_ok());
+        assert!(check(&[("EDGE_ASYNC", "true"), ("EDGE", "1"), ("EDGE_ID", "e")]).is_ok());
+    }
+
+    #[test]
+    fn edge_needs_an_edge_id() {
+        let error = check(&[("EDGE", "1")]).unwrap_err();
+        assert_eq!(error.env, "EDGE_ID");
+        assert!(error.to_string().contains("EDGE=1 needs it"), "{error}");
+        assert!(check(&[("EDGE", "1"), ("EDGE_ID", "abc")]).is_ok());
     }
 
     #[test]

@@ -12,3 +12,4 @@ pub mod files;
 pub mod fixtures;
 pub mod in_process;
 pub mod manual_clock;
+pub mod portainer_server;

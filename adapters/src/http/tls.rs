@@ -168,6 +168,61 @@ pub fn peer_client_config(identity: Option<&TlsIdentity>) -> Result<Arc<ClientCo
     Ok(Arc::new(config))
 }
 
+/// How an Edge agent calls Portainer: with `insecure` (EDGE_INSECURE_POLL)
+/// no verification and no client certificate; otherwise the server chains
+/// to `ca` (MTLS_SSL_CA) or the system's roots, and with `cert` and `key`
+/// (MTLS_SSL_CERT, MTLS_SSL_KEY) the agent presents that certificate.
+/// Built per connection by the caller, so rotated files are picked up.
+///
+/// # Errors
+/// When a file is unreadable or unusable.
+pub fn portainer_client_config(
+    insecure: bool,
+    ca: Option<&str>,
+    client: Option<(&str, &str)>,
+    system_roots: &RootCertStore,
+) -> Result<Arc<ClientConfig>, TlsError> {
+    if insecure {
+        return peer_client_config(None);
+    }
+    let mut roots = RootCertStore::empty();
+    match ca {
+        Some(path) => {
+            for certificate in read_certificates(path)? {
+                roots.add(certificate).map_err(|error| {
+                    TlsError(format!("{path} holds an unusable CA certificate: {error}"))
+                })?;
+            }
+        }
+        None => roots = system_roots.clone(),
+    }
+    let builder = ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|error| TlsError(error.to_string()))?
+        .with_root_certificates(roots);
+    let mut config = match client {
+        None => builder.with_no_client_auth(),
+        Some((cert, key)) => {
+            let identity = TlsIdentity::from_pem_files(cert, key)?;
+            builder
+                .with_client_auth_cert(identity.chain, identity.key)
+                .map_err(|error| TlsError(format!("unusable client certificate: {error}")))?
+        }
+    };
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// The system's CA certificates (for `https://` Portainer and `wss://`
+/// tunnel servers).
+pub fn system_roots() -> RootCertStore {
+    let mut roots = RootCertStore::empty();
+    for certificate in rustls_native_certs::load_native_certs().certs {
+        let _ = roots.add(certificate);
+    }
+    roots
+}
+
 /// Accepts any server certificate but still checks the handshake
 /// signatures, so the connection is encrypted to whoever holds the key.
 #[derive(Debug)]

@@ -47,12 +47,8 @@ pub struct ChiselClient {
 impl ChiselClient {
     /// With the system's CA certificates, for `wss://` tunnel servers.
     pub fn new(timeouts: TunnelTimeouts) -> Self {
-        let mut roots = rustls::RootCertStore::empty();
-        for cert in rustls_native_certs::load_native_certs().certs {
-            let _ = roots.add(cert);
-        }
         ChiselClient {
-            roots: Arc::new(roots),
+            roots: Arc::new(crate::http::tls::system_roots()),
             timeouts,
         }
     }
@@ -120,7 +116,8 @@ impl TunnelClient for ChiselClient {
     async fn open(&self, spec: TunnelSpec) -> Result<ChiselTunnel, TunnelError> {
         let target = websocket::tunnel_url(&spec.server).map_err(TunnelError::Unreachable)?;
         let carrier = tokio::time::timeout(self.timeouts.websocket, async {
-            let stream = websocket::dial(&target, spec.proxy.as_deref()).await?;
+            let stream =
+                crate::dial::connect(&target.host, target.port, spec.proxy.as_deref()).await?;
             websocket::open(
                 &target,
                 stream,

@@ -70,49 +70,6 @@ pub fn tunnel_url(address: &str) -> Result<TunnelUrl, String> {
     })
 }
 
-/// Opens a TCP connection to the server, through an HTTP CONNECT proxy
-/// when one is configured.
-pub async fn dial(target: &TunnelUrl, proxy: Option<&str>) -> io::Result<TcpStream> {
-    let Some(proxy) = proxy else {
-        return TcpStream::connect((target.host.as_str(), target.port)).await;
-    };
-    let proxy_address = proxy
-        .trim_start_matches("http://")
-        .trim_end_matches('/')
-        .to_string();
-    if proxy.starts_with("socks") || proxy.starts_with("https://") {
-        return Err(io::Error::new(
-            io::ErrorKind::Unsupported,
-            format!("only http:// proxies are supported for the tunnel, not {proxy}"),
-        ));
-    }
-    let mut stream = TcpStream::connect(&proxy_address).await?;
-    let authority = format!("{}:{}", target.host, target.port);
-    stream
-        .write_all(format!("CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n\r\n").as_bytes())
-        .await?;
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        if head.len() > 8192 || stream.read(&mut byte).await? == 0 {
-            return Err(io::Error::other("the proxy closed during CONNECT"));
-        }
-        head.push(byte[0]);
-    }
-    let status_line = String::from_utf8_lossy(&head);
-    if !status_line
-        .split_whitespace()
-        .nth(1)
-        .is_some_and(|code| code.starts_with('2'))
-    {
-        return Err(io::Error::other(format!(
-            "the proxy refused CONNECT: {}",
-            status_line.lines().next().unwrap_or_default()
-        )));
-    }
-    Ok(stream)
-}
-
 /// The websocket handshake, then a task pumping messages to and from the
 /// returned pipe until either side ends.
 pub async fn open(

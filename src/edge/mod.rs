@@ -1,0 +1,99 @@
+//! Edge mode (reference §10): the key, the key page, the API gate, the
+//! poll loop and the tunnel driver.
+//!
+//! - [`keys`]: the Edge key held, loaded, associated and saved.
+//! - [`key_page`]: the page where a person pastes a key.
+//! - [`poll`]: asks Portainer what it wants, every `checkin` seconds.
+//! - [`tunnel`]: drives the domain's tunnel state machine.
+
+pub mod key_page;
+pub mod keys;
+pub mod poll;
+pub mod tunnel;
+
+use berth_domain::error::AgentError;
+use berth_ports::Body;
+use http::{Method, Request, Response};
+
+use crate::proxy::read_bounded;
+use crate::responses;
+use keys::EdgeKeys;
+use tunnel::Activity;
+
+/// A `POST /key` body is a key and some JSON.
+const MAX_KEY_BODY: usize = 64 * 1024;
+
+/// What the API needs in Edge mode: the key (nothing passes without one)
+/// and the activity clock the tunnel's inactivity timeout reads.
+#[derive(Clone)]
+pub struct EdgeGate {
+    pub keys: EdgeKeys,
+    pub activity: Activity,
+}
+
+impl EdgeGate {
+    /// The reference's gate (§3.4): every request, `/ping` and `/key`
+    /// included, is refused until a key is set; after that each one counts
+    /// as tunnel activity.
+    ///
+    /// # Errors
+    /// The reference's 403 while no key is set.
+    pub fn admit(&self) -> Result<(), AgentError> {
+        if !self.keys.is_set() {
+            return Err(AgentError::new(
+                403,
+                "Unable to use the unsecured agent API without Edge key",
+                "Edge key not set",
+            ));
+        }
+        self.activity.record();
+        Ok(())
+    }
+}
+
+/// `GET /key` and `POST /key` (reference §6.7). berth signs both.
+pub async fn key_api(
+    gate: Option<&EdgeGate>,
+    request: Request<Body>,
+) -> Result<Response<Body>, AgentError> {
+    let Some(gate) = gate else {
+        return Err(AgentError::new(
+            503,
+            "Edge key management is disabled on non Edge agent",
+            "Edge key management is disabled",
+        ));
+    };
+    if request.uri().path() != "/key" {
+        return Ok(responses::not_found());
+    }
+    match *request.method() {
+        Method::GET => match gate.keys.get() {
+            Some(key) => Ok(responses::json(&serde_json::json!({"key": key.encode()}))),
+            None => Err(AgentError::new(
+                404,
+                "No key associated to this agent",
+                "Edge key unavailable",
+            )),
+        },
+        Method::POST => {
+            let invalid = |why: &str| AgentError::new(400, "Invalid request payload", why);
+            let body = read_bounded(request.into_body(), MAX_KEY_BODY)
+                .await
+                .map_err(|why| invalid(&why))?;
+            let value: serde_json::Value =
+                serde_json::from_slice(&body).map_err(|e| invalid(&e.to_string()))?;
+            let key = value
+                .as_object()
+                .and_then(|o| berth_domain::edge::status::field(o, "Key"))
+                .and_then(serde_json::Value::as_str)
+                .filter(|key| !key.is_empty())
+                .ok_or_else(|| invalid("Invalid key"))?;
+            gate.keys
+                .associate(key)
+                .await
+                .map_err(|error| error.to_agent_error())?;
+            Ok(responses::no_content())
+        }
+        _ => Ok(responses::method_not_allowed()),
+    }
+}

@@ -1,0 +1,98 @@
+//! Composition of Edge mode: the key (option, file or page), then, once a
+//! key is set, the Portainer client, the tunnel driver and the poll loop.
+
+use std::net::SocketAddr;
+
+use berth::edge::key_page::{self, PAGE_LIFETIME};
+use berth::edge::keys::EdgeKeys;
+use berth::edge::poll::{local_time_zone, PollIdentity, Poller};
+use berth::edge::tunnel::{self, Activity, TunnelGauge, TunnelHandle, TunnelSettings};
+use berth::edge::EdgeGate;
+use berth::facts::FactsReceiver;
+use berth_adapters::http::ServerLimits;
+use berth_adapters::key_file::KeyFile;
+use berth_adapters::portainer::{PortainerHttp, PortainerTls};
+use berth_adapters::tunnel::{ChiselClient, TunnelTimeouts};
+use berth_domain::options::Options;
+use tracing::error;
+
+pub struct EdgeMode {
+    pub gate: EdgeGate,
+    pub gauge: TunnelGauge,
+}
+
+/// Loads the key (or opens the key page) and starts polling once a key is
+/// set. `api` is the bound API address the tunnel's channels reach.
+pub async fn start(
+    options: &Options,
+    facts: &FactsReceiver,
+    api: SocketAddr,
+    limits: ServerLimits,
+) -> Result<EdgeMode, String> {
+    let store = KeyFile::new(&options.data_path);
+    let keys = EdgeKeys::new(store.clone());
+    keys.load(options.edge.key.as_deref(), &store).await?;
+    if !keys.is_set() {
+        let page = SocketAddr::new(options.edge.server_host, options.edge.server_port);
+        key_page::start(page, keys.clone(), limits, PAGE_LIFETIME).await?;
+    }
+    let activity = Activity::default();
+    let gauge = TunnelGauge::default();
+    let edge_id = options.edge.id.clone().unwrap_or_default();
+    let https_proxy = options.edge.https_proxy.clone();
+    let http_proxy = options.edge.http_proxy.clone();
+    let tunnel_enabled = options.edge.tunnel;
+    let inactivity = options.edge.inactivity_timeout;
+    let tls = PortainerTls {
+        insecure: options.edge.insecure_poll,
+        ca: options.mtls.ca.clone(),
+        cert: options.mtls.cert.clone(),
+        key: options.mtls.key.clone(),
+    };
+    let identity = PollIdentity {
+        edge_id: edge_id.clone(),
+        update_id: options.edge.update_id,
+        time_zone: local_time_zone(),
+    };
+    let (poll_keys, poll_facts, poll_activity, poll_gauge) =
+        (keys.clone(), facts.clone(), activity.clone(), gauge.clone());
+    tokio::spawn(async move {
+        let key = poll_keys.wait().await;
+        let poll_proxy = if key.portainer_url.starts_with("https") {
+            https_proxy.clone().or(http_proxy.clone())
+        } else {
+            http_proxy.clone()
+        };
+        let api_client = match PortainerHttp::new(&key.portainer_url, tls, poll_proxy) {
+            Ok(client) => client,
+            Err(why) => {
+                error!(%why, "the Edge key's Portainer URL is unusable; not polling");
+                return;
+            }
+        };
+        let handle = if tunnel_enabled {
+            tunnel::spawn(
+                ChiselClient::new(TunnelTimeouts::default()),
+                TunnelSettings {
+                    server: key.tunnel_addr.clone(),
+                    fingerprint: key.fingerprint.clone(),
+                    local_target: api.to_string(),
+                    proxy: https_proxy.or(http_proxy),
+                    edge_id,
+                    inactivity,
+                },
+                poll_activity,
+                poll_gauge,
+            )
+        } else {
+            TunnelHandle::disabled()
+        };
+        Poller::new(api_client, poll_keys, identity, handle, poll_facts)
+            .run()
+            .await;
+    });
+    Ok(EdgeMode {
+        gate: EdgeGate { keys, activity },
+        gauge,
+    })
+}

@@ -1,0 +1,398 @@
+//! Edge mode end to end: a berth process against the real engine, a
+//! scripted Portainer (`support::portainer_server`) and the Go chisel
+//! server (`tests/chisel-server`). The agent polls, opens the tunnel when
+//! asked, serves signed Docker requests through it, reconnects after a
+//! drop, closes on IDLE and after inactivity, and survives a Portainer that
+//! hangs, fails or answers garbage.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::os::unix::fs::PermissionsExt;
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use bytes::Bytes;
+use http::Request;
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
+use serde_json::json;
+use support::berth_process::{engine_host, free_port, BerthProcess};
+use support::chisel_server::{server_binary, ChiselServer};
+use support::client::{request, unsigned_request};
+use support::portainer_server::{Mode, TestPortainer};
+
+const EDGE_ID: &str = "berth-edge-test";
+const WAIT: Duration = Duration::from_secs(20);
+
+fn edge_key(portainer: &TestPortainer, chisel: &ChiselServer, endpoint: u64) -> String {
+    base64::engine::general_purpose::STANDARD_NO_PAD.encode(format!(
+        "{}|{}|{}|{endpoint}",
+        portainer.url(),
+        chisel.address,
+        chisel.fingerprint
+    ))
+}
+
+fn temp_dir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "berth-edge-{name}-{}-{}",
+        std::process::id(),
+        free_port()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// One plain-HTTP request (the Edge API and the tunnel are plain HTTP).
+async fn fetch(addr: SocketAddr, request: Request<Full<Bytes>>) -> Option<(u16, Bytes)> {
+    let stream = tokio::net::TcpStream::connect(addr).await.ok()?;
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .ok()?;
+    tokio::spawn(connection);
+    let response = tokio::time::timeout(WAIT, sender.send_request(request))
+        .await
+        .ok()?
+        .ok()?;
+    let status = response.status().as_u16();
+    let body = response.into_body().collect().await.ok()?.to_bytes();
+    Some((status, body))
+}
+
+async fn fetch_ok(addr: SocketAddr, request: Request<Full<Bytes>>) -> (u16, Bytes) {
+    fetch(addr, request).await.expect("an answer")
+}
+
+fn form(body: &str) -> Request<Full<Bytes>> {
+    Request::post("/init")
+        .header("host", "agent")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(Full::new(Bytes::from(body.to_string())))
+        .unwrap()
+}
+
+fn loopback(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+async fn metric(metrics: SocketAddr, name: &str) -> Option<String> {
+    let get = Request::get("/metrics")
+        .header("host", "metrics")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let (_, body) = fetch(metrics, get).await?;
+    String::from_utf8_lossy(&body)
+        .lines()
+        .find_map(|line| line.strip_prefix(&format!("{name} ")).map(str::to_string))
+}
+
+async fn wait_metric(metrics: SocketAddr, name: &str, value: &str) {
+    let deadline = Instant::now() + WAIT;
+    while metric(metrics, name).await.as_deref() != Some(value) {
+        assert!(Instant::now() < deadline, "{name} never became {value}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn start_edge_berth(engine: &str, data: &std::path::Path, extra: &[(&str, &str)]) -> BerthProcess {
+    let data = data.to_str().unwrap().to_string();
+    let mut env = vec![
+        ("DOCKER_HOST", engine),
+        ("EDGE", "1"),
+        ("EDGE_ID", EDGE_ID),
+        ("AGENT_ADVERTISE_ADDR", "127.0.0.1"),
+        ("DATA_PATH", data.as_str()),
+    ];
+    env.extend_from_slice(extra);
+    BerthProcess::start(&env)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agent_polls_and_tunnels_signed_requests_to_the_real_engine() {
+    let Some(engine) = engine_host() else { return };
+    let Some(binary) = server_binary() else {
+        return;
+    };
+    let portainer = TestPortainer::start().await;
+    let mut chisel = ChiselServer::start(&binary, EDGE_ID, &[]);
+    let key = edge_key(&portainer, &chisel, 1);
+    let data = temp_dir("tunnel");
+    let metrics = loopback(free_port());
+    let metrics_addr = metrics.to_string();
+    let berth = start_edge_berth(
+        &engine,
+        &data,
+        &[
+            ("EDGE_KEY", &key),
+            ("EDGE_INACTIVITY_TIMEOUT", "3s"),
+            ("METRICS_ADDR", &metrics_addr),
+        ],
+    );
+
+    // The poll carries the reference's headers, and ETags are honoured.
+    let polls = portainer
+        .wait_requests("/api/endpoints/1/edge/status", 2, WAIT)
+        .await;
+    let first = &polls[0];
+    assert_eq!(first.method, "GET");
+    let header = |name: &str| {
+        first
+            .headers
+            .get(name)
+            .map(|v| v.to_str().unwrap().to_string())
+    };
+    assert_eq!(header("x-portaineragent-edgeid").as_deref(), Some(EDGE_ID));
+    assert_eq!(header("portainer-agent-platform").as_deref(), Some("1"));
+    assert_eq!(header("x-portaineragent-update-id").as_deref(), Some("0"));
+    assert_eq!(header("portainer-agent").as_deref(), Some("2.23.0"));
+    assert!(!header("x-portaineragent-timezone").unwrap().is_empty());
+    assert_eq!(
+        polls[1].status, 304,
+        "the second poll is answered from the ETag"
+    );
+    wait_metric(metrics, "berth_edge_tunnel_state", "0").await;
+
+    // REQUIRED: the tunnel opens to the agent's API.
+    let port = free_port();
+    portainer.set_status(json!({"status": "REQUIRED", "port": port,
+        "credentials": chisel.credentials, "checkin": 0.2}));
+    let remote = chisel.wait_for("REMOTE ", WAIT);
+    assert_eq!(
+        remote,
+        format!(
+            "127.0.0.1:{port} 127.0.0.1:{} version=0.0.0-src",
+            berth.addr.port()
+        )
+    );
+    portainer.set_status(json!({"status": "ACTIVE", "port": port, "checkin": 0.2}));
+    wait_metric(metrics, "berth_edge_tunnel_state", "2").await;
+
+    let (status, body) =
+        fetch_ok(loopback(port), request("GET", "/containers/json?all=1", "")).await;
+    assert_eq!(status, 200, "{body:?}");
+    assert!(serde_json::from_slice::<serde_json::Value>(&body)
+        .unwrap()
+        .is_array());
+    let (status, _) = fetch_ok(
+        loopback(port),
+        unsigned_request("GET", "/containers/json", ""),
+    )
+    .await;
+    assert_eq!(status, 403, "the tunnel does not bypass signatures");
+
+    // A dropped tunnel that Portainer still wants comes back by itself.
+    chisel.drop_sessions();
+    chisel.wait_for_nth("REMOTE ", 2, WAIT);
+    let (status, _) = fetch_ok(loopback(port), request("GET", "/version", "")).await;
+    assert_eq!(status, 200);
+
+    // No requests for the inactivity timeout: berth closes the tunnel.
+    chisel.wait_for_nth("CLOSED ", 2, WAIT);
+    wait_metric(metrics, "berth_edge_tunnel_state", "0").await;
+    assert!(berth.logged_within("Inactive", Duration::from_secs(1)));
+
+    // Asked again, then IDLE: opens, then closes.
+    let port = free_port();
+    portainer.set_status(json!({"status": "REQUIRED", "port": port,
+        "credentials": chisel.credentials, "checkin": 0.2}));
+    chisel.wait_for_nth("REMOTE ", 3, WAIT);
+    portainer.set_status(json!({"status": "IDLE", "checkin": 0.2}));
+    chisel.wait_for_nth("CLOSED ", 3, WAIT);
+    wait_metric(metrics, "berth_edge_tunnel_state", "0").await;
+    drop(berth);
+    std::fs::remove_dir_all(data).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_misbehaving_portainer_never_stops_the_agent() {
+    let Some(engine) = engine_host() else { return };
+    let Some(binary) = server_binary() else {
+        return;
+    };
+    let portainer = TestPortainer::start().await;
+    portainer.set_status(json!({"status": "IDLE", "checkin": 0.2}));
+    let chisel = ChiselServer::start(&binary, EDGE_ID, &[]);
+    let key = edge_key(&portainer, &chisel, 1);
+    let data = temp_dir("faults");
+    let berth = start_edge_berth(&engine, &data, &[("EDGE_KEY", &key)]);
+    let status_path = "/edge/status";
+    let mut expected = portainer.wait_requests(status_path, 2, WAIT).await.len();
+
+    for mode in [Mode::Garbage, Mode::Error500, Mode::Forbidden] {
+        portainer.set_mode(mode);
+        // The first try in this mode and one retry (retries back off).
+        expected += 2;
+        portainer.wait_requests(status_path, expected, WAIT).await;
+        expected = portainer.seen().len();
+    }
+    let failures = berth
+        .log()
+        .iter()
+        .filter(|line| line.contains("polling Portainer failed"))
+        .count();
+    assert_eq!(failures, 3, "one log line per kind of failure, not per try");
+
+    portainer.set_mode(Mode::Hang);
+    portainer
+        .wait_requests(status_path, expected + 1, WAIT)
+        .await;
+    let ping = Request::get("/ping")
+        .header("host", "agent")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    assert_eq!(
+        fetch_ok(berth.addr, ping).await.0,
+        204,
+        "the API serves while polls hang"
+    );
+
+    // Portainer comes back: the timed-out poll gives way and work resumes.
+    portainer.set_mode(Mode::Normal);
+    let port = free_port();
+    portainer.set_status(json!({"status": "REQUIRED", "port": port,
+        "credentials": chisel.credentials, "checkin": 0.2}));
+    chisel.wait_for("REMOTE ", Duration::from_secs(60));
+    assert!(berth.logged_within("polling Portainer works again", WAIT));
+    drop(berth);
+    std::fs::remove_dir_all(data).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_key_page_checks_keys_and_the_key_is_kept() {
+    let Some(engine) = engine_host() else { return };
+    let Some(binary) = server_binary() else {
+        return;
+    };
+    let portainer = TestPortainer::start().await;
+    let chisel = ChiselServer::start(&binary, EDGE_ID, &[]);
+    let data = temp_dir("page");
+    let page_port = free_port();
+    let page_port_text = page_port.to_string();
+    let page_env = [
+        ("EDGE_SERVER_HOST", "127.0.0.1"),
+        ("EDGE_SERVER_PORT", page_port_text.as_str()),
+    ];
+    let berth = start_edge_berth(&engine, &data, &page_env);
+    let page = loopback(page_port);
+
+    // Before a key, the API refuses everything with the reference's 403.
+    let ping = || {
+        Request::get("/ping")
+            .header("host", "agent")
+            .body(Full::new(Bytes::new()))
+            .unwrap()
+    };
+    let (status, body) = fetch_ok(berth.addr, ping()).await;
+    assert_eq!(status, 403);
+    assert_eq!(
+        serde_json::from_slice::<serde_json::Value>(&body).unwrap(),
+        json!({"message": "Unable to use the unsecured agent API without Edge key",
+               "details": "Edge key not set"})
+    );
+
+    let get = Request::get("/")
+        .header("host", "agent")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let (status, html) = fetch_ok(page, get).await;
+    assert_eq!(status, 200);
+    assert!(String::from_utf8_lossy(&html).contains("Edge key"));
+    let (status, body) = fetch_ok(page, form("")).await;
+    assert_eq!(
+        (status, body.as_ref()),
+        (400, &b"Missing key parameter"[..])
+    );
+    let (status, body) = fetch_ok(page, form("key=bm90IGEga2V5")).await;
+    assert_eq!(status, 400);
+    assert!(
+        String::from_utf8_lossy(&body).contains("expected 4"),
+        "{body:?}"
+    );
+
+    let key = edge_key(&portainer, &chisel, 1);
+    let encoded: String = key.replace('+', "%2B").replace('/', "%2F");
+    let (status, body) = fetch_ok(page, form(&format!("key={encoded}"))).await;
+    assert_eq!(
+        (status, body.as_ref()),
+        (200, &b"Agent setup OK. You can close this page."[..])
+    );
+    let saved = data.join("agent_edge_key");
+    assert_eq!(std::fs::read_to_string(&saved).unwrap(), key);
+    assert_eq!(
+        std::fs::metadata(&saved).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+
+    assert_eq!(fetch_ok(berth.addr, ping()).await.0, 204);
+    portainer
+        .wait_requests("/api/endpoints/1/edge/status", 1, WAIT)
+        .await;
+    let deadline = Instant::now() + WAIT;
+    while tokio::net::TcpStream::connect(page).await.is_ok() {
+        assert!(Instant::now() < deadline, "the key page stayed open");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // /key: signed in berth (the Go agent leaves GET open), 409 once set.
+    let (status, body) = fetch_ok(berth.addr, request("GET", "/key", "")).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        serde_json::from_slice::<serde_json::Value>(&body).unwrap(),
+        json!({"key": key})
+    );
+    assert_eq!(
+        fetch_ok(berth.addr, unsigned_request("GET", "/key", ""))
+            .await
+            .0,
+        403
+    );
+    let post = request("POST", "/key", &json!({"Key": key}).to_string());
+    assert_eq!(fetch_ok(berth.addr, post).await.0, 409);
+    let post = request("POST", "/key", "{not json");
+    assert_eq!(fetch_ok(berth.addr, post).await.0, 400);
+    drop(berth);
+
+    // After a restart the saved key is used: no page, the API open.
+    let berth = start_edge_berth(&engine, &data, &page_env);
+    assert_eq!(fetch_ok(berth.addr, ping()).await.0, 204);
+    assert!(tokio::net::TcpStream::connect(page).await.is_err());
+    drop(berth);
+    std::fs::remove_dir_all(data).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_global_key_gets_its_endpoint_from_portainer() {
+    let Some(engine) = engine_host() else { return };
+    let Some(binary) = server_binary() else {
+        return;
+    };
+    let portainer = TestPortainer::start().await;
+    let chisel = ChiselServer::start(&binary, EDGE_ID, &[]);
+    let key = edge_key(&portainer, &chisel, 0);
+    let data = temp_dir("global");
+    let berth = start_edge_berth(&engine, &data, &[("EDGE_KEY", &key)]);
+    let claims = portainer
+        .wait_requests("/api/endpoints/global-key", 1, WAIT)
+        .await;
+    assert_eq!(claims[0].method, "POST");
+    let path = format!(
+        "/api/endpoints/{}/edge/status",
+        support::portainer_server::GLOBAL_ENDPOINT
+    );
+    portainer.wait_requests(&path, 1, WAIT).await;
+    drop(berth);
+    std::fs::remove_dir_all(data).unwrap();
+}
+
+#[test]
+fn edge_mode_without_an_edge_id_is_a_clear_error() {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_berth"))
+        .env_clear()
+        .env("EDGE", "1")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("EDGE_ID"), "{stderr}");
+}

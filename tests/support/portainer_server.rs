@@ -1,0 +1,188 @@
+//! A scripted Portainer server for the Edge tests: it answers the poll with
+//! whatever status the test sets (with ETags and 304s, as Portainer does),
+//! hands out an endpoint for global keys, records every request, and can
+//! misbehave (hang, fail, answer garbage).
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Normal,
+    /// Accepts the request and never answers.
+    Hang,
+    Error500,
+    /// 200 with a body that is not JSON.
+    Garbage,
+    /// 403 with Portainer's error body, as for an untrusted device.
+    Forbidden,
+}
+
+/// One request as the server saw it.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub method: String,
+    pub path: String,
+    pub headers: http::HeaderMap,
+    pub status: u16,
+}
+
+struct State {
+    mode: Mode,
+    status: serde_json::Value,
+    version: u64,
+    seen: Vec<Seen>,
+}
+
+#[derive(Clone)]
+pub struct TestPortainer {
+    pub addr: SocketAddr,
+    state: Arc<Mutex<State>>,
+}
+
+/// The endpoint a global key is given.
+pub const GLOBAL_ENDPOINT: u64 = 77;
+
+impl TestPortainer {
+    pub async fn start() -> TestPortainer {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let server = TestPortainer {
+            addr: listener.local_addr().unwrap(),
+            state: Arc::new(Mutex::new(State {
+                mode: Mode::Normal,
+                status: serde_json::json!({"status": "IDLE", "checkin": 1}),
+                version: 1,
+                seen: Vec::new(),
+            })),
+        };
+        let handler = server.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
+                let handler = handler.clone();
+                tokio::spawn(async move {
+                    let service = service_fn(move |request| {
+                        let handler = handler.clone();
+                        async move { Ok::<_, Infallible>(handler.answer(request).await) }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        server
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn set_status(&self, status: serde_json::Value) {
+        let mut state = self.state.lock().unwrap();
+        state.status = status;
+        state.version += 1;
+    }
+
+    pub fn set_mode(&self, mode: Mode) {
+        self.state.lock().unwrap().mode = mode;
+    }
+
+    pub fn seen(&self) -> Vec<Seen> {
+        self.state.lock().unwrap().seen.clone()
+    }
+
+    /// Waits until `count` requests matching `path_part` have been seen.
+    pub async fn wait_requests(&self, path_part: &str, count: usize, limit: Duration) -> Vec<Seen> {
+        let deadline = Instant::now() + limit;
+        loop {
+            let seen: Vec<Seen> = self
+                .seen()
+                .into_iter()
+                .filter(|s| s.path.contains(path_part))
+                .collect();
+            if seen.len() >= count {
+                return seen;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "only {} of {count} requests to {path_part} within {limit:?}",
+                seen.len()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    async fn answer(&self, request: Request<Incoming>) -> Response<Full<Bytes>> {
+        let method = request.method().to_string();
+        let path = request.uri().path().to_string();
+        let headers = request.headers().clone();
+        let _ = request.into_body().collect().await;
+        let (mode, status, version) = {
+            let state = self.state.lock().unwrap();
+            (state.mode, state.status.clone(), state.version)
+        };
+        let etag = format!("\"v{version}\"");
+        if mode == Mode::Hang {
+            self.state.lock().unwrap().seen.push(Seen {
+                method,
+                path,
+                headers,
+                status: 0,
+            });
+            return std::future::pending().await;
+        }
+        let (code, body, tag) = match mode {
+            Mode::Hang => unreachable!("answered above"),
+            Mode::Error500 => (500, r#"{"message":"boom"}"#.to_string(), None),
+            Mode::Garbage => (200, "<html>not json".to_string(), None),
+            Mode::Forbidden => (
+                403,
+                r#"{"message":"Permission denied to access environment","details":"untrusted"}"#
+                    .to_string(),
+                None,
+            ),
+            Mode::Normal if path == "/api/endpoints/global-key" => (
+                200,
+                serde_json::json!({"endpointID": GLOBAL_ENDPOINT}).to_string(),
+                None,
+            ),
+            Mode::Normal if path.ends_with("/edge/status") => {
+                let cached = headers
+                    .get("if-none-match")
+                    .and_then(|v| v.to_str().ok())
+                    .is_some_and(|tags| tags.split(',').any(|t| t.trim() == etag));
+                if cached {
+                    (304, String::new(), Some(etag))
+                } else {
+                    (200, status.to_string(), Some(etag))
+                }
+            }
+            Mode::Normal => (404, r#"{"message":"not found"}"#.to_string(), None),
+        };
+        self.state.lock().unwrap().seen.push(Seen {
+            method,
+            path,
+            headers,
+            status: code,
+        });
+        let mut response = Response::new(Full::new(Bytes::from(body)));
+        *response.status_mut() = StatusCode::from_u16(code).unwrap();
+        if let Some(tag) = tag {
+            response.headers_mut().insert("etag", tag.parse().unwrap());
+        }
+        response
+    }
+}
