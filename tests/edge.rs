@@ -396,3 +396,75 @@ fn edge_mode_without_an_edge_id_is_a_clear_error() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("EDGE_ID"), "{stderr}");
 }
+
+/// The key page as a person uses it, in headless Chromium: a bad key shows
+/// its error on the page; a good key shows success and the agent polls.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_key_page_works_in_a_browser() {
+    let Some(engine) = engine_host() else { return };
+    let Some(binary) = server_binary() else {
+        return;
+    };
+    let Some(browser) = support::chromium::chromium_binary() else {
+        return;
+    };
+    let portainer = TestPortainer::start().await;
+    let chisel = ChiselServer::start(&binary, EDGE_ID, &[]);
+    let data = temp_dir("browser");
+    let page_port = free_port().to_string();
+    let berth = start_edge_berth(
+        &engine,
+        &data,
+        &[
+            ("EDGE_SERVER_HOST", "127.0.0.1"),
+            ("EDGE_SERVER_PORT", &page_port),
+        ],
+    );
+    let url = format!("http://127.0.0.1:{page_port}/");
+    let mut page = support::chromium::Chromium::open(&browser, &url).await;
+    page.wait_until(
+        "document.readyState === 'complete' && !!document.getElementById('key')",
+        WAIT,
+    )
+    .await;
+
+    let paste = |key: &str| {
+        format!(
+            "document.getElementById('key').value = {}; \
+             document.getElementById('submit').click(); true",
+            json!(key)
+        )
+    };
+    page.eval(&paste("this is not a key")).await;
+    page.wait_until(
+        "document.getElementById('result').className === 'error'",
+        WAIT,
+    )
+    .await;
+    let error = page
+        .eval("document.getElementById('result').textContent")
+        .await;
+    assert!(
+        error.as_str().unwrap().contains("This key is not valid"),
+        "{error}"
+    );
+    assert!(!data.join("agent_edge_key").exists());
+
+    let key = edge_key(&portainer, &chisel, 1);
+    page.eval(&paste(&key)).await;
+    page.wait_until(
+        "document.getElementById('result').className === 'success'",
+        WAIT,
+    )
+    .await;
+    let success = page
+        .eval("document.getElementById('result').textContent")
+        .await;
+    assert_eq!(success, "Agent setup OK. You can close this page.");
+    portainer
+        .wait_requests("/api/endpoints/1/edge/status", 1, WAIT)
+        .await;
+    drop(page);
+    drop(berth);
+    std::fs::remove_dir_all(data).unwrap();
+}

@@ -4,6 +4,7 @@
 
 pub mod berth_process;
 pub mod chisel_server;
+pub mod chromium;
 pub mod client;
 pub mod fake_cluster;
 pub mod fake_engine;
