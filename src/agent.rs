@@ -171,7 +171,11 @@ impl<E: DockerEngine, M: Membership, P: PeerAgents, H: HostProbe, F: Files> Agen
         }
         // Only /ping is public; forwarded requests keep their signature
         // headers for the next agent to check.
-        if route != Route::Ping {
+        let peer_key_request = self
+            .edge
+            .as_ref()
+            .is_some_and(|gate| gate.is_peer_key_request(&request));
+        if route != Route::Ping && !peer_key_request {
             if let Err(refused) = self.signatures.authorize(request.headers()) {
                 return (Some(route), Err(refused));
             }

@@ -17,6 +17,7 @@ use http::header::{HeaderName, HeaderValue};
 use http::{Request, Response};
 use tracing::{info, warn};
 
+use crate::edge::keys::EdgeKeys;
 use crate::facts::FactsReceiver;
 use crate::metrics::Metrics;
 use crate::{proxy, responses};
@@ -219,16 +220,36 @@ impl<M: Membership, P: PeerAgents> Cluster<M, P> {
 
     /// Publishes this agent's tags, again whenever the engine's facts
     /// change (a promoted node is seen as a manager within seconds).
-    pub async fn keep_tags_current(self, agent_port: u16, mut facts: FactsReceiver) {
+    pub async fn keep_tags_current(
+        self,
+        agent_port: u16,
+        mut facts: FactsReceiver,
+        edge_keys: Option<EdgeKeys>,
+    ) {
+        let mut key = edge_keys.as_ref().map(EdgeKeys::subscribe);
         loop {
-            let tags = cluster::agent_tags(agent_port, &facts.borrow_and_update(), false);
+            let key_set = key
+                .as_mut()
+                .is_some_and(|k| k.borrow_and_update().is_some());
+            let tags = cluster::agent_tags(agent_port, &facts.borrow_and_update(), key_set);
             if let Err(error) = self.membership.publish(tags).await {
                 warn!(%error, "cannot publish this agent's tags");
             }
-            if facts.changed().await.is_err() {
-                return;
+            let key_changed = async {
+                match key.as_mut() {
+                    Some(key) => key.changed().await.is_ok(),
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                changed = facts.changed() => if changed.is_err() { return },
+                changed = key_changed => if !changed { return },
             }
         }
+    }
+
+    pub fn peers(&self) -> &P {
+        &self.peers
     }
 
     /// Joins through `seeds`, retrying with backoff until a peer answers,

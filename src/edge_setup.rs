@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 
 use berth::edge::key_page::{self, PAGE_LIFETIME};
 use berth::edge::keys::EdgeKeys;
+use berth::edge::peer_key::fetch_from_peers;
 use berth::edge::poll::{local_time_zone, PollIdentity, Poller};
 use berth::edge::tunnel::{self, Activity, TunnelGauge, TunnelHandle, TunnelSettings};
 use berth::edge::EdgeGate;
@@ -15,6 +16,8 @@ use berth_adapters::portainer::{PortainerHttp, PortainerTls};
 use berth_adapters::tunnel::{ChiselClient, TunnelTimeouts};
 use berth_domain::options::Options;
 use tracing::error;
+
+use crate::ProductionCluster;
 
 pub struct EdgeMode {
     pub gate: EdgeGate,
@@ -28,17 +31,25 @@ pub async fn start(
     facts: &FactsReceiver,
     api: SocketAddr,
     limits: ServerLimits,
+    cluster: Option<&ProductionCluster>,
 ) -> Result<EdgeMode, String> {
     let store = KeyFile::new(&options.data_path);
     let keys = EdgeKeys::new(store.clone());
     keys.load(options.edge.key.as_deref(), &store).await?;
+    let edge_id = options.edge.id.clone().unwrap_or_default();
+    if let (false, Some(cluster)) = (keys.is_set(), cluster) {
+        tokio::spawn(fetch_from_peers(
+            cluster.clone(),
+            keys.clone(),
+            edge_id.clone(),
+        ));
+    }
     if !keys.is_set() {
         let page = SocketAddr::new(options.edge.server_host, options.edge.server_port);
         key_page::start(page, keys.clone(), limits, PAGE_LIFETIME).await?;
     }
     let activity = Activity::default();
     let gauge = TunnelGauge::default();
-    let edge_id = options.edge.id.clone().unwrap_or_default();
     let https_proxy = options.edge.https_proxy.clone();
     let http_proxy = options.edge.http_proxy.clone();
     let tunnel_enabled = options.edge.tunnel;
@@ -48,6 +59,11 @@ pub async fn start(
         ca: options.mtls.ca.clone(),
         cert: options.mtls.cert.clone(),
         key: options.mtls.key.clone(),
+    };
+    let gate = EdgeGate {
+        keys: keys.clone(),
+        activity: activity.clone(),
+        edge_id: edge_id.clone(),
     };
     let identity = PollIdentity {
         edge_id: edge_id.clone(),
@@ -91,8 +107,5 @@ pub async fn start(
             .run()
             .await;
     });
-    Ok(EdgeMode {
-        gate: EdgeGate { keys, activity },
-        gauge,
-    })
+    Ok(EdgeMode { gate, gauge })
 }

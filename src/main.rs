@@ -144,11 +144,6 @@ async fn run(options: Options) -> Result<(), String> {
         .await
         .map_err(|error| format!("cannot listen on {address}: {error}"))?;
     let bound = server.local_addr().map_err(|error| error.to_string())?;
-    let edge_mode = if edge {
-        Some(edge_setup::start(&options, &facts, bound, limits).await?)
-    } else {
-        None
-    };
 
     let cluster = start_cluster(
         &options,
@@ -160,6 +155,19 @@ async fn run(options: Options) -> Result<(), String> {
         bound.port(),
     )
     .await?;
+    let edge_mode = if edge {
+        Some(edge_setup::start(&options, &facts, bound, limits, cluster.as_ref()).await?)
+    } else {
+        None
+    };
+    if let Some(cluster) = &cluster {
+        let keys = edge_mode.as_ref().map(|mode| mode.gate.keys.clone());
+        tokio::spawn(
+            cluster
+                .clone()
+                .keep_tags_current(bound.port(), facts.clone(), keys),
+        );
+    }
 
     let metrics = Metrics::default();
     if let Some(address) = options.metrics_addr {
@@ -236,7 +244,7 @@ async fn run(options: Options) -> Result<(), String> {
     Ok(())
 }
 
-type ProductionCluster = Cluster<SerfMembership, HttpsPeers>;
+pub type ProductionCluster = Cluster<SerfMembership, HttpsPeers>;
 
 /// Serves `/metrics` on its own plain-HTTP listener until the process ends.
 async fn start_metrics_server(
@@ -295,12 +303,16 @@ async fn start_cluster(
     let membership = SerfMembership::start(gossip)
         .await
         .map_err(|error| error.to_string())?;
-    let peers = HttpsPeers::new(
-        tls::peer_client_config(Some(identity)).map_err(|error| error.to_string())?,
-        options.timeouts.connect,
-    );
+    // Edge agents serve plain HTTP; their peers call them so.
+    let peers = if options.edge.enabled {
+        HttpsPeers::plain(options.timeouts.connect)
+    } else {
+        HttpsPeers::new(
+            tls::peer_client_config(Some(identity)).map_err(|error| error.to_string())?,
+            options.timeouts.connect,
+        )
+    };
     let cluster = Cluster::new(membership, peers, options.timeouts.fanout);
-    tokio::spawn(cluster.clone().keep_tags_current(agent_port, facts.clone()));
     if seeds.is_empty() {
         info!("no peers to join yet: AGENT_CLUSTER_ADDR is unset and no swarm service was found");
     } else {

@@ -288,7 +288,7 @@ async fn tags_follow_the_engine_facts() {
     let membership = FakeMembership::default();
     let cluster = Cluster::new(membership.clone(), FakePeers::default(), FANOUT_TIMEOUT);
     let (sender, facts) = watch::channel(Arc::new(local_facts("node-a", SwarmRole::Worker)));
-    let publisher = tokio::spawn(cluster.keep_tags_current(9001, facts));
+    let publisher = tokio::spawn(cluster.keep_tags_current(9001, facts, None));
     while membership.published().is_empty() {
         tokio::task::yield_now().await;
     }
@@ -304,6 +304,44 @@ async fn tags_follow_the_engine_facts() {
     assert!(latest.contains(&("NodeIsLeader", "1".to_string())));
     drop(sender);
     publisher.await.unwrap();
+}
+
+#[derive(Clone, Default)]
+struct MemoryKeyStore(Arc<std::sync::Mutex<Option<String>>>);
+
+impl berth_ports::KeyStore for MemoryKeyStore {
+    async fn load(&self) -> Result<Option<String>, berth_ports::KeyStoreError> {
+        Ok(self.0.lock().unwrap().clone())
+    }
+
+    async fn save(&self, key: &str) -> Result<(), berth_ports::KeyStoreError> {
+        *self.0.lock().unwrap() = Some(key.to_string());
+        Ok(())
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_edge_key_tag_appears_once_a_key_is_associated() {
+    use base64::Engine as _;
+    let membership = FakeMembership::default();
+    let cluster = Cluster::new(membership.clone(), FakePeers::default(), FANOUT_TIMEOUT);
+    let (_sender, facts) = watch::channel(Arc::new(local_facts("node-a", SwarmRole::Standalone)));
+    let store = MemoryKeyStore::default();
+    let keys = berth::edge::keys::EdgeKeys::new(store.clone());
+    let publisher = tokio::spawn(cluster.keep_tags_current(9001, facts, Some(keys.clone())));
+    while membership.published().is_empty() {
+        tokio::task::yield_now().await;
+    }
+    let edge_tag = |tags: &Vec<(&str, String)>| tags.iter().any(|(name, _)| *name == "EdgeKeySet");
+    assert!(!edge_tag(&membership.published()[0]));
+    let key = base64::engine::general_purpose::STANDARD_NO_PAD.encode("https://p|p:8000|fp|3");
+    keys.associate(&key).await.unwrap();
+    while membership.published().len() < 2 {
+        tokio::task::yield_now().await;
+    }
+    assert!(edge_tag(&membership.published().pop().unwrap()));
+    assert_eq!(store.0.lock().unwrap().as_deref(), Some(key.as_str()));
+    publisher.abort();
 }
 
 #[tokio::test(start_paused = true)]

@@ -468,3 +468,78 @@ async fn the_key_page_works_in_a_browser() {
     drop(berth);
     std::fs::remove_dir_all(data).unwrap();
 }
+
+/// Two Edge agents in one cluster: the one without a key takes it from the
+/// one with it (proving it belongs to the same Edge ID); strangers cannot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_without_a_key_takes_it_from_a_cluster_peer() {
+    let Some(engines) = support::berth_process::cluster_engine_hosts() else {
+        return;
+    };
+    let Some(binary) = server_binary() else {
+        return;
+    };
+    let portainer = TestPortainer::start().await;
+    let chisel = ChiselServer::start(&binary, EDGE_ID, &[]);
+    let key = edge_key(&portainer, &chisel, 1);
+    let (gossip_b, gossip_c) = (free_port().to_string(), free_port().to_string());
+    let seed_b = format!("127.0.0.1:{gossip_b}");
+    let seed_c = format!("127.0.0.1:{gossip_c}");
+    let (data_b, data_c) = (temp_dir("peer-b"), temp_dir("peer-c"));
+    let page_port = free_port().to_string();
+    let with_key = start_edge_berth(
+        &engines[1],
+        &data_b,
+        &[
+            ("EDGE_KEY", &key),
+            ("AGENT_CLUSTER_PORT", &gossip_b),
+            ("AGENT_CLUSTER_ADDR", &seed_c),
+            ("AGENT_CLUSTER_PROBE_INTERVAL", "200ms"),
+            ("AGENT_CLUSTER_PROBE_TIMEOUT", "100ms"),
+        ],
+    );
+    let without_key = start_edge_berth(
+        &engines[2],
+        &data_c,
+        &[
+            ("AGENT_CLUSTER_PORT", &gossip_c),
+            ("AGENT_CLUSTER_ADDR", &seed_b),
+            ("AGENT_CLUSTER_PROBE_INTERVAL", "200ms"),
+            ("AGENT_CLUSTER_PROBE_TIMEOUT", "100ms"),
+            ("EDGE_SERVER_HOST", "127.0.0.1"),
+            ("EDGE_SERVER_PORT", &page_port),
+        ],
+    );
+    let ping = || {
+        Request::get("/ping")
+            .header("host", "agent")
+            .body(Full::new(Bytes::new()))
+            .unwrap()
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while fetch_ok(without_key.addr, ping()).await.0 != 204 {
+        assert!(
+            Instant::now() < deadline,
+            "the key never came from the peer"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        std::fs::read_to_string(data_c.join("agent_edge_key")).unwrap(),
+        key
+    );
+
+    let stranger = unsigned_request("GET", "/key", "");
+    assert_eq!(fetch_ok(with_key.addr, stranger).await.0, 403);
+    let mut wrong = unsigned_request("GET", "/key", "");
+    wrong.headers_mut().insert(
+        "x-berthagent-edgekeyproof",
+        berth_domain::edge::key::peer_proof("another-edge-id")
+            .parse()
+            .unwrap(),
+    );
+    assert_eq!(fetch_ok(with_key.addr, wrong).await.0, 403);
+    drop((with_key, without_key));
+    std::fs::remove_dir_all(data_b).unwrap();
+    std::fs::remove_dir_all(data_c).unwrap();
+}

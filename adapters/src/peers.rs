@@ -1,4 +1,5 @@
-//! The `PeerAgents` port: one pooled HTTPS client for every peer agent,
+//! The `PeerAgents` port: one pooled HTTPS (plain HTTP between Edge agents)
+//! client for every peer agent,
 //! built once, so forwarding never opens a connection pool per request.
 
 use std::future::Future;
@@ -17,6 +18,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use rustls::pki_types::ServerName;
 use rustls::ClientConfig;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
@@ -27,13 +29,29 @@ use crate::io::{is_timeout, root_cause, timed_out, PooledIo};
 pub struct HttpsPeers {
     client: Client<PeerConnector, Body>,
     connect_timeout: Duration,
+    scheme: Scheme,
 }
 
 impl HttpsPeers {
     /// `tls` is [`crate::http::tls::peer_client_config`]'s answer.
     pub fn new(tls: Arc<ClientConfig>, connect_timeout: Duration) -> Self {
+        Self::build(Some(TlsConnector::from(tls)), connect_timeout)
+    }
+
+    /// Edge agents serve plain HTTP (they are reached through the tunnel),
+    /// so their peers call them without TLS.
+    pub fn plain(connect_timeout: Duration) -> Self {
+        Self::build(None, connect_timeout)
+    }
+
+    fn build(tls: Option<TlsConnector>, connect_timeout: Duration) -> Self {
+        let scheme = if tls.is_some() {
+            Scheme::HTTPS
+        } else {
+            Scheme::HTTP
+        };
         let connector = PeerConnector {
-            tls: TlsConnector::from(tls),
+            tls,
             timeout: connect_timeout,
         };
         let client = Client::builder(TokioExecutor::new())
@@ -44,6 +62,7 @@ impl HttpsPeers {
         HttpsPeers {
             client,
             connect_timeout,
+            scheme,
         }
     }
 }
@@ -61,7 +80,7 @@ impl PeerAgents for HttpsPeers {
             .cloned()
             .unwrap_or_else(|| PathAndQuery::from_static("/"));
         parts.uri = Uri::builder()
-            .scheme(Scheme::HTTPS)
+            .scheme(self.scheme.clone())
             .authority(peer.to_string())
             .path_and_query(path)
             .build()
@@ -92,12 +111,58 @@ impl PeerAgents for HttpsPeers {
 
 #[derive(Clone)]
 struct PeerConnector {
-    tls: TlsConnector,
+    tls: Option<TlsConnector>,
     timeout: Duration,
 }
 
+/// A connection to a peer: TLS for standard agents, plain for Edge ones.
+enum PeerStream {
+    Tls(Box<TlsStream<TcpStream>>),
+    Plain(TcpStream),
+}
+
+impl AsyncRead for PeerStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            PeerStream::Tls(stream) => Pin::new(stream.as_mut()).poll_read(cx, buf),
+            PeerStream::Plain(stream) => Pin::new(stream).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for PeerStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            PeerStream::Tls(stream) => Pin::new(stream.as_mut()).poll_write(cx, buf),
+            PeerStream::Plain(stream) => Pin::new(stream).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            PeerStream::Tls(stream) => Pin::new(stream.as_mut()).poll_flush(cx),
+            PeerStream::Plain(stream) => Pin::new(stream).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            PeerStream::Tls(stream) => Pin::new(stream.as_mut()).poll_shutdown(cx),
+            PeerStream::Plain(stream) => Pin::new(stream).poll_shutdown(cx),
+        }
+    }
+}
+
 impl tower_service::Service<Uri> for PeerConnector {
-    type Response = PooledIo<TlsStream<TcpStream>>;
+    type Response = PooledIo<PeerStream>;
     type Error = io::Error;
     type Future = Pin<Box<dyn Future<Output = io::Result<Self::Response>> + Send>>;
 
@@ -118,8 +183,13 @@ impl tower_service::Service<Uri> for PeerConnector {
             let connect = async {
                 let tcp = TcpStream::connect(address).await?;
                 tcp.set_nodelay(true)?;
-                tls.connect(ServerName::IpAddress(address.ip().into()), tcp)
-                    .await
+                match tls {
+                    Some(tls) => tls
+                        .connect(ServerName::IpAddress(address.ip().into()), tcp)
+                        .await
+                        .map(|stream| PeerStream::Tls(Box::new(stream))),
+                    None => Ok(PeerStream::Plain(tcp)),
+                }
             };
             match tokio::time::timeout(timeout, connect).await {
                 Ok(stream) => stream.map(PooledIo::new),

@@ -32,3 +32,7 @@ pub fn common_response_headers() -> [(&'static str, &'static str); 3] {
 pub const REQUEST_HOP: &str = "X-PortainerAgent-Hop";
 /// On cluster-wide lists: the nodes missing from the list, and why.
 pub const RESPONSE_UNAVAILABLE_NODES: &str = "X-PortainerAgent-Unavailable-Nodes";
+
+/// berth's proof, between Edge agents of one environment, that a `GET /key`
+/// comes from a peer (see `edge::key::peer_proof`).
+pub const REQUEST_EDGE_KEY_PROOF: &str = "X-BerthAgent-EdgeKeyProof";

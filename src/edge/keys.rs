@@ -112,6 +112,11 @@ impl EdgeKeys {
         self.current.borrow().clone()
     }
 
+    /// Follows the key as it is set.
+    pub fn subscribe(&self) -> watch::Receiver<Option<EdgeKey>> {
+        self.current.subscribe()
+    }
+
     pub fn is_set(&self) -> bool {
         self.current.borrow().is_some()
     }

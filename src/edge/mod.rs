@@ -2,16 +2,20 @@
 //! poll loop and the tunnel driver.
 //!
 //! - [`keys`]: the Edge key held, loaded, associated and saved.
+//! - [`peer_key`]: an agent without a key takes it from a cluster peer.
 //! - [`key_page`]: the page where a person pastes a key.
 //! - [`poll`]: asks Portainer what it wants, every `checkin` seconds.
 //! - [`tunnel`]: drives the domain's tunnel state machine.
 
 pub mod key_page;
 pub mod keys;
+pub mod peer_key;
 pub mod poll;
 pub mod tunnel;
 
+use berth_domain::edge::key::is_peer_proof;
 use berth_domain::error::AgentError;
+use berth_domain::headers::REQUEST_EDGE_KEY_PROOF;
 use berth_ports::Body;
 use http::{Method, Request, Response};
 
@@ -29,6 +33,7 @@ const MAX_KEY_BODY: usize = 64 * 1024;
 pub struct EdgeGate {
     pub keys: EdgeKeys,
     pub activity: Activity,
+    pub edge_id: String,
 }
 
 impl EdgeGate {
@@ -48,6 +53,20 @@ impl EdgeGate {
         }
         self.activity.record();
         Ok(())
+    }
+}
+
+impl EdgeGate {
+    /// A peer of the same Edge environment asking for the key: the one
+    /// request that needs no Portainer signature.
+    pub fn is_peer_key_request(&self, request: &Request<Body>) -> bool {
+        request.method() == Method::GET
+            && request.uri().path() == "/key"
+            && request
+                .headers()
+                .get(REQUEST_EDGE_KEY_PROOF)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|proof| is_peer_proof(proof, &self.edge_id))
     }
 }
 

@@ -63,6 +63,24 @@ const PART_NAMES: [&str; 4] = [
     "endpoint ID",
 ];
 
+/// How an Edge agent proves to a peer that it belongs to the same Edge
+/// environment (same `EDGE_ID`) when it asks for the key with `GET /key`:
+/// agents cannot make Portainer's signature, and the Go agent asks with
+/// nothing at all.
+pub fn peer_proof(edge_id: &str) -> String {
+    use sha2::{Digest, Sha256};
+    hex::encode(Sha256::digest(format!(
+        "berth edge key peer proof:{edge_id}"
+    )))
+}
+
+/// Whether `offered` is this environment's proof, compared in constant time.
+pub fn is_peer_proof(offered: &str, edge_id: &str) -> bool {
+    use subtle::ConstantTimeEq;
+    let expected = peer_proof(edge_id);
+    offered.len() == expected.len() && bool::from(offered.as_bytes().ct_eq(expected.as_bytes()))
+}
+
 impl EdgeKey {
     /// Parses a key as a person pastes it (surrounding whitespace ignored).
     pub fn parse(text: &str) -> Result<EdgeKey, EdgeKeyError> {
@@ -161,6 +179,14 @@ mod tests {
         for (text, expected) in cases {
             assert_eq!(EdgeKey::parse(&text), Err(expected), "{text:?}");
         }
+    }
+
+    #[test]
+    fn peer_proofs_are_per_edge_id() {
+        let proof = peer_proof("edge-a");
+        assert!(is_peer_proof(&proof, "edge-a"));
+        assert!(!is_peer_proof(&proof, "edge-b"));
+        assert!(!is_peer_proof("", "edge-a"));
     }
 
     #[test]
