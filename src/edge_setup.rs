@@ -72,7 +72,16 @@ pub async fn start(
     };
     let (poll_keys, poll_facts, poll_activity, poll_gauge) =
         (keys.clone(), facts.clone(), activity.clone(), gauge.clone());
+    let certificate_wait = match (&options.mtls.cert, &options.mtls.key) {
+        (Some(cert), Some(key)) if !options.mtls.retry_interval.is_zero() => {
+            Some((cert.clone(), key.clone(), options.mtls.retry_interval))
+        }
+        _ => None,
+    };
     tokio::spawn(async move {
+        if let Some((cert, key, every)) = certificate_wait {
+            wait_for_files(&[cert, key], every).await;
+        }
         let key = poll_keys.wait().await;
         let poll_proxy = if key.portainer_url.starts_with("https") {
             https_proxy.clone().or(http_proxy.clone())
@@ -108,4 +117,20 @@ pub async fn start(
             .await;
     });
     Ok(EdgeMode { gate, gauge })
+}
+
+/// MTLS_CERT_RETRY_INTERVAL: the client certificate may be written after
+/// the agent starts (by a sidecar); polls wait for it instead of failing.
+async fn wait_for_files(paths: &[String], every: std::time::Duration) {
+    let mut logged = false;
+    while !paths.iter().all(|p| std::path::Path::new(p).exists()) {
+        if !logged {
+            tracing::info!(
+                ?paths,
+                "waiting for the client certificate files before polling"
+            );
+            logged = true;
+        }
+        tokio::time::sleep(every).await;
+    }
 }
