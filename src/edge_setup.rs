@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 
+use berth::edge::jobs::EdgeJobs;
 use berth::edge::key_page::{self, PAGE_LIFETIME};
 use berth::edge::keys::EdgeKeys;
 use berth::edge::peer_key::fetch_from_peers;
@@ -10,9 +11,11 @@ use berth::edge::poll::{local_time_zone, PollIdentity, Poller};
 use berth::edge::tunnel::{self, Activity, TunnelGauge, TunnelHandle, TunnelSettings};
 use berth::edge::EdgeGate;
 use berth::facts::FactsReceiver;
+use berth_adapters::host_scripts::HostScripts;
 use berth_adapters::http::ServerLimits;
 use berth_adapters::key_file::KeyFile;
 use berth_adapters::portainer::{PortainerHttp, PortainerTls};
+use berth_adapters::scheduler::CronScheduler;
 use berth_adapters::tunnel::{ChiselClient, TunnelTimeouts};
 use berth_domain::options::Options;
 use tracing::error;
@@ -53,6 +56,9 @@ pub async fn start(
     let https_proxy = options.edge.https_proxy.clone();
     let http_proxy = options.edge.http_proxy.clone();
     let tunnel_enabled = options.edge.tunnel;
+    let host_root = options.host_root.clone();
+    let job_timeout = options.edge.job_timeout;
+    let jobs_edge_id = edge_id.clone();
     let inactivity = options.edge.inactivity_timeout;
     let tls = PortainerTls {
         insecure: options.edge.insecure_poll,
@@ -112,9 +118,16 @@ pub async fn start(
         } else {
             TunnelHandle::disabled()
         };
-        Poller::new(api_client, poll_keys, identity, handle, poll_facts)
-            .run()
-            .await;
+        let poller = Poller::new(api_client.clone(), poll_keys, identity, handle, poll_facts);
+        let jobs = EdgeJobs::new(
+            CronScheduler::default(),
+            HostScripts::new(host_root),
+            api_client,
+            jobs_edge_id,
+            job_timeout,
+        );
+        tokio::spawn(jobs.run(poller.answers()));
+        poller.run().await;
     });
     Ok(EdgeMode { gate, gauge })
 }

@@ -543,3 +543,119 @@ async fn an_agent_without_a_key_takes_it_from_a_cluster_peer() {
     std::fs::remove_dir_all(data_b).unwrap();
     std::fs::remove_dir_all(data_c).unwrap();
 }
+
+/// A host root holding busybox as `/bin/sh`, for jobs to run in.
+fn host_root(name: &str) -> std::path::PathBuf {
+    let root = temp_dir(name);
+    std::fs::create_dir_all(root.join("bin")).unwrap();
+    std::fs::copy("/bin/busybox", root.join("bin/busybox")).unwrap();
+    std::os::unix::fs::symlink("busybox", root.join("bin/sh")).unwrap();
+    root
+}
+
+fn job(id: u64, script: &str, collect: bool) -> serde_json::Value {
+    json!({"Id": id, "CronExpression": "* * * * * *", "Version": 1, "CollectLogs": collect,
+           "Script": base64::engine::general_purpose::STANDARD_NO_PAD.encode(script)})
+}
+
+fn lines(path: &std::path::Path) -> usize {
+    std::fs::read_to_string(path)
+        .map(|t| t.lines().count())
+        .unwrap_or(0)
+}
+
+async fn wait_file_lines(path: &std::path::Path, at_least: usize) {
+    let deadline = Instant::now() + WAIT;
+    while lines(path) < at_least {
+        assert!(
+            Instant::now() < deadline,
+            "{} never had {at_least} lines",
+            path.display()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Jobs run by berth's scheduler inside the host root (chroot); a removed
+/// job stops while the others go on; a bad one is reported; logs upload.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scheduled_jobs_run_in_the_host_root_and_report_their_logs() {
+    let Some(engine) = engine_host() else { return };
+    let Some(binary) = server_binary() else {
+        return;
+    };
+    let portainer = TestPortainer::start().await;
+    let chisel = ChiselServer::start(&binary, EDGE_ID, &[]);
+    let key = edge_key(&portainer, &chisel, 1);
+    let data = temp_dir("jobs");
+    let root = host_root("jobs-root");
+    let marker = format!("berth-job-{}", std::process::id());
+    portainer.set_status(json!({"status": "IDLE", "checkin": 0.2, "schedules": [
+        job(9, &format!("echo job-nine-ran; echo run >> /{marker}-9"), false),
+        job(11, &format!("echo run >> /{marker}-11"), false),
+        {"Id": 12, "CronExpression": "every day at noon", "Script": "ZWNobw", "Version": 1},
+    ]}));
+    let berth = start_edge_berth(
+        &engine,
+        &data,
+        &[
+            ("EDGE_KEY", &key),
+            ("AGENT_HOST_ROOT", root.to_str().unwrap()),
+        ],
+    );
+    let (nine, eleven) = (
+        root.join(format!("{marker}-9")),
+        root.join(format!("{marker}-11")),
+    );
+    wait_file_lines(&nine, 2).await;
+    wait_file_lines(&eleven, 2).await;
+    assert!(
+        !std::path::Path::new(&format!("/{marker}-9")).exists(),
+        "ran inside the root"
+    );
+
+    // The bad schedule is reported to Portainer as its log.
+    let reports = portainer.wait_requests("/edge/jobs/12/logs", 1, WAIT).await;
+    assert!(
+        reports[0].body.contains("cannot run"),
+        "{}",
+        reports[0].body
+    );
+
+    // Asking for job 9's log uploads it.
+    portainer.set_status(json!({"status": "IDLE", "checkin": 0.2, "schedules": [
+        job(9, &format!("echo job-nine-ran; echo run >> /{marker}-9"), true),
+        job(11, &format!("echo run >> /{marker}-11"), false),
+    ]}));
+    let uploads = portainer
+        .wait_requests("/api/endpoints/1/edge/jobs/9/logs", 1, WAIT)
+        .await;
+    let body: serde_json::Value = serde_json::from_str(&uploads[0].body).unwrap();
+    assert!(
+        body["FileContent"]
+            .as_str()
+            .unwrap()
+            .contains("job-nine-ran"),
+        "{body}"
+    );
+
+    // Job 9 leaves the list while job 11 stays: 9 stops, 11 goes on.
+    portainer.set_status(json!({"status": "IDLE", "checkin": 0.2, "schedules": [
+        job(11, &format!("echo run >> /{marker}-11"), false),
+    ]}));
+    let deadline = Instant::now() + WAIT;
+    while root.join("opt/portainer/scripts/schedule_9").exists() {
+        assert!(Instant::now() < deadline, "job 9 was never removed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (nine_then, eleven_then) = (lines(&nine), lines(&eleven));
+    // Two more runs of job 11 are two times job 9 would have run too.
+    wait_file_lines(&eleven, eleven_then + 2).await;
+    assert!(
+        lines(&nine) <= nine_then + 1,
+        "the removed job no longer runs"
+    );
+    drop(berth);
+    std::fs::remove_dir_all(data).unwrap();
+    std::fs::remove_dir_all(root).unwrap();
+}

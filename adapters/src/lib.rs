@@ -12,6 +12,9 @@
 //!   connection, through a proxy when configured.
 //! - [`key_file`]: the `KeyStore` port, the Edge key under `DATA_PATH`.
 //! - [`dial`]: TCP connections, through an HTTP CONNECT proxy if set.
+//! - [`scheduler`]: the `Scheduler` port with the cron crate.
+//! - [`host_scripts`]: the `ScriptHost` port, Edge job scripts run inside
+//!   the host root.
 //! - [`host`]: facts about the machine (its addresses).
 //! - [`http`]: the HTTPS server (hyper + rustls) that feeds every request to
 //!   a `RequestHandler`, with connection limits, timeouts and graceful
@@ -23,9 +26,11 @@ pub mod docker;
 pub mod fs;
 pub mod gossip;
 pub mod host;
+pub mod host_scripts;
 pub mod http;
 mod io;
 pub mod key_file;
 pub mod peers;
 pub mod portainer;
+pub mod scheduler;
 pub mod tunnel;

@@ -278,6 +278,13 @@ pub const OPTION_SPECS: &[OptionSpec] = &[
         "Close the Edge tunnel after this long without activity",
     ),
     spec(
+        "EDGE_JOB_TIMEOUT",
+        "edge-job-timeout",
+        K::Duration,
+        Some("1h"),
+        "Stop an Edge job's script that runs longer than this (berth)",
+    ),
+    spec(
         "EDGE_INSECURE_POLL",
         "edge-insecurepoll",
         K::Flag,
@@ -544,6 +551,7 @@ pub struct EdgeOptions {
     pub server_host: IpAddr,
     pub server_port: u16,
     pub inactivity_timeout: Duration,
+    pub job_timeout: Duration,
     pub insecure_poll: bool,
     pub tunnel: bool,
     pub https_proxy: Option<String>,
@@ -768,6 +776,7 @@ impl Options {
                 .expect("EDGE_SERVER_HOST has a default"),
             server_port: r.port("EDGE_SERVER_PORT")?,
             inactivity_timeout: r.duration("EDGE_INACTIVITY_TIMEOUT")?,
+            job_timeout: r.duration("EDGE_JOB_TIMEOUT")?,
             insecure_poll: r.flag("EDGE_INSECURE_POLL")?,
             tunnel: r.flag("EDGE_TUNNEL")?,
             https_proxy: r.optional_text("HTTPS_PROXY"),
@@ -874,6 +883,7 @@ impl Options {
             ("AGENT_IDLE_TIMEOUT", self.timeouts.idle),
             ("AGENT_FANOUT_TIMEOUT", self.timeouts.fanout),
             ("AGENT_FACTS_INTERVAL", self.facts_interval),
+            ("EDGE_JOB_TIMEOUT", self.edge.job_timeout),
         ];
         for (env, value) in zero_rules {
             if value.is_zero() {

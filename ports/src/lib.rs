@@ -15,6 +15,8 @@ pub mod membership;
 pub mod peer_agents;
 pub mod portainer_api;
 pub mod request_handler;
+pub mod scheduler;
+pub mod script_host;
 pub mod tunnel_client;
 
 pub use body::{empty_body, full_body, Body, BoxError};
@@ -27,4 +29,6 @@ pub use membership::{Membership, MembershipError};
 pub use peer_agents::{PeerAgents, PeerError};
 pub use portainer_api::{EdgeAnswer, EdgeCall, PortainerApi, PortainerError};
 pub use request_handler::RequestHandler;
+pub use scheduler::{JobRun, Scheduler, SchedulerError};
+pub use script_host::{ScriptError, ScriptHost, ScriptOutcome};
 pub use tunnel_client::{OpenTunnel, TunnelClient, TunnelError, TunnelSpec};

@@ -5,8 +5,10 @@
 //! - [`peer_key`]: an agent without a key takes it from a cluster peer.
 //! - [`key_page`]: the page where a person pastes a key.
 //! - [`poll`]: asks Portainer what it wants, every `checkin` seconds.
+//! - [`jobs`]: the scheduled scripts the poll answers carry.
 //! - [`tunnel`]: drives the domain's tunnel state machine.
 
+pub mod jobs;
 pub mod key_page;
 pub mod keys;
 pub mod peer_key;

@@ -3,6 +3,7 @@
 //! off with jitter and are logged when the state changes, not every try.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::Duration;
 
 use berth_domain::edge::backoff::Backoff;
@@ -12,6 +13,7 @@ use berth_domain::engine::SwarmRole;
 use berth_domain::headers::{AGENT_VERSION, PLATFORM_DOCKER};
 use berth_ports::{EdgeCall, PortainerApi};
 use http::Method;
+use tokio::sync::watch;
 use tracing::{info, warn};
 
 use super::keys::EdgeKeys;
@@ -25,6 +27,14 @@ const ETAG_CACHE: usize = 8;
 /// The longest berth waits between failed polls: long enough to spare a
 /// struggling Portainer, short enough to come back soon after it does.
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
+
+/// A poll answer for the work it carries (jobs, stacks), with the
+/// endpoint it is for.
+#[derive(Debug, Clone)]
+pub struct PollWork {
+    pub answer: Arc<serde_json::Value>,
+    pub endpoint_id: u64,
+}
 
 /// The identity the agent polls with.
 #[derive(Debug, Clone)]
@@ -58,6 +68,9 @@ pub struct Poller<A> {
     /// A global key's endpoint ID comes from Portainer, and is given back
     /// when Portainer refuses a poll.
     global: bool,
+    /// Each answer, for the jobs and stacks (which may take longer than a
+    /// poll interval, so they follow on their own tasks).
+    work: watch::Sender<Option<PollWork>>,
 }
 
 impl<A: PortainerApi> Poller<A> {
@@ -80,7 +93,13 @@ impl<A: PortainerApi> Poller<A> {
             failures: 0,
             not_leader_logged: false,
             global: false,
+            work: watch::channel(None).0,
         }
+    }
+
+    /// Follows the poll answers, for the work they carry.
+    pub fn answers(&self) -> watch::Receiver<Option<PollWork>> {
+        self.work.subscribe()
     }
 
     /// Polls until the process ends; the first poll goes out at once.
@@ -179,6 +198,10 @@ impl<A: PortainerApi> Poller<A> {
         }
         self.tunnel
             .status(answer.tunnel, answer.port, answer.credentials.clone());
+        self.work.send_replace(Some(PollWork {
+            answer: Arc::new(answer.raw),
+            endpoint_id: key.endpoint_id,
+        }));
         Ok(())
     }
 

@@ -34,6 +34,7 @@ pub struct Seen {
     pub method: String,
     pub path: String,
     pub headers: http::HeaderMap,
+    pub body: String,
     pub status: u16,
 }
 
@@ -129,7 +130,12 @@ impl TestPortainer {
         let method = request.method().to_string();
         let path = request.uri().path().to_string();
         let headers = request.headers().clone();
-        let _ = request.into_body().collect().await;
+        let body = request
+            .into_body()
+            .collect()
+            .await
+            .map(|b| String::from_utf8_lossy(&b.to_bytes()).into_owned())
+            .unwrap_or_default();
         let (mode, status, version) = {
             let state = self.state.lock().unwrap();
             (state.mode, state.status.clone(), state.version)
@@ -140,10 +146,12 @@ impl TestPortainer {
                 method,
                 path,
                 headers,
+                body,
                 status: 0,
             });
             return std::future::pending().await;
         }
+        let request_body = body;
         let (code, body, tag) = match mode {
             Mode::Hang => unreachable!("answered above"),
             Mode::Error500 => (500, r#"{"message":"boom"}"#.to_string(), None),
@@ -170,12 +178,16 @@ impl TestPortainer {
                     (200, status.to_string(), Some(etag))
                 }
             }
+            Mode::Normal if path.contains("/edge/jobs/") && path.ends_with("/logs") => {
+                (200, String::new(), None)
+            }
             Mode::Normal => (404, r#"{"message":"not found"}"#.to_string(), None),
         };
         self.state.lock().unwrap().seen.push(Seen {
             method,
             path,
             headers,
+            body: request_body,
             status: code,
         });
         let mut response = Response::new(Full::new(Bytes::from(body)));

@@ -7,5 +7,6 @@ pub mod backoff;
 pub mod credentials;
 pub mod fingerprint;
 pub mod key;
+pub mod schedule;
 pub mod status;
 pub mod tunnel;
