@@ -8,9 +8,11 @@ use berth::edge::key_page::{self, PAGE_LIFETIME};
 use berth::edge::keys::EdgeKeys;
 use berth::edge::peer_key::fetch_from_peers;
 use berth::edge::poll::{local_time_zone, PollIdentity, Poller};
+use berth::edge::stacks::EdgeStacks;
 use berth::edge::tunnel::{self, Activity, TunnelGauge, TunnelHandle, TunnelSettings};
 use berth::edge::EdgeGate;
 use berth::facts::FactsReceiver;
+use berth_adapters::deployer::CliDeployer;
 use berth_adapters::host_scripts::HostScripts;
 use berth_adapters::http::ServerLimits;
 use berth_adapters::key_file::KeyFile;
@@ -21,6 +23,9 @@ use berth_domain::options::Options;
 use tracing::error;
 
 use crate::ProductionCluster;
+
+/// One docker or compose command (a deploy may pull images).
+const STACK_TOOL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(600);
 
 pub struct EdgeMode {
     pub gate: EdgeGate,
@@ -59,6 +64,10 @@ pub async fn start(
     let host_root = options.host_root.clone();
     let job_timeout = options.edge.job_timeout;
     let jobs_edge_id = edge_id.clone();
+    let stacks_edge_id = edge_id.clone();
+    let assets = options.assets_path.clone();
+    let docker_host = options.docker_host.to_string();
+    let stacks_folder = std::path::Path::new(&options.data_path).join("edge_stacks");
     let inactivity = options.edge.inactivity_timeout;
     let tls = PortainerTls {
         insecure: options.edge.insecure_poll,
@@ -118,6 +127,8 @@ pub async fn start(
         } else {
             TunnelHandle::disabled()
         };
+        let api_client_for_stacks = api_client.clone();
+        let stacks_facts = poll_facts.clone();
         let poller = Poller::new(api_client.clone(), poll_keys, identity, handle, poll_facts);
         let jobs = EdgeJobs::new(
             CronScheduler::default(),
@@ -127,6 +138,14 @@ pub async fn start(
             job_timeout,
         );
         tokio::spawn(jobs.run(poller.answers()));
+        let stacks = EdgeStacks::new(
+            CliDeployer::new(assets, docker_host, STACK_TOOL_TIMEOUT),
+            api_client_for_stacks,
+            stacks_edge_id,
+            stacks_folder,
+            stacks_facts,
+        );
+        tokio::spawn(stacks.run(poller.answers()));
         poller.run().await;
     });
     Ok(EdgeMode { gate, gauge })

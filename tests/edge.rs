@@ -659,3 +659,176 @@ async fn scheduled_jobs_run_in_the_host_root_and_report_their_logs() {
     std::fs::remove_dir_all(data).unwrap();
     std::fs::remove_dir_all(root).unwrap();
 }
+
+fn stack_payload(id: u64, name: &str, compose: &str) -> serde_json::Value {
+    use base64::engine::general_purpose::STANDARD;
+    json!({"ID": id, "Name": name, "EntryFileName": "docker-compose.yml", "Version": 1,
+           "DirEntries": [{"Name": "docker-compose.yml", "IsFile": true, "Permissions": 0o644,
+                           "Content": STANDARD.encode(compose)}],
+           "EnvVars": [{"name": "GREETING", "value": "hello-from-portainer"}]})
+}
+
+const TOOLS_ENV: [(&str, &str); 3] = [
+    (
+        "PATH",
+        "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+    ),
+    ("HOME", "/root"),
+    ("ASSETS_PATH", "/nonexistent"),
+];
+
+fn docker_cli(engine: &str, args: &[&str]) -> String {
+    let output = std::process::Command::new("docker")
+        .arg("-H")
+        .arg(engine)
+        .args(args)
+        .output()
+        .expect("run the docker CLI");
+    String::from_utf8_lossy(&output.stdout).trim().to_string()
+}
+
+async fn wait_statuses(portainer: &TestPortainer, stack: u64, until: u64) -> Vec<(u64, String)> {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let statuses = portainer.stack_statuses(stack);
+        if statuses.iter().any(|(code, _)| *code == until) {
+            return statuses;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "stack {stack} never reached {until}: {statuses:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn codes(statuses: &[(u64, String)]) -> Vec<u64> {
+    statuses.iter().map(|(code, _)| *code).collect()
+}
+
+/// A compose stack of the tiny image: deployed, running, reported, and
+/// removed when it leaves the list; a broken one reports compose's error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compose_stacks_are_deployed_reported_and_removed() {
+    let Some(engine) = engine_host() else { return };
+    let Some(binary) = server_binary() else {
+        return;
+    };
+    let portainer = TestPortainer::start().await;
+    let chisel = ChiselServer::start(&binary, EDGE_ID, &[]);
+    let key = edge_key(&portainer, &chisel, 1);
+    let data = temp_dir("stacks");
+    let name = format!("compose{}", std::process::id());
+    let compose = "version: \"3\"\nservices:\n  app:\n    image: berth-test/busybox:latest\n    \
+                   command: [\"sleep\", \"3600\"]\n    environment:\n      - GREETING=${GREETING}\n";
+    portainer.set_stack(21, stack_payload(21, &name, compose));
+    portainer.set_stack(
+        22,
+        stack_payload(22, &format!("{name}broken"), "services: [broken\n"),
+    );
+    portainer.set_status(json!({"status": "IDLE", "checkin": 0.5,
+        "stacks": [{"ID": 21, "Version": 1}, {"ID": 22, "Version": 1}]}));
+    let mut env = vec![("EDGE_KEY", key.as_str())];
+    env.extend_from_slice(&TOOLS_ENV);
+    let berth = start_edge_berth(&engine, &data, &env);
+
+    let statuses = wait_statuses(&portainer, 21, 7).await;
+    assert_eq!(
+        codes(&statuses),
+        [3, 8, 7],
+        "Acknowledged, Deploying, Running"
+    );
+    let project = format!("label=com.docker.compose.project=edge_{name}");
+    let running = docker_cli(
+        &engine,
+        &["ps", "--filter", &project, "--format", "{{.State}}"],
+    );
+    assert_eq!(running, "running");
+    let container = docker_cli(&engine, &["ps", "-q", "--filter", &project]);
+    let env_seen = docker_cli(
+        &engine,
+        &["inspect", "--format", "{{json .Config.Env}}", &container],
+    );
+    assert!(
+        env_seen.contains("GREETING=hello-from-portainer"),
+        "{env_seen}"
+    );
+
+    let broken = wait_statuses(&portainer, 22, 2).await;
+    assert_eq!(codes(&broken), [3, 2]);
+    assert!(
+        broken[1].1.starts_with("failed to validate stack:"),
+        "{broken:?}"
+    );
+    assert!(
+        broken[1].1.len() > "failed to validate stack: ".len(),
+        "compose's words are kept"
+    );
+
+    // Leaving the list removes the stack.
+    portainer.set_status(json!({"status": "IDLE", "checkin": 0.5, "stacks": []}));
+    let statuses = wait_statuses(&portainer, 21, 4).await;
+    assert_eq!(codes(&statuses), [3, 8, 7, 9, 4], "then Removing, Removed");
+    assert_eq!(
+        docker_cli(&engine, &["ps", "-aq", "--filter", &project]),
+        ""
+    );
+    assert!(!data.join("edge_stacks/21").exists());
+    drop(berth);
+    std::fs::remove_dir_all(data).unwrap();
+}
+
+/// On a swarm manager the stack goes through `docker stack deploy`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn swarm_stacks_are_deployed_with_docker_stack() {
+    let Some(engines) = support::berth_process::cluster_engine_hosts() else {
+        return;
+    };
+    let Some(binary) = server_binary() else {
+        return;
+    };
+    let manager = &engines[0];
+    let portainer = TestPortainer::start().await;
+    let chisel = ChiselServer::start(&binary, EDGE_ID, &[]);
+    let key = edge_key(&portainer, &chisel, 1);
+    let data = temp_dir("swarm-stacks");
+    let name = format!("swarm{}", std::process::id());
+    // No IPVS here: DNS round robin instead of a virtual IP.
+    let compose = "version: \"3.3\"\nservices:\n  app:\n    image: berth-test/busybox:latest\n    \
+                   command: [\"sleep\", \"3600\"]\n    deploy:\n      endpoint_mode: dnsrr\n";
+    portainer.set_stack(31, stack_payload(31, &name, compose));
+    portainer.set_status(
+        json!({"status": "IDLE", "checkin": 0.5, "stacks": [{"ID": 31, "Version": 1}]}),
+    );
+    let gossip = free_port().to_string();
+    let mut env = vec![
+        ("EDGE_KEY", key.as_str()),
+        ("AGENT_CLUSTER_PORT", gossip.as_str()),
+    ];
+    env.extend_from_slice(&TOOLS_ENV);
+    let berth = start_edge_berth(manager, &data, &env);
+
+    let statuses = wait_statuses(&portainer, 31, 7).await;
+    assert_eq!(codes(&statuses), [3, 8, 7], "{statuses:?}");
+    let namespace = format!("label=com.docker.stack.namespace=edge_{name}");
+    let replicas = docker_cli(
+        manager,
+        &[
+            "service",
+            "ls",
+            "--filter",
+            &namespace,
+            "--format",
+            "{{.Replicas}}",
+        ],
+    );
+    assert!(replicas.starts_with("1/1"), "{replicas}");
+    portainer.set_status(json!({"status": "IDLE", "checkin": 0.5, "stacks": []}));
+    wait_statuses(&portainer, 31, 4).await;
+    assert_eq!(
+        docker_cli(manager, &["service", "ls", "-q", "--filter", &namespace]),
+        ""
+    );
+    drop(berth);
+    std::fs::remove_dir_all(data).unwrap();
+}

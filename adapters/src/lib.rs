@@ -13,6 +13,7 @@
 //! - [`key_file`]: the `KeyStore` port, the Edge key under `DATA_PATH`.
 //! - [`dial`]: TCP connections, through an HTTP CONNECT proxy if set.
 //! - [`scheduler`]: the `Scheduler` port with the cron crate.
+//! - [`deployer`]: the `Deployer` port with the docker and compose CLIs.
 //! - [`host_scripts`]: the `ScriptHost` port, Edge job scripts run inside
 //!   the host root.
 //! - [`host`]: facts about the machine (its addresses).
@@ -21,6 +22,7 @@
 //!   shutdown.
 
 pub mod clock;
+pub mod deployer;
 pub mod dial;
 pub mod docker;
 pub mod fs;

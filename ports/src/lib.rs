@@ -7,6 +7,7 @@
 
 pub mod body;
 pub mod clock;
+pub mod deployer;
 pub mod docker_engine;
 pub mod files;
 pub mod host_probe;
@@ -21,6 +22,7 @@ pub mod tunnel_client;
 
 pub use body::{empty_body, full_body, Body, BoxError};
 pub use clock::Clock;
+pub use deployer::{DeployError, Deployer, Deployment, ProjectState, StackEngine};
 pub use docker_engine::{DockerEngine, EngineError};
 pub use files::{FileRead, Files, FilesError};
 pub use host_probe::{HostProbe, HostProbeError};

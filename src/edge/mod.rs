@@ -6,6 +6,7 @@
 //! - [`key_page`]: the page where a person pastes a key.
 //! - [`poll`]: asks Portainer what it wants, every `checkin` seconds.
 //! - [`jobs`]: the scheduled scripts the poll answers carry.
+//! - [`stacks`]: the Edge stacks the poll answers list.
 //! - [`tunnel`]: drives the domain's tunnel state machine.
 
 pub mod jobs;
@@ -13,6 +14,7 @@ pub mod key_page;
 pub mod keys;
 pub mod peer_key;
 pub mod poll;
+pub mod stacks;
 pub mod tunnel;
 
 use berth_domain::edge::key::is_peer_proof;

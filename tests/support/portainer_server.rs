@@ -39,6 +39,7 @@ pub struct Seen {
 }
 
 struct State {
+    stacks: std::collections::HashMap<u64, serde_json::Value>,
     mode: Mode,
     status: serde_json::Value,
     version: u64,
@@ -60,6 +61,7 @@ impl TestPortainer {
         let server = TestPortainer {
             addr: listener.local_addr().unwrap(),
             state: Arc::new(Mutex::new(State {
+                stacks: std::collections::HashMap::new(),
                 mode: Mode::Normal,
                 status: serde_json::json!({"status": "IDLE", "checkin": 1}),
                 version: 1,
@@ -95,6 +97,27 @@ impl TestPortainer {
         let mut state = self.state.lock().unwrap();
         state.status = status;
         state.version += 1;
+    }
+
+    /// What `GET /api/endpoints/<id>/edge/stacks/<stack>` answers.
+    pub fn set_stack(&self, id: u64, payload: serde_json::Value) {
+        self.state.lock().unwrap().stacks.insert(id, payload);
+    }
+
+    /// The stack statuses reported for `stack`, in order.
+    pub fn stack_statuses(&self, stack: u64) -> Vec<(u64, String)> {
+        let path = format!("/api/edge_stacks/{stack}/status");
+        self.seen()
+            .into_iter()
+            .filter(|s| s.method == "PUT" && s.path == path)
+            .filter_map(|s| serde_json::from_str::<serde_json::Value>(&s.body).ok())
+            .map(|v| {
+                (
+                    v["Status"].as_u64().unwrap_or(99),
+                    v["Error"].as_str().unwrap_or("").to_string(),
+                )
+            })
+            .collect()
     }
 
     pub fn set_mode(&self, mode: Mode) {
@@ -180,6 +203,16 @@ impl TestPortainer {
             }
             Mode::Normal if path.contains("/edge/jobs/") && path.ends_with("/logs") => {
                 (200, String::new(), None)
+            }
+            Mode::Normal if path.starts_with("/api/edge_stacks/") && path.ends_with("/status") => {
+                (200, String::new(), None)
+            }
+            Mode::Normal if path.contains("/edge/stacks/") => {
+                let id: u64 = path.rsplit('/').next().unwrap_or("").parse().unwrap_or(0);
+                match self.state.lock().unwrap().stacks.get(&id) {
+                    Some(payload) => (200, payload.to_string(), None),
+                    None => (404, r#"{"message":"no such stack"}"#.to_string(), None),
+                }
             }
             Mode::Normal => (404, r#"{"message":"not found"}"#.to_string(), None),
         };

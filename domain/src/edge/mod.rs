@@ -8,5 +8,6 @@ pub mod credentials;
 pub mod fingerprint;
 pub mod key;
 pub mod schedule;
+pub mod stack;
 pub mod status;
 pub mod tunnel;
