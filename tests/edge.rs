@@ -34,14 +34,50 @@ fn edge_key(portainer: &TestPortainer, chisel: &ChiselServer, endpoint: u64) -> 
     ))
 }
 
-fn temp_dir(name: &str) -> std::path::PathBuf {
+/// A folder for one test, removed when the test ends.
+struct TempDir(std::path::PathBuf);
+
+impl std::ops::Deref for TempDir {
+    type Target = std::path::Path;
+
+    fn deref(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn temp_dir(name: &str) -> TempDir {
     let dir = std::env::temp_dir().join(format!(
         "berth-edge-{name}-{}-{}",
         std::process::id(),
         free_port()
     ));
     std::fs::create_dir_all(&dir).unwrap();
-    dir
+    TempDir(dir)
+}
+
+/// What each Edge test starts from: a scripted Portainer, the Go chisel
+/// server, and a data folder. `None` when the suite skips these tests.
+struct EdgeWorld {
+    portainer: TestPortainer,
+    chisel: ChiselServer,
+    data: TempDir,
+}
+
+impl EdgeWorld {
+    async fn start(name: &str) -> Option<EdgeWorld> {
+        let binary = server_binary()?;
+        Some(EdgeWorld {
+            portainer: TestPortainer::start().await,
+            chisel: ChiselServer::start(&binary, EDGE_ID, &[]),
+            data: temp_dir(name),
+        })
+    }
 }
 
 /// One plain-HTTP request (the Edge API and the tunnel are plain HTTP).
@@ -111,13 +147,15 @@ fn start_edge_berth(engine: &str, data: &std::path::Path, extra: &[(&str, &str)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_agent_polls_and_tunnels_signed_requests_to_the_real_engine() {
     let Some(engine) = engine_host() else { return };
-    let Some(binary) = server_binary() else {
+    let Some(EdgeWorld {
+        portainer,
+        mut chisel,
+        data,
+    }) = EdgeWorld::start("tunnel").await
+    else {
         return;
     };
-    let portainer = TestPortainer::start().await;
-    let mut chisel = ChiselServer::start(&binary, EDGE_ID, &[]);
     let key = edge_key(&portainer, &chisel, 1);
-    let data = temp_dir("tunnel");
     let metrics = loopback(free_port());
     let metrics_addr = metrics.to_string();
     let berth = start_edge_berth(
@@ -201,20 +239,21 @@ async fn the_agent_polls_and_tunnels_signed_requests_to_the_real_engine() {
     chisel.wait_for_nth("CLOSED ", 3, WAIT);
     wait_metric(metrics, "berth_edge_tunnel_state", "0").await;
     drop(berth);
-    std::fs::remove_dir_all(data).unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_misbehaving_portainer_never_stops_the_agent() {
     let Some(engine) = engine_host() else { return };
-    let Some(binary) = server_binary() else {
+    let Some(EdgeWorld {
+        portainer,
+        chisel,
+        data,
+    }) = EdgeWorld::start("faults").await
+    else {
         return;
     };
-    let portainer = TestPortainer::start().await;
     portainer.set_status(json!({"status": "IDLE", "checkin": 0.2}));
-    let chisel = ChiselServer::start(&binary, EDGE_ID, &[]);
     let key = edge_key(&portainer, &chisel, 1);
-    let data = temp_dir("faults");
     let berth = start_edge_berth(&engine, &data, &[("EDGE_KEY", &key)]);
     let status_path = "/edge/status";
     let mut expected = portainer.wait_requests(status_path, 2, WAIT).await.len();
@@ -255,18 +294,19 @@ async fn a_misbehaving_portainer_never_stops_the_agent() {
     chisel.wait_for("REMOTE ", Duration::from_secs(60));
     assert!(berth.logged_within("polling Portainer works again", WAIT));
     drop(berth);
-    std::fs::remove_dir_all(data).unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_key_page_checks_keys_and_the_key_is_kept() {
     let Some(engine) = engine_host() else { return };
-    let Some(binary) = server_binary() else {
+    let Some(EdgeWorld {
+        portainer,
+        chisel,
+        data,
+    }) = EdgeWorld::start("page").await
+    else {
         return;
     };
-    let portainer = TestPortainer::start().await;
-    let chisel = ChiselServer::start(&binary, EDGE_ID, &[]);
-    let data = temp_dir("page");
     let page_port = free_port();
     let page_port_text = page_port.to_string();
     let page_env = [
@@ -358,19 +398,20 @@ async fn the_key_page_checks_keys_and_the_key_is_kept() {
     assert_eq!(fetch_ok(berth.addr, ping()).await.0, 204);
     assert!(tokio::net::TcpStream::connect(page).await.is_err());
     drop(berth);
-    std::fs::remove_dir_all(data).unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_global_key_gets_its_endpoint_from_portainer() {
     let Some(engine) = engine_host() else { return };
-    let Some(binary) = server_binary() else {
+    let Some(EdgeWorld {
+        portainer,
+        chisel,
+        data,
+    }) = EdgeWorld::start("global").await
+    else {
         return;
     };
-    let portainer = TestPortainer::start().await;
-    let chisel = ChiselServer::start(&binary, EDGE_ID, &[]);
     let key = edge_key(&portainer, &chisel, 0);
-    let data = temp_dir("global");
     let berth = start_edge_berth(&engine, &data, &[("EDGE_KEY", &key)]);
     let claims = portainer
         .wait_requests("/api/endpoints/global-key", 1, WAIT)
@@ -382,7 +423,6 @@ async fn a_global_key_gets_its_endpoint_from_portainer() {
     );
     portainer.wait_requests(&path, 1, WAIT).await;
     drop(berth);
-    std::fs::remove_dir_all(data).unwrap();
 }
 
 #[test]
@@ -402,15 +442,17 @@ fn edge_mode_without_an_edge_id_is_a_clear_error() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_key_page_works_in_a_browser() {
     let Some(engine) = engine_host() else { return };
-    let Some(binary) = server_binary() else {
-        return;
-    };
     let Some(browser) = support::chromium::chromium_binary() else {
         return;
     };
-    let portainer = TestPortainer::start().await;
-    let chisel = ChiselServer::start(&binary, EDGE_ID, &[]);
-    let data = temp_dir("browser");
+    let Some(EdgeWorld {
+        portainer,
+        chisel,
+        data,
+    }) = EdgeWorld::start("browser").await
+    else {
+        return;
+    };
     let page_port = free_port().to_string();
     let berth = start_edge_berth(
         &engine,
@@ -466,7 +508,6 @@ async fn the_key_page_works_in_a_browser() {
         .await;
     drop(page);
     drop(berth);
-    std::fs::remove_dir_all(data).unwrap();
 }
 
 /// Two Edge agents in one cluster: the one without a key takes it from the
@@ -476,16 +517,19 @@ async fn an_agent_without_a_key_takes_it_from_a_cluster_peer() {
     let Some(engines) = support::berth_process::cluster_engine_hosts() else {
         return;
     };
-    let Some(binary) = server_binary() else {
+    let Some(EdgeWorld {
+        portainer,
+        chisel,
+        data: data_b,
+    }) = EdgeWorld::start("peer-b").await
+    else {
         return;
     };
-    let portainer = TestPortainer::start().await;
-    let chisel = ChiselServer::start(&binary, EDGE_ID, &[]);
     let key = edge_key(&portainer, &chisel, 1);
     let (gossip_b, gossip_c) = (free_port().to_string(), free_port().to_string());
     let seed_b = format!("127.0.0.1:{gossip_b}");
     let seed_c = format!("127.0.0.1:{gossip_c}");
-    let (data_b, data_c) = (temp_dir("peer-b"), temp_dir("peer-c"));
+    let data_c = temp_dir("peer-c");
     let page_port = free_port().to_string();
     let with_key = start_edge_berth(
         &engines[1],
@@ -540,12 +584,10 @@ async fn an_agent_without_a_key_takes_it_from_a_cluster_peer() {
     );
     assert_eq!(fetch_ok(with_key.addr, wrong).await.0, 403);
     drop((with_key, without_key));
-    std::fs::remove_dir_all(data_b).unwrap();
-    std::fs::remove_dir_all(data_c).unwrap();
 }
 
 /// A host root holding busybox as `/bin/sh`, for jobs to run in.
-fn host_root(name: &str) -> std::path::PathBuf {
+fn host_root(name: &str) -> TempDir {
     let root = temp_dir(name);
     std::fs::create_dir_all(root.join("bin")).unwrap();
     std::fs::copy("/bin/busybox", root.join("bin/busybox")).unwrap();
@@ -581,13 +623,15 @@ async fn wait_file_lines(path: &std::path::Path, at_least: usize) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scheduled_jobs_run_in_the_host_root_and_report_their_logs() {
     let Some(engine) = engine_host() else { return };
-    let Some(binary) = server_binary() else {
+    let Some(EdgeWorld {
+        portainer,
+        chisel,
+        data,
+    }) = EdgeWorld::start("jobs").await
+    else {
         return;
     };
-    let portainer = TestPortainer::start().await;
-    let chisel = ChiselServer::start(&binary, EDGE_ID, &[]);
     let key = edge_key(&portainer, &chisel, 1);
-    let data = temp_dir("jobs");
     let root = host_root("jobs-root");
     let marker = format!("berth-job-{}", std::process::id());
     portainer.set_status(json!({"status": "IDLE", "checkin": 0.2, "schedules": [
@@ -656,8 +700,6 @@ async fn scheduled_jobs_run_in_the_host_root_and_report_their_logs() {
         "the removed job no longer runs"
     );
     drop(berth);
-    std::fs::remove_dir_all(data).unwrap();
-    std::fs::remove_dir_all(root).unwrap();
 }
 
 fn stack_payload(id: u64, name: &str, compose: &str) -> serde_json::Value {
@@ -711,13 +753,15 @@ fn codes(statuses: &[(u64, String)]) -> Vec<u64> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn compose_stacks_are_deployed_reported_and_removed() {
     let Some(engine) = engine_host() else { return };
-    let Some(binary) = server_binary() else {
+    let Some(EdgeWorld {
+        portainer,
+        chisel,
+        data,
+    }) = EdgeWorld::start("stacks").await
+    else {
         return;
     };
-    let portainer = TestPortainer::start().await;
-    let chisel = ChiselServer::start(&binary, EDGE_ID, &[]);
     let key = edge_key(&portainer, &chisel, 1);
-    let data = temp_dir("stacks");
     let name = format!("compose{}", std::process::id());
     let compose = "version: \"3\"\nservices:\n  app:\n    image: berth-test/busybox:latest\n    \
                    command: [\"sleep\", \"3600\"]\n    environment:\n      - GREETING=${GREETING}\n";
@@ -775,7 +819,6 @@ async fn compose_stacks_are_deployed_reported_and_removed() {
     );
     assert!(!data.join("edge_stacks/21").exists());
     drop(berth);
-    std::fs::remove_dir_all(data).unwrap();
 }
 
 /// On a swarm manager the stack goes through `docker stack deploy`.
@@ -784,14 +827,16 @@ async fn swarm_stacks_are_deployed_with_docker_stack() {
     let Some(engines) = support::berth_process::cluster_engine_hosts() else {
         return;
     };
-    let Some(binary) = server_binary() else {
+    let manager = &engines[0];
+    let Some(EdgeWorld {
+        portainer,
+        chisel,
+        data,
+    }) = EdgeWorld::start("swarm-stacks").await
+    else {
         return;
     };
-    let manager = &engines[0];
-    let portainer = TestPortainer::start().await;
-    let chisel = ChiselServer::start(&binary, EDGE_ID, &[]);
     let key = edge_key(&portainer, &chisel, 1);
-    let data = temp_dir("swarm-stacks");
     let name = format!("swarm{}", std::process::id());
     // No IPVS here: DNS round robin instead of a virtual IP.
     let compose = "version: \"3.3\"\nservices:\n  app:\n    image: berth-test/busybox:latest\n    \
@@ -830,5 +875,4 @@ async fn swarm_stacks_are_deployed_with_docker_stack() {
         ""
     );
     drop(berth);
-    std::fs::remove_dir_all(data).unwrap();
 }

@@ -64,6 +64,17 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// A tunnel from `server` to a fresh echo server, once the server listens.
+async fn open_tunnel(server: &ChiselServer) -> berth_adapters::tunnel::ChiselTunnel {
+    let target = echo_server().await;
+    let tunnel = client()
+        .open(spec(server, &target, free_port()))
+        .await
+        .unwrap();
+    server.wait_for("REMOTE ", WAIT);
+    tunnel
+}
+
 /// Sends `payload` through the server's forwarded port; returns the echo.
 async fn round_trip(port: u16, payload: &[u8]) -> Vec<u8> {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
@@ -184,12 +195,7 @@ async fn a_dropped_session_is_reported() {
         return;
     };
     let mut server = ChiselServer::start(&binary, EDGE_ID, &[]);
-    let target = echo_server().await;
-    let tunnel = client()
-        .open(spec(&server, &target, free_port()))
-        .await
-        .unwrap();
-    server.wait_for("REMOTE ", WAIT);
+    let tunnel = open_tunnel(&server).await;
     server.drop_sessions();
     let reason = tokio::time::timeout(WAIT, tunnel.closed())
         .await
@@ -203,12 +209,7 @@ async fn a_silent_server_is_noticed_by_keepalives() {
         return;
     };
     let server = ChiselServer::start(&binary, EDGE_ID, &[]);
-    let target = echo_server().await;
-    let tunnel = client()
-        .open(spec(&server, &target, free_port()))
-        .await
-        .unwrap();
-    server.wait_for("REMOTE ", WAIT);
+    let tunnel = open_tunnel(&server).await;
     server.freeze();
     let reason = tokio::time::timeout(WAIT, tunnel.closed())
         .await

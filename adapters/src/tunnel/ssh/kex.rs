@@ -64,16 +64,25 @@ pub struct Agreed {
 }
 
 pub fn client_kexinit(cookie: [u8; 16]) -> Vec<u8> {
-    let ciphers = CIPHERS.join(",");
-    let macs = MACS.join(",");
+    kexinit(
+        cookie,
+        &KEX.join(","),
+        &HOST_KEYS.join(","),
+        &CIPHERS.join(","),
+        &MACS.join(","),
+    )
+}
+
+/// A KEXINIT with the same lists both ways and no compression.
+fn kexinit(cookie: [u8; 16], kex: &str, host_keys: &str, ciphers: &str, macs: &str) -> Vec<u8> {
     Encoder::message(MSG_KEXINIT)
         .raw(&cookie)
-        .string(KEX.join(","))
-        .string(HOST_KEYS.join(","))
-        .string(&ciphers)
-        .string(&ciphers)
-        .string(&macs)
-        .string(&macs)
+        .string(kex)
+        .string(host_keys)
+        .string(ciphers)
+        .string(ciphers)
+        .string(macs)
+        .string(macs)
         .string("none")
         .string("none")
         .string("")
@@ -306,21 +315,13 @@ mod tests {
     use super::*;
 
     fn server_kexinit(host_keys: &str, ciphers: &str) -> Vec<u8> {
-        Encoder::message(MSG_KEXINIT)
-            .raw(&[0; 16])
-            .string("curve25519-sha256@libssh.org,ecdh-sha2-nistp256")
-            .string(host_keys)
-            .string(ciphers)
-            .string(ciphers)
-            .string("hmac-sha2-256-etm@openssh.com")
-            .string("hmac-sha2-256-etm@openssh.com")
-            .string("none")
-            .string("none")
-            .string("")
-            .string("")
-            .boolean(false)
-            .u32(0)
-            .finish()
+        kexinit(
+            [0; 16],
+            "curve25519-sha256@libssh.org,ecdh-sha2-nistp256",
+            host_keys,
+            ciphers,
+            "hmac-sha2-256-etm@openssh.com",
+        )
     }
 
     #[test]
