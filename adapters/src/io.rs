@@ -9,7 +9,7 @@ use std::task::{Context, Poll};
 use hyper::rt::{Read, ReadBufCursor, Write};
 use hyper_util::client::legacy::connect::{Connected, Connection};
 use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 pub(crate) struct PooledIo<S>(TokioIo<S>);
 
@@ -96,4 +96,53 @@ pub(crate) fn root_cause(error: &(dyn std::error::Error + 'static)) -> String {
         deepest = source;
     }
     deepest.to_string()
+}
+
+/// One of two stream types (a unix or a TCP engine socket, a TLS or a plain
+/// peer connection), read and written as whichever it is. Shutting down
+/// closes only the write half, so a client's end of input reaches the far
+/// side while its output keeps flowing back.
+pub(crate) enum EitherStream<A, B> {
+    Left(A),
+    Right(B),
+}
+
+impl<A: AsyncRead + Unpin, B: AsyncRead + Unpin> AsyncRead for EitherStream<A, B> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            EitherStream::Left(s) => Pin::new(s).poll_read(cx, buf),
+            EitherStream::Right(s) => Pin::new(s).poll_read(cx, buf),
+        }
+    }
+}
+
+impl<A: AsyncWrite + Unpin, B: AsyncWrite + Unpin> AsyncWrite for EitherStream<A, B> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            EitherStream::Left(s) => Pin::new(s).poll_write(cx, buf),
+            EitherStream::Right(s) => Pin::new(s).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            EitherStream::Left(s) => Pin::new(s).poll_flush(cx),
+            EitherStream::Right(s) => Pin::new(s).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            EitherStream::Left(s) => Pin::new(s).poll_shutdown(cx),
+            EitherStream::Right(s) => Pin::new(s).poll_shutdown(cx),
+        }
+    }
 }

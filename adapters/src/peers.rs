@@ -18,12 +18,11 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use rustls::pki_types::ServerName;
 use rustls::ClientConfig;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 
-use crate::io::{is_timeout, root_cause, timed_out, PooledIo};
+use crate::io::{is_timeout, root_cause, timed_out, EitherStream, PooledIo};
 
 #[derive(Clone)]
 pub struct HttpsPeers {
@@ -116,50 +115,7 @@ struct PeerConnector {
 }
 
 /// A connection to a peer: TLS for standard agents, plain for Edge ones.
-enum PeerStream {
-    Tls(Box<TlsStream<TcpStream>>),
-    Plain(TcpStream),
-}
-
-impl AsyncRead for PeerStream {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            PeerStream::Tls(stream) => Pin::new(stream.as_mut()).poll_read(cx, buf),
-            PeerStream::Plain(stream) => Pin::new(stream).poll_read(cx, buf),
-        }
-    }
-}
-
-impl AsyncWrite for PeerStream {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            PeerStream::Tls(stream) => Pin::new(stream.as_mut()).poll_write(cx, buf),
-            PeerStream::Plain(stream) => Pin::new(stream).poll_write(cx, buf),
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            PeerStream::Tls(stream) => Pin::new(stream.as_mut()).poll_flush(cx),
-            PeerStream::Plain(stream) => Pin::new(stream).poll_flush(cx),
-        }
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            PeerStream::Tls(stream) => Pin::new(stream.as_mut()).poll_shutdown(cx),
-            PeerStream::Plain(stream) => Pin::new(stream).poll_shutdown(cx),
-        }
-    }
-}
+type PeerStream = EitherStream<Box<TlsStream<TcpStream>>, TcpStream>;
 
 impl tower_service::Service<Uri> for PeerConnector {
     type Response = PooledIo<PeerStream>;
@@ -187,8 +143,8 @@ impl tower_service::Service<Uri> for PeerConnector {
                     Some(tls) => tls
                         .connect(ServerName::IpAddress(address.ip().into()), tcp)
                         .await
-                        .map(|stream| PeerStream::Tls(Box::new(stream))),
-                    None => Ok(PeerStream::Plain(tcp)),
+                        .map(|stream| EitherStream::Left(Box::new(stream))),
+                    None => Ok(EitherStream::Right(tcp)),
                 }
             };
             match tokio::time::timeout(timeout, connect).await {

@@ -8,10 +8,9 @@ use std::time::Duration;
 
 use berth_domain::options::DockerHost;
 use http::Uri;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpStream, UnixStream};
 
-use crate::io::{timed_out, PooledIo};
+use crate::io::{timed_out, EitherStream, PooledIo};
 
 #[derive(Clone)]
 pub(super) struct EngineConnector {
@@ -41,12 +40,12 @@ impl tower_service::Service<Uri> for EngineConnector {
             let connect = async {
                 match &host {
                     DockerHost::Unix { path } => {
-                        UnixStream::connect(path).await.map(EngineStream::Unix)
+                        UnixStream::connect(path).await.map(EitherStream::Left)
                     }
                     DockerHost::Tcp { host, port } => {
                         let stream = TcpStream::connect((host.as_str(), *port)).await?;
                         stream.set_nodelay(true)?;
-                        Ok(EngineStream::Tcp(stream))
+                        Ok(EitherStream::Right(stream))
                     }
                 }
             };
@@ -58,49 +57,5 @@ impl tower_service::Service<Uri> for EngineConnector {
     }
 }
 
-pub(super) enum EngineStream {
-    Unix(UnixStream),
-    Tcp(TcpStream),
-}
-
-impl AsyncRead for EngineStream {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            EngineStream::Unix(s) => Pin::new(s).poll_read(cx, buf),
-            EngineStream::Tcp(s) => Pin::new(s).poll_read(cx, buf),
-        }
-    }
-}
-
-impl AsyncWrite for EngineStream {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            EngineStream::Unix(s) => Pin::new(s).poll_write(cx, buf),
-            EngineStream::Tcp(s) => Pin::new(s).poll_write(cx, buf),
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            EngineStream::Unix(s) => Pin::new(s).poll_flush(cx),
-            EngineStream::Tcp(s) => Pin::new(s).poll_flush(cx),
-        }
-    }
-
-    /// Shuts down only the write half, so a client's end of input reaches
-    /// the engine while the engine's output keeps flowing back.
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            EngineStream::Unix(s) => Pin::new(s).poll_shutdown(cx),
-            EngineStream::Tcp(s) => Pin::new(s).poll_shutdown(cx),
-        }
-    }
-}
+/// The engine's socket: unix or TCP.
+pub(super) type EngineStream = EitherStream<UnixStream, TcpStream>;
