@@ -28,8 +28,6 @@ use berth_domain::options::Options;
 use berth_ports::Membership;
 use tracing::{error, info, warn};
 
-/// Connections served at once; more wait in the kernel's accept queue.
-const MAX_CONNECTIONS: usize = 4096;
 /// How long `berth healthcheck` waits for `/ping`.
 const HEALTHCHECK_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long leaving the cluster may hold up the exit.
@@ -120,7 +118,7 @@ async fn run(options: Options) -> Result<(), String> {
         header_timeout: options.timeouts.header,
         idle_timeout: options.timeouts.idle,
         shutdown_timeout: options.timeouts.shutdown,
-        max_connections: MAX_CONNECTIONS,
+        max_connections: options.max_connections,
     };
     let edge = options.edge.enabled;
     if options.edge.asynchronous {

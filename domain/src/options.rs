@@ -198,6 +198,13 @@ pub const OPTION_SPECS: &[OptionSpec] = &[
         "How often engine facts (node name, swarm role) are refreshed (berth)",
     ),
     spec(
+        "AGENT_MAX_CONNECTIONS",
+        "max-connections",
+        K::Integer,
+        Some("4096"),
+        "Client connections served at once; beyond, a clear 503 (berth)",
+    ),
+    spec(
         "ASSETS_PATH",
         "assets",
         K::Text,
@@ -606,6 +613,7 @@ pub struct Options {
     pub metrics_addr: Option<SocketAddr>,
     pub timeouts: Timeouts,
     pub facts_interval: Duration,
+    pub max_connections: usize,
     pub assets_path: String,
     pub data_path: String,
     pub host_root: String,
@@ -716,6 +724,7 @@ impl Reader<'_> {
 
 const EXPECT_DURATION: &str = "a duration such as 72h, 30m, 10s or 500ms";
 const EXPECT_PORT: &str = "a port number from 0 to 65535";
+const EXPECT_CONNECTIONS: &str = "a number of connections from 1 to 1000000";
 const EXPECT_IP: &str = "an IP address such as 0.0.0.0 or 10.0.0.5 (not a host name)";
 const EXPECT_FLAG: &str = "a boolean: 1, true, 0 or false";
 const EXPECT_INTEGER: &str = "a whole number";
@@ -833,6 +842,11 @@ impl Options {
                 shutdown: r.duration("AGENT_SHUTDOWN_TIMEOUT")?,
             },
             facts_interval: r.duration("AGENT_FACTS_INTERVAL")?,
+            max_connections: r.with_default("AGENT_MAX_CONNECTIONS", EXPECT_CONNECTIONS, |v| {
+                v.parse::<usize>()
+                    .ok()
+                    .filter(|n| (1..=1_000_000).contains(n))
+            })?,
             assets_path: r.required_text("ASSETS_PATH"),
             data_path: r.required_text("DATA_PATH"),
             host_root: r.required_text("AGENT_HOST_ROOT"),

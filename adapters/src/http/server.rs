@@ -89,15 +89,12 @@ impl HttpServer {
             open,
         } = self;
         let permits = Arc::new(Semaphore::new(limits.max_connections));
+        let refusals = Arc::new(Semaphore::new(MAX_REFUSALS));
         let (stop_sender, stop) = watch::channel(false);
         let (finished_sender, mut all_finished) = mpsc::channel::<()>(1);
         tokio::pin!(shutdown);
         let mut backoff = Duration::from_millis(10);
         loop {
-            let permit = tokio::select! {
-                permit = Arc::clone(&permits).acquire_owned() => permit.expect("the semaphore is never closed"),
-                () = &mut shutdown => break,
-            };
             let accepted = tokio::select! {
                 accepted = listener.accept() => accepted,
                 () = &mut shutdown => break,
@@ -105,6 +102,20 @@ impl HttpServer {
             match accepted {
                 Ok((stream, peer)) => {
                     backoff = Duration::from_millis(10);
+                    let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
+                        // Over the limit: say so, rather than leave the
+                        // client waiting in the accept queue.
+                        if let Ok(refusal) = Arc::clone(&refusals).try_acquire_owned() {
+                            let acceptor = acceptor.clone();
+                            let max = limits.max_connections;
+                            let timeout = limits.header_timeout;
+                            tokio::spawn(async move {
+                                refuse(stream, acceptor, max, timeout).await;
+                                drop(refusal);
+                            });
+                        }
+                        continue;
+                    };
                     let connection = Connection {
                         acceptor: acceptor.clone(),
                         limits,
@@ -137,6 +148,44 @@ impl HttpServer {
             );
         }
     }
+}
+
+/// Refusals answered at once; beyond that, extra connections are closed.
+const MAX_REFUSALS: usize = 64;
+
+/// Answers a connection over the limit with a 503 in the Portainer shape,
+/// then closes it gently (the request is read and discarded first, so the
+/// client sees the answer rather than a reset).
+async fn refuse(stream: TcpStream, acceptor: Option<TlsAcceptor>, max: usize, timeout: Duration) {
+    let body = format!(
+        r#"{{"message":"Too many connections","details":"The agent serves at most {max} connections at once; retry later"}}"#
+    );
+    let answer = format!(
+        "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nRetry-After: 1\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let exchange = async {
+        match acceptor {
+            Some(acceptor) => {
+                answer_and_close(acceptor.accept(stream).await?, answer.as_bytes()).await
+            }
+            None => answer_and_close(stream, answer.as_bytes()).await,
+        }
+    };
+    let _ = tokio::time::timeout(timeout, exchange).await;
+}
+
+async fn answer_and_close<S: AsyncRead + AsyncWrite + Unpin>(
+    mut stream: S,
+    answer: &[u8],
+) -> io::Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut request = [0u8; 4096];
+    // The request head, if it comes soon, so closing does not reset.
+    let _ = tokio::time::timeout(Duration::from_millis(500), stream.read(&mut request)).await;
+    stream.write_all(answer).await?;
+    stream.shutdown().await
 }
 
 /// Counts a connection as open while it lives.

@@ -1,0 +1,191 @@
+//! The properties the fuzz targets (`fuzz/`) check, shared with
+//! `tests/fuzz_regressions.rs`, which replays every input a fuzz run ever
+//! found (`fixtures/fuzz/<target>/`). Each function panics only when a
+//! property fails.
+
+use std::sync::OnceLock;
+
+use berth_domain::browse::{check_volume_id, confine, confine_host_path, parse_range};
+use berth_domain::edge::key::EdgeKey;
+use berth_domain::engine::{EngineFacts, SwarmRole};
+use berth_domain::routing::{self, BrowseOp, LocalView, RequestHead};
+use berth_domain::signature::{Check, Credentials, SignaturePolicy};
+
+/// Splits fuzz input into `n` text fields at NUL bytes.
+fn fields(data: &[u8], n: usize) -> Vec<String> {
+    let mut parts: Vec<String> = data
+        .splitn(n, |b| *b == 0)
+        .map(|p| String::from_utf8_lossy(p).into_owned())
+        .collect();
+    parts.resize(n, String::new());
+    parts
+}
+
+/// Routing never panics, and the version prefix it strips is a prefix.
+pub fn routing(data: &[u8]) {
+    let parts = fields(data, 4);
+    let flags = data.first().copied().unwrap_or(0);
+    let facts = EngineFacts {
+        node_name: parts[3].clone(),
+        role: match flags % 4 {
+            0 => SwarmRole::Standalone,
+            1 => SwarmRole::Worker,
+            2 => SwarmRole::Manager { leader: false },
+            _ => SwarmRole::Manager { leader: true },
+        },
+        node_id: String::new(),
+        engine_version: String::new(),
+    };
+    let head = RequestHead {
+        method: &parts[0],
+        path: &parts[1],
+        target: Some(parts[2].as_str()).filter(|t| !t.is_empty()),
+        manager_operation: flags & 4 != 0,
+        forwarded: flags & 8 != 0,
+    };
+    let _ = routing::route(
+        &head,
+        LocalView {
+            facts: &facts,
+            clustered: flags & 16 != 0,
+        },
+    );
+    let stripped = routing::strip_version_prefix(&parts[1]);
+    assert!(parts[1].ends_with(stripped));
+}
+
+/// A key that parses encodes back to one that parses to the same key.
+pub fn edge_key(data: &[u8]) {
+    let text = String::from_utf8_lossy(data);
+    if let Ok(key) = EdgeKey::parse(&text) {
+        assert_eq!(EdgeKey::parse(&key.encode()), Ok(key));
+    }
+}
+
+/// Arbitrary signature headers never panic and never pass without the
+/// expensive verification.
+pub fn signature_headers(data: &[u8]) {
+    let parts = fields(data, 2);
+    let policy = SignaturePolicy::new(None, [7; 32], 16);
+    let credentials = Credentials {
+        public_key: Some(parts[0].as_str()).filter(|p| !p.is_empty()),
+        signature: Some(parts[1].as_str()).filter(|s| !s.is_empty()),
+    };
+    match policy.check(credentials) {
+        Check::Accepted => panic!("unverified headers were accepted"),
+        Check::Rejected(_) => {}
+        Check::Verify(pending) => {
+            let _ = pending.verify();
+        }
+    }
+}
+
+/// Confined paths hold only plain components; ranges stay in the file.
+pub fn browse_paths(data: &[u8]) {
+    let parts = fields(data, 3);
+    for confined in [confine(&parts[0]), confine_host_path(&parts[0])]
+        .into_iter()
+        .flatten()
+    {
+        for component in confined.components() {
+            assert!(!component.is_empty() && component != "." && component != "..");
+            assert!(!component.contains(['/', '\\', '\0']), "{component:?}");
+        }
+    }
+    let _ = check_volume_id(&parts[1]);
+    let size = u64::from(data.len() as u32);
+    if let Ok(Some(range)) = parse_range(Some(&parts[2]), size) {
+        assert!(range.first <= range.last && range.last < size, "{range:?}");
+    }
+}
+
+/// A multipart upload body, whatever its bytes, ends in an answer.
+pub fn multipart_upload(data: &[u8]) {
+    static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+    let runtime = RUNTIME.get_or_init(|| {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("a runtime")
+    });
+    let request = http::Request::post("/browse/put?volumeID=data")
+        .header("content-type", "multipart/form-data; boundary=XyZ")
+        .body(berth_ports::full_body(data.to_vec()))
+        .unwrap();
+    let answer = runtime.block_on(berth::browse::browse(
+        &SinkFiles,
+        BrowseOp::Put,
+        None,
+        request,
+    ));
+    if let Err(error) = answer {
+        assert!((400..600).contains(&error.status()), "{error:?}");
+    }
+}
+
+/// A `Files` port that takes uploads and forgets them.
+#[derive(Clone)]
+struct SinkFiles;
+
+impl berth_ports::Files for SinkFiles {
+    async fn list(
+        &self,
+        _: &berth_domain::browse::BrowseRoot,
+        _: &berth_domain::browse::ConfinedPath,
+    ) -> Result<Vec<berth_domain::browse::FileEntry>, berth_ports::FilesError> {
+        Err(berth_ports::FilesError::NotFound(String::new()))
+    }
+
+    async fn read(
+        &self,
+        _: &berth_domain::browse::BrowseRoot,
+        _: &berth_domain::browse::ConfinedPath,
+        _: Option<berth_domain::browse::ByteRange>,
+    ) -> Result<berth_ports::FileRead, berth_ports::FilesError> {
+        Err(berth_ports::FilesError::NotFound(String::new()))
+    }
+
+    async fn size(
+        &self,
+        _: &berth_domain::browse::BrowseRoot,
+        _: &berth_domain::browse::ConfinedPath,
+    ) -> Result<u64, berth_ports::FilesError> {
+        Err(berth_ports::FilesError::NotFound(String::new()))
+    }
+
+    async fn delete(
+        &self,
+        _: &berth_domain::browse::BrowseRoot,
+        _: &berth_domain::browse::ConfinedPath,
+    ) -> Result<(), berth_ports::FilesError> {
+        Err(berth_ports::FilesError::NotFound(String::new()))
+    }
+
+    async fn write(
+        &self,
+        _: &berth_domain::browse::BrowseRoot,
+        _: &berth_domain::browse::ConfinedPath,
+        name: &str,
+        body: berth_ports::Body,
+    ) -> Result<u64, berth_ports::FilesError> {
+        use http_body_util::BodyExt;
+        assert!(
+            !name.contains('/') && name != ".." && !name.is_empty(),
+            "{name:?}"
+        );
+        let bytes = body
+            .collect()
+            .await
+            .map_err(|e| berth_ports::FilesError::Other(e.to_string()))?
+            .to_bytes();
+        Ok(bytes.len() as u64)
+    }
+
+    async fn rename(
+        &self,
+        _: &berth_domain::browse::BrowseRoot,
+        _: &berth_domain::browse::ConfinedPath,
+        _: &berth_domain::browse::ConfinedPath,
+    ) -> Result<(), berth_ports::FilesError> {
+        Err(berth_ports::FilesError::NotFound(String::new()))
+    }
+}
