@@ -7,7 +7,7 @@ use berth::edge::jobs::EdgeJobs;
 use berth::edge::key_page::{self, PAGE_LIFETIME};
 use berth::edge::keys::EdgeKeys;
 use berth::edge::peer_key::fetch_from_peers;
-use berth::edge::poll::{local_time_zone, PollIdentity, Poller};
+use berth::edge::poll::{follow, local_time_zone, PollIdentity, Poller};
 use berth::edge::stacks::EdgeStacks;
 use berth::edge::tunnel::{self, Activity, TunnelGauge, TunnelHandle, TunnelSettings};
 use berth::edge::EdgeGate;
@@ -137,7 +137,7 @@ pub async fn start(
             jobs_edge_id,
             job_timeout,
         );
-        tokio::spawn(jobs.run(poller.answers()));
+        tokio::spawn(follow(jobs, poller.answers()));
         let stacks = EdgeStacks::new(
             CliDeployer::new(assets, docker_host, STACK_TOOL_TIMEOUT),
             api_client_for_stacks,
@@ -145,7 +145,7 @@ pub async fn start(
             stacks_folder,
             stacks_facts,
         );
-        tokio::spawn(stacks.run(poller.answers()));
+        tokio::spawn(follow(stacks, poller.answers()));
         poller.run().await;
     });
     Ok(EdgeMode { gate, gauge })

@@ -10,10 +10,9 @@ use std::time::Duration;
 use berth_domain::edge::schedule::{diff, parse_schedules, Schedule};
 use berth_ports::{EdgeCall, JobRun, PortainerApi, Scheduler, ScriptHost, ScriptOutcome};
 use http::Method;
-use tokio::sync::watch;
 use tracing::{info, warn};
 
-use super::poll::PollWork;
+use super::poll::{PollWork, PollWorker};
 
 /// Log uploads are small; Portainer answers quickly or not at all.
 const UPLOAD_TIMEOUT: Duration = Duration::from_secs(30);
@@ -39,16 +38,6 @@ impl<S: Scheduler, H: ScriptHost, A: PortainerApi> EdgeJobs<S, H, A> {
             timeout,
             running: BTreeMap::new(),
             reported: BTreeSet::new(),
-        }
-    }
-
-    /// Applies each poll answer as it comes.
-    pub async fn run(mut self, mut answers: watch::Receiver<Option<PollWork>>) {
-        while answers.changed().await.is_ok() {
-            let work = answers.borrow_and_update().clone();
-            if let Some(work) = work {
-                self.apply(&work).await;
-            }
         }
     }
 
@@ -157,5 +146,11 @@ impl<S: Scheduler, H: ScriptHost, A: PortainerApi> EdgeJobs<S, H, A> {
             ),
             Err(error) => warn!(job = id, %error, "the job log could not be sent"),
         }
+    }
+}
+
+impl<S: Scheduler, H: ScriptHost, A: PortainerApi> PollWorker for EdgeJobs<S, H, A> {
+    async fn apply(&mut self, work: &PollWork) {
+        EdgeJobs::apply(self, work).await;
     }
 }

@@ -36,6 +36,22 @@ pub struct PollWork {
     pub endpoint_id: u64,
 }
 
+/// Work that follows the poll answers on its own task (jobs, stacks).
+pub trait PollWorker: Send + 'static {
+    fn apply(&mut self, work: &PollWork) -> impl std::future::Future<Output = ()> + Send;
+}
+
+/// Hands each poll answer to `worker`, the latest one when it falls behind,
+/// until the poller ends.
+pub async fn follow<W: PollWorker>(mut worker: W, mut answers: watch::Receiver<Option<PollWork>>) {
+    while answers.changed().await.is_ok() {
+        let work = answers.borrow_and_update().clone();
+        if let Some(work) = work {
+            worker.apply(&work).await;
+        }
+    }
+}
+
 /// The identity the agent polls with.
 #[derive(Debug, Clone)]
 pub struct PollIdentity {

@@ -16,10 +16,9 @@ use berth_ports::{
     DeployError, Deployer, Deployment, EdgeCall, PortainerApi, ProjectState, StackEngine,
 };
 use http::Method;
-use tokio::sync::watch;
 use tracing::{info, warn};
 
-use super::poll::PollWork;
+use super::poll::{PollWork, PollWorker};
 use crate::facts::FactsReceiver;
 
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
@@ -58,15 +57,6 @@ impl<D: Deployer, A: PortainerApi> EdgeStacks<D, A> {
             folder,
             facts,
             deployed: BTreeMap::new(),
-        }
-    }
-
-    pub async fn run(mut self, mut answers: watch::Receiver<Option<PollWork>>) {
-        while answers.changed().await.is_ok() {
-            let work = answers.borrow_and_update().clone();
-            if let Some(work) = work {
-                self.apply(&work).await;
-            }
         }
     }
 
@@ -306,4 +296,10 @@ async fn write_files(folder: &Path, payload: &StackPayload) -> std::io::Result<(
         tokio::fs::set_permissions(&path, std::fs::Permissions::from_mode(file.mode)).await?;
     }
     Ok(())
+}
+
+impl<D: Deployer, A: PortainerApi> PollWorker for EdgeStacks<D, A> {
+    async fn apply(&mut self, work: &PollWork) {
+        EdgeStacks::apply(self, work).await;
+    }
 }
