@@ -9,12 +9,10 @@
 
 use std::future::Future;
 
-use crate::coalesce::Coalesced;
 use berth_domain::error::AgentError;
 use berth_ports::{Body, DockerEngine, EngineError};
 use http::header::{HeaderName, CONNECTION, TRANSFER_ENCODING, UPGRADE};
 use http::{HeaderMap, Request, Response, StatusCode};
-use http_body_util::BodyExt as _;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use tracing::debug;
@@ -75,7 +73,7 @@ where
         return Ok(response);
     }
     strip_hop_by_hop(response.headers_mut(), false);
-    Ok(response.map(|body| Coalesced::new(body).boxed_unsync()))
+    Ok(response)
 }
 
 /// Reads a whole body, refusing one larger than `limit`. (Not
