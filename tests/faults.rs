@@ -107,6 +107,18 @@ impl Drop for OwnEngine {
     }
 }
 
+/// One request on a fresh connection to berth; the answer's head and body.
+async fn send(
+    addr: std::net::SocketAddr,
+    request: Request<http_body_util::Full<Bytes>>,
+) -> http::Response<hyper::body::Incoming> {
+    berth_sender(addr)
+        .await
+        .send_request(request)
+        .await
+        .unwrap()
+}
+
 /// Whether a process runs (a zombie does not count).
 fn is_running(pid: &str) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
@@ -155,15 +167,15 @@ async fn a_killed_engine_ends_streams_cleanly_and_is_served_again_when_back() {
     let berth = BerthProcess::start(&[("DOCKER_HOST", &engine.host())]);
 
     // A followed log stream, ticking.
-    let mut logs = berth_sender(berth.addr).await;
-    let response = logs
-        .send_request(request(
+    let response = send(
+        berth.addr,
+        request(
             "GET",
             &format!("/containers/{ticker}/logs?follow=1&stdout=1"),
             "",
-        ))
-        .await
-        .unwrap();
+        ),
+    )
+    .await;
     assert_eq!(response.status(), 200);
     let mut log_body = response.into_body();
     let first = tokio::time::timeout(Duration::from_secs(10), log_body.frame()).await;
@@ -216,21 +228,13 @@ async fn a_killed_engine_ends_streams_cleanly_and_is_served_again_when_back() {
     drop(chunks);
 
     // berth itself is fine, and says the engine is gone.
-    let mut again = berth_sender(berth.addr).await;
-    let down = again
-        .send_request(request("GET", "/_ping", ""))
-        .await
-        .unwrap();
+    let down = send(berth.addr, request("GET", "/_ping", "")).await;
     assert_eq!(down.status(), 502);
 
     engine.restart();
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let mut sender = berth_sender(berth.addr).await;
-        let up = sender
-            .send_request(request("GET", "/_ping", ""))
-            .await
-            .unwrap();
+        let up = send(berth.addr, request("GET", "/_ping", "")).await;
         if up.status() == 200 {
             break;
         }
@@ -311,31 +315,23 @@ async fn a_dead_peer_bounds_forwarded_requests_and_lists_without_leaking() {
     // Both agents see each other, and a list reaches both nodes.
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let mut sender = berth_sender(front.addr).await;
-        let answer = sender.send_request(to_peer("/_ping")).await.unwrap();
-        if answer.status() == 200 {
+        if send(front.addr, to_peer("/_ping")).await.status() == 200 {
             break;
         }
         assert!(Instant::now() < deadline, "the cluster never formed");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let mut sender = berth_sender(front.addr).await;
-    let list = sender
-        .send_request(request("GET", "/containers/json", ""))
-        .await
-        .unwrap();
+    let list = send(front.addr, request("GET", "/containers/json", "")).await;
     assert_eq!(list.status(), 200);
     let _ = list.into_body().collect().await;
     let baseline = open_files(front.pid());
 
     // A log stream from the peer's node, through the front agent.
-    let mut logs = berth_sender(front.addr).await;
-    let response = logs
-        .send_request(to_peer(&format!(
-            "/containers/{ticker}/logs?follow=1&stdout=1"
-        )))
-        .await
-        .unwrap();
+    let response = send(
+        front.addr,
+        to_peer(&format!("/containers/{ticker}/logs?follow=1&stdout=1")),
+    )
+    .await;
     assert_eq!(response.status(), 200);
     let mut body = response.into_body();
     assert!(matches!(
@@ -352,11 +348,7 @@ async fn a_dead_peer_bounds_forwarded_requests_and_lists_without_leaking() {
         .unwrap()
         .success());
     let started = Instant::now();
-    let mut sender = berth_sender(front.addr).await;
-    let list = sender
-        .send_request(request("GET", "/containers/json", ""))
-        .await
-        .unwrap();
+    let list = send(front.addr, request("GET", "/containers/json", "")).await;
     assert_eq!(list.status(), 200);
     let unavailable = list
         .headers()
@@ -382,7 +374,7 @@ async fn a_dead_peer_bounds_forwarded_requests_and_lists_without_leaking() {
     })
     .await;
     assert!(ended.is_ok(), "the forwarded stream outlived the peer");
-    drop((body, logs, sender));
+    drop(body);
 
     // Nothing stays open on the front agent for the dead peer.
     let deadline = Instant::now() + Duration::from_secs(15);

@@ -12,7 +12,7 @@ use http::{Request, Uri};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper_util::rt::TokioIo;
 use rustls::pki_types::ServerName;
-use rustls::RootCertStore;
+use rustls::{ClientConfig, RootCertStore};
 
 use crate::http::tls;
 
@@ -36,6 +36,10 @@ pub struct PortainerHttp {
     /// The URL's path, prefixed to every call's path.
     base_path: String,
     tls: PortainerTls,
+    /// Built once when no file is involved (system roots, or
+    /// `EDGE_INSECURE_POLL`); with `MTLS_*` files it is rebuilt per call,
+    /// so rotated files are used.
+    fixed_tls: Option<Arc<ClientConfig>>,
     system_roots: Arc<RootCertStore>,
     proxy: Option<String>,
 }
@@ -61,13 +65,29 @@ impl PortainerHttp {
             .ok_or_else(|| format!("the Portainer URL {url:?} has no host"))?
             .trim_matches(['[', ']'])
             .to_string();
+        let uses_files = !tls.insecure && (tls.ca.is_some() || tls.cert.is_some());
+        // The system's CA store is read only when it can be used.
+        let system_roots = Arc::new(if secure && !tls.insecure && tls.ca.is_none() {
+            tls::system_roots()
+        } else {
+            RootCertStore::empty()
+        });
+        let fixed_tls = if secure && !uses_files {
+            Some(
+                tls::portainer_client_config(tls.insecure, None, None, &system_roots)
+                    .map_err(|e| e.to_string())?,
+            )
+        } else {
+            None
+        };
         Ok(PortainerHttp {
+            fixed_tls,
             secure,
             port: uri.port_u16().unwrap_or(if secure { 443 } else { 80 }),
             host,
             base_path: uri.path().trim_end_matches('/').to_string(),
             tls,
-            system_roots: Arc::new(tls::system_roots()),
+            system_roots,
             proxy,
         })
     }
@@ -103,14 +123,16 @@ impl PortainerHttp {
             .body(Full::new(Bytes::from(call.body)))
             .map_err(|e| unreachable(format!("cannot build the request: {e}")))?;
         let response = if self.secure {
-            let client = self.tls.cert.as_deref().zip(self.tls.key.as_deref());
-            let config = tls::portainer_client_config(
-                self.tls.insecure,
-                self.tls.ca.as_deref(),
-                client,
-                &self.system_roots,
-            )
-            .map_err(|e| unreachable(e.to_string()))?;
+            let config = match &self.fixed_tls {
+                Some(config) => Arc::clone(config),
+                None => tls::portainer_client_config(
+                    self.tls.insecure,
+                    self.tls.ca.as_deref(),
+                    self.tls.cert.as_deref().zip(self.tls.key.as_deref()),
+                    &self.system_roots,
+                )
+                .map_err(|e| unreachable(e.to_string()))?,
+            };
             let name = ServerName::try_from(self.host.clone())
                 .map_err(|e| unreachable(format!("bad server name: {e}")))?;
             let stream = tokio_rustls::TlsConnector::from(config)

@@ -11,17 +11,25 @@ use std::time::Duration;
 /// The engine the test suite runs against (`scripts/test` sets it).
 /// `None` means the engine tests are skipped on purpose.
 pub fn engine_host() -> Option<String> {
-    if let Ok(host) = std::env::var("BERTH_TEST_DOCKER_HOST") {
-        return Some(host);
+    from_env_or_skip(
+        "BERTH_TEST_DOCKER_HOST",
+        "a Docker engine",
+        "run scripts/test, which starts one, or set \
+         BERTH_TEST_DOCKER_HOST=unix:///path/docker.sock",
+    )
+}
+
+/// The value of `variable`, which `scripts/test` sets; `None`, said
+/// aloud, when `BERTH_SKIP_ENGINE_TESTS=1` skips what needs `what`.
+pub fn from_env_or_skip(variable: &str, what: &str, hint: &str) -> Option<String> {
+    if let Ok(value) = std::env::var(variable) {
+        return Some(value);
     }
     if std::env::var("BERTH_SKIP_ENGINE_TESTS").is_ok_and(|v| v == "1") {
-        eprintln!("BERTH_SKIP_ENGINE_TESTS=1: skipping a test that needs a Docker engine");
+        eprintln!("BERTH_SKIP_ENGINE_TESTS=1: skipping a test that needs {what}");
         return None;
     }
-    panic!(
-        "no Docker engine for the tests: run scripts/test, which starts one, or set \
-         BERTH_TEST_DOCKER_HOST=unix:///path/docker.sock (BERTH_SKIP_ENGINE_TESTS=1 skips these tests)"
-    );
+    panic!("no {what} for the tests: {hint} (BERTH_SKIP_ENGINE_TESTS=1 skips these tests)");
 }
 
 /// The socket path of `engine_host()`.

@@ -19,14 +19,11 @@ pub struct ChiselServer {
 
 /// The server binary, or `None` when the suite skips what needs it.
 pub fn server_binary() -> Option<String> {
-    if let Ok(path) = std::env::var("BERTH_TEST_CHISEL_SERVER") {
-        return Some(path);
-    }
-    if std::env::var("BERTH_SKIP_ENGINE_TESTS").is_ok_and(|v| v == "1") {
-        eprintln!("BERTH_SKIP_ENGINE_TESTS=1: skipping a test that needs the Go chisel server");
-        return None;
-    }
-    panic!("no chisel test server: run scripts/test, which builds it (BERTH_TEST_CHISEL_SERVER)");
+    super::berth_process::from_env_or_skip(
+        "BERTH_TEST_CHISEL_SERVER",
+        "the Go chisel server",
+        "run scripts/test, which builds it (BERTH_TEST_CHISEL_SERVER)",
+    )
 }
 
 impl ChiselServer {

@@ -16,14 +16,11 @@ use tokio_tungstenite::WebSocketStream;
 
 /// The browser, or `None` when the suite skips what needs it.
 pub fn chromium_binary() -> Option<String> {
-    if let Ok(path) = std::env::var("BERTH_TEST_CHROMIUM") {
-        return Some(path);
-    }
-    if std::env::var("BERTH_SKIP_ENGINE_TESTS").is_ok_and(|v| v == "1") {
-        eprintln!("BERTH_SKIP_ENGINE_TESTS=1: skipping a test that needs Chromium");
-        return None;
-    }
-    panic!("no Chromium for the tests: run scripts/test, which installs it (BERTH_TEST_CHROMIUM)");
+    super::berth_process::from_env_or_skip(
+        "BERTH_TEST_CHROMIUM",
+        "Chromium",
+        "run scripts/test, which installs it (BERTH_TEST_CHROMIUM)",
+    )
 }
 
 pub struct Chromium {

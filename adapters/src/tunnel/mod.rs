@@ -5,7 +5,7 @@
 pub mod ssh;
 pub mod websocket;
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use berth_ports::{OpenTunnel, TunnelClient, TunnelError, TunnelSpec};
@@ -40,17 +40,24 @@ impl Default for TunnelTimeouts {
 
 #[derive(Clone)]
 pub struct ChiselClient {
-    roots: Arc<rustls::RootCertStore>,
+    /// The system's CA certificates, read on the first `wss://` tunnel.
+    roots: Arc<OnceLock<Arc<rustls::RootCertStore>>>,
     timeouts: TunnelTimeouts,
 }
 
 impl ChiselClient {
-    /// With the system's CA certificates, for `wss://` tunnel servers.
     pub fn new(timeouts: TunnelTimeouts) -> Self {
         ChiselClient {
-            roots: Arc::new(crate::http::tls::system_roots()),
+            roots: Arc::default(),
             timeouts,
         }
+    }
+
+    fn roots(&self) -> Arc<rustls::RootCertStore> {
+        Arc::clone(
+            self.roots
+                .get_or_init(|| Arc::new(crate::http::tls::system_roots())),
+        )
     }
 }
 
@@ -118,13 +125,12 @@ impl TunnelClient for ChiselClient {
         let carrier = tokio::time::timeout(self.timeouts.websocket, async {
             let stream =
                 crate::dial::connect(&target.host, target.port, spec.proxy.as_deref()).await?;
-            websocket::open(
-                &target,
-                stream,
-                Arc::clone(&self.roots),
-                self.timeouts.websocket,
-            )
-            .await
+            let roots = if target.secure {
+                self.roots()
+            } else {
+                Arc::new(rustls::RootCertStore::empty())
+            };
+            websocket::open(&target, stream, roots, self.timeouts.websocket).await
         })
         .await
         .map_err(|_| TunnelError::Unreachable(format!("no websocket to {} in time", target.url)))?
