@@ -17,14 +17,17 @@ use berth::{facts, logging, security, Agent};
 use berth_adapters::clock::TokioClock;
 use berth_adapters::docker::{DockerSocket, OwnContainer};
 use berth_adapters::fs::ConfinedFiles;
-use berth_adapters::gossip::{GossipConfig, SerfMembership};
+use berth_adapters::gossip::memberlist::MemberlistMembership;
+use berth_adapters::gossip::serf_rs::SerfMembership;
+use berth_adapters::gossip::{AnyMembership, GossipConfig};
 use berth_adapters::host::{self, SysfsHostProbe};
 use berth_adapters::http::tls::{self, TlsIdentity};
 use berth_adapters::http::{probe, HttpServer, ServerLimits};
 use berth_adapters::peers::HttpsPeers;
 use berth_domain::cluster::{agent_tags, Seed};
+use berth_domain::gossip::keyring::Keyring;
 use berth_domain::headers::{AGENT_API_VERSION, AGENT_VERSION};
-use berth_domain::options::Options;
+use berth_domain::options::{GossipKind, Options};
 use berth_ports::Membership;
 use tracing::{error, info, warn};
 
@@ -242,12 +245,12 @@ async fn run(options: Options) -> Result<(), String> {
     Ok(())
 }
 
-pub type ProductionCluster = Cluster<SerfMembership, HttpsPeers>;
+pub type ProductionCluster = Cluster<AnyMembership, HttpsPeers>;
 
 /// Serves `/metrics` on its own plain-HTTP listener until the process ends.
 async fn start_metrics_server(
     address: SocketAddr,
-    endpoint: MetricsEndpoint<SerfMembership>,
+    endpoint: MetricsEndpoint<AnyMembership>,
     limits: ServerLimits,
 ) -> Result<(), String> {
     let server = HttpServer::bind(address, None, limits)
@@ -297,10 +300,20 @@ async fn start_cluster(
         probe_interval: options.cluster_probe_interval,
         probe_timeout: options.cluster_probe_timeout,
         tags: agent_tags(agent_port, &facts_now, false),
+        keyring: match &options.cluster_key {
+            Some(key) => Some(Keyring::new(vec![key.clone()])?),
+            None => None,
+        },
     };
-    let membership = SerfMembership::start(gossip)
-        .await
-        .map_err(|error| error.to_string())?;
+    let membership = match options.cluster_gossip {
+        GossipKind::Memberlist => MemberlistMembership::start(gossip)
+            .await
+            .map(AnyMembership::Memberlist),
+        GossipKind::SerfRs => SerfMembership::start(gossip)
+            .await
+            .map(AnyMembership::SerfRs),
+    }
+    .map_err(|error| error.to_string())?;
     // Edge agents serve plain HTTP; their peers call them so.
     let peers = if options.edge.enabled {
         HttpsPeers::plain(options.timeouts.connect)

@@ -9,12 +9,13 @@ use std::path::Path;
 
 type Check = fn(&[u8]);
 
-const TARGETS: [(&str, Check); 5] = [
+const TARGETS: [(&str, Check); 6] = [
     ("routing", fuzz_checks::routing),
     ("edge_key", fuzz_checks::edge_key),
     ("signature_headers", fuzz_checks::signature_headers),
     ("browse_paths", fuzz_checks::browse_paths),
     ("multipart_upload", fuzz_checks::multipart_upload),
+    ("gossip_wire", fuzz_checks::gossip_wire),
 ];
 
 #[test]

@@ -12,6 +12,7 @@ pub mod duration;
 pub mod edge;
 pub mod engine;
 pub mod error;
+pub mod gossip;
 pub mod headers;
 pub mod host;
 pub mod options;

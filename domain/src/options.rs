@@ -114,6 +114,20 @@ pub const OPTION_SPECS: &[OptionSpec] = &[
         "Gossip port (berth)",
     ),
     spec(
+        "AGENT_CLUSTER_GOSSIP",
+        "cluster-gossip",
+        K::Text,
+        Some("memberlist"),
+        "Gossip implementation: memberlist (HashiCorp's wire protocol, joins Go agents) or serf-rs (berth agents only) (berth)",
+    ),
+    spec(
+        "AGENT_CLUSTER_KEY",
+        "cluster-key",
+        K::Text,
+        None,
+        "Gossip encryption key, base64 of 16, 24 or 32 bytes, as Go serf's -encrypt takes it (berth)",
+    ),
+    spec(
         "AGENT_ADVERTISE_ADDR",
         "advertise-addr",
         K::IpAddress,
@@ -590,6 +604,15 @@ pub struct AwsOptions {
     pub region: Option<String>,
 }
 
+/// Which gossip adapter joins the cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GossipKind {
+    /// HashiCorp memberlist and serf on the wire, as the Go agent speaks.
+    Memberlist,
+    /// The `serf` crate: berth agents only.
+    SerfRs,
+}
+
 /// Checked options. Built only by [`Options::from_raw`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Options {
@@ -603,6 +626,9 @@ pub struct Options {
     pub cluster_probe_timeout: Duration,
     pub cluster_probe_interval: Duration,
     pub cluster_port: u16,
+    pub cluster_gossip: GossipKind,
+    /// The gossip key's bytes (checked: 16, 24 or 32 of them).
+    pub cluster_key: Option<Vec<u8>>,
     pub advertise_addr: Option<IpAddr>,
     pub docker_host: DockerHost,
     pub ssl_cert: Option<String>,
@@ -731,6 +757,9 @@ const EXPECT_INTEGER: &str = "a whole number";
 const EXPECT_INTEGER_LIST: &str = "whole numbers separated by colons, such as 1:4:7";
 const EXPECT_LOG_LEVEL: &str = "one of ERROR, WARN, INFO, DEBUG (any case)";
 const EXPECT_LOG_MODE: &str = "one of PRETTY, NOCOLOR, JSON (any case)";
+const EXPECT_GOSSIP: &str = "memberlist or serf-rs";
+const EXPECT_GOSSIP_KEY: &str =
+    "standard base64 of a 16, 24 or 32-byte key (serf keygen makes one)";
 const EXPECT_SOCKET_ADDRESS: &str = "an IP address and a port, such as 0.0.0.0:9100";
 const EXPECT_DOCKER_HOST: &str = "unix:///path/to/docker.sock or tcp://host:port";
 
@@ -757,6 +786,22 @@ fn parse_log_level(text: &str) -> Option<LogLevel> {
         "DEBUG" => Some(LogLevel::Debug),
         _ => None,
     }
+}
+
+fn parse_gossip(text: &str) -> Option<GossipKind> {
+    match text.to_ascii_lowercase().as_str() {
+        "memberlist" => Some(GossipKind::Memberlist),
+        "serf-rs" => Some(GossipKind::SerfRs),
+        _ => None,
+    }
+}
+
+fn parse_gossip_key(text: &str) -> Option<Vec<u8>> {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD
+        .decode(text.trim())
+        .ok()
+        .filter(|key| [16, 24, 32].contains(&key.len()))
 }
 
 fn parse_log_mode(text: &str) -> Option<LogMode> {
@@ -826,6 +871,8 @@ impl Options {
             cluster_probe_timeout: r.duration("AGENT_CLUSTER_PROBE_TIMEOUT")?,
             cluster_probe_interval: r.duration("AGENT_CLUSTER_PROBE_INTERVAL")?,
             cluster_port: r.port("AGENT_CLUSTER_PORT")?,
+            cluster_gossip: r.with_default("AGENT_CLUSTER_GOSSIP", EXPECT_GOSSIP, parse_gossip)?,
+            cluster_key: r.parsed("AGENT_CLUSTER_KEY", EXPECT_GOSSIP_KEY, parse_gossip_key)?,
             advertise_addr: r.ip("AGENT_ADVERTISE_ADDR")?,
             docker_host: r.with_default("DOCKER_HOST", EXPECT_DOCKER_HOST, DockerHost::parse)?,
             ssl_cert: r.optional_text("SSL_CERT"),
@@ -956,6 +1003,26 @@ mod tests {
     }
 
     #[test]
+    fn gossip_choices_and_keys_are_checked() {
+        let options = check(&[
+            ("AGENT_CLUSTER_GOSSIP", "SERF-RS"),
+            ("AGENT_CLUSTER_KEY", "cg8StVXbQJ0gPvMd9o7yrg=="),
+        ])
+        .unwrap();
+        assert_eq!(options.cluster_gossip, GossipKind::SerfRs);
+        assert_eq!(options.cluster_key.map(|k| k.len()), Some(16));
+        let error = check(&[("AGENT_CLUSTER_GOSSIP", "consul")]).unwrap_err();
+        assert!(
+            error.to_string().contains("memberlist or serf-rs"),
+            "{error}"
+        );
+        for bad in ["not base64!", "AAAA"] {
+            let error = check(&[("AGENT_CLUSTER_KEY", bad)]).unwrap_err();
+            assert!(error.to_string().contains("16, 24 or 32-byte"), "{error}");
+        }
+    }
+
+    #[test]
     fn defaults_match_the_reference() {
         let options = check(&[]).unwrap();
         assert_eq!(options.host.to_string(), "0.0.0.0");
@@ -965,6 +1032,8 @@ mod tests {
         assert_eq!(options.cluster_probe_timeout, Duration::from_millis(500));
         assert_eq!(options.cluster_probe_interval, Duration::from_secs(1));
         assert_eq!(options.cluster_port, 7946);
+        assert_eq!(options.cluster_gossip, GossipKind::Memberlist);
+        assert_eq!(options.cluster_key, None);
         assert_eq!(options.data_path, "/data");
         assert_eq!(options.assets_path, "/app");
         assert_eq!(options.log_level, LogLevel::Info);

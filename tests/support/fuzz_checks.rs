@@ -194,3 +194,60 @@ impl berth_ports::Files for SinkFiles {
         Err(berth_ports::FilesError::NotFound(String::new()))
     }
 }
+
+/// Whatever arrives on the gossip port: decoding never panics, what
+/// decodes re-encodes to the same message, and the membership view takes
+/// every message without panicking.
+pub fn gossip_wire(data: &[u8]) {
+    use berth_domain::gossip::keyring::Keyring;
+    use berth_domain::gossip::messages::{
+        decode_packet, decode_stream, Alive, Message, StreamMessage, VERSIONS,
+    };
+    use berth_domain::gossip::serf::{decode_tags, SerfMessage, SerfState};
+    use berth_domain::gossip::state::{Gossip, Settings};
+
+    let me = Alive {
+        incarnation: 1,
+        node: "me".into(),
+        addr: std::net::IpAddr::from([127, 0, 0, 1]),
+        port: 7946,
+        meta: Vec::new(),
+        versions: VERSIONS,
+    };
+    let mut view = Gossip::new(me, Settings::agent(1000), 0);
+    let (messages, _) = decode_packet(data);
+    for (at, message) in messages.into_iter().enumerate() {
+        let (again, errors) = decode_packet(&message.encode());
+        assert!(
+            errors.is_empty(),
+            "{message:?} re-encoded badly: {errors:?}"
+        );
+        assert_eq!(again, vec![message.clone()]);
+        let now = at as u64 * 700;
+        match message {
+            Message::Alive(alive) => view.on_alive(alive, now),
+            Message::Suspect(accusation) => view.on_suspect(accusation, now),
+            Message::Dead(accusation) => view.on_dead(accusation, now),
+            Message::User(user) => {
+                if let Ok(SerfMessage::Intent(intent)) = SerfMessage::decode(&user) {
+                    view.on_serf_intent(intent);
+                }
+            }
+            _ => {}
+        }
+        view.tick(now);
+        let _ = view.next_probe();
+        let _ = view.take_broadcasts(1400);
+    }
+    if let Ok((message, used)) = decode_stream(data) {
+        assert!(used <= data.len());
+        if let StreamMessage::PushPull(push) = message {
+            view.merge(push, 1);
+            let _ = view.push_pull(false).encode();
+        }
+    }
+    let _ = SerfState::decode(data);
+    let _ = decode_tags(data);
+    let keyring = Keyring::new(vec![vec![7; 16]]).expect("a 16-byte key");
+    assert!(keyring.open(data, &[]).is_err() || data.len() >= 29);
+}

@@ -13,4 +13,6 @@ pub mod files;
 pub mod fixtures;
 pub mod in_process;
 pub mod manual_clock;
+pub mod own_engine;
 pub mod portainer_server;
+pub mod serf_peer;

@@ -1,6 +1,6 @@
 //! The `Membership` port on the `serf` crate (a Rust port of HashiCorp
-//! serf; it does not speak Go serf's wire format, so a berth cluster holds
-//! berth agents only until a Go-compatible adapter replaces this one).
+//! serf). It does not speak Go serf's wire format, so a cluster on it holds
+//! berth agents only; `AGENT_CLUSTER_GOSSIP=serf-rs` chooses it.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -15,21 +15,10 @@ use serf::{DefaultDelegate, MemberlistOptions, Options};
 use smol_str::SmolStr;
 use tracing::debug;
 
+use super::{resolve_seeds, GossipConfig};
+
 type Transport = TokioNetTransport<SmolStr, TokioSocketAddrResolver, TokioTcp>;
 type Serf = TokioTcpSerf<SmolStr, TokioSocketAddrResolver, DefaultDelegate<Transport>>;
-
-/// How this agent takes part in gossip.
-#[derive(Debug, Clone)]
-pub struct GossipConfig {
-    /// Unique in the cluster: the node name and something per process.
-    pub node_id: String,
-    pub bind: SocketAddr,
-    /// What peers use to reach this agent's gossip.
-    pub advertise: SocketAddr,
-    pub probe_interval: Duration,
-    pub probe_timeout: Duration,
-    pub tags: AgentTags,
-}
 
 #[derive(Clone)]
 pub struct SerfMembership {
@@ -44,6 +33,11 @@ impl SerfMembership {
     /// # Errors
     /// When the port cannot be bound.
     pub async fn start(config: GossipConfig) -> Result<Self, MembershipError> {
+        if config.keyring.is_some() {
+            return Err(MembershipError(
+                "gossip encryption needs the memberlist gossip, not serf-rs".into(),
+            ));
+        }
         let mut transport = NetTransportOptions::new(SmolStr::new(&config.node_id))
             .with_advertise_address(config.advertise);
         transport.add_bind_address(config.bind);
@@ -100,27 +94,9 @@ impl Membership for SerfMembership {
     }
 
     async fn join(&self, seeds: &[Seed]) -> Result<usize, MembershipError> {
-        let mut addresses = Vec::new();
-        let mut unresolved = Vec::new();
-        for seed in seeds {
-            match tokio::net::lookup_host((seed.host.as_str(), seed.port)).await {
-                Ok(found) => addresses.extend(found.filter(|a| *a != self.advertise)),
-                Err(error) => unresolved.push(format!("{}: {error}", seed.host)),
-            }
-        }
-        addresses.sort();
-        addresses.dedup();
-        if addresses.is_empty() {
-            if unresolved.is_empty() {
-                // The seeds name only this agent: the first of its cluster.
-                // Later agents join it through the same seeds.
-                return Ok(0);
-            }
-            return Err(MembershipError(format!(
-                "no peer to join: {}",
-                unresolved.join("; ")
-            )));
-        }
+        let Some(addresses) = resolve_seeds(seeds, self.advertise).await? else {
+            return Ok(0);
+        };
         debug!(?addresses, "joining the cluster");
         // One address at a time: serf's join_many future is not Send.
         let mut joined = 0;

@@ -1,0 +1,310 @@
+//! berth agents and HashiCorp's Go serf in one gossip cluster on loopback:
+//! two real berth processes (each in front of an engine of the test's own,
+//! with its own node name) and Go serf members (`tests/serf-peer`, built
+//! from Debian's serf 0.9 / memberlist 0.2, the protocol of the Go agent's
+//! serf 0.8 / memberlist 0.1). Membership, tags both ways, failures both
+//! ways, graceful leaves both ways, and encrypted gossip.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use support::berth_process::{free_port, BerthProcess};
+use support::client::Target;
+use support::own_engine::OwnEngine;
+use support::serf_peer::{peer_binary, SerfPeer};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// Bounds for liveness, not performance targets: the figures themselves
+/// are printed for the closing note.
+const SETTLE: Duration = Duration::from_secs(30);
+const KEY: &str = "cg8StVXbQJ0gPvMd9o7yrg==";
+
+fn go_tags(name: &str) -> String {
+    format!("AgentPort=9001,NodeName={name},DockerNodeRole=manager,DockerEngineStatus=standalone")
+}
+
+struct Agent {
+    process: BerthProcess,
+    gossip_port: u16,
+    metrics: SocketAddr,
+}
+
+fn start_berth(engine: &OwnEngine, seed_port: u16, extra: &[(&str, &str)]) -> Agent {
+    let gossip_port = free_port();
+    let metrics = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let (gossip, seed, metrics_text) = (
+        gossip_port.to_string(),
+        format!("127.0.0.1:{seed_port}"),
+        metrics.to_string(),
+    );
+    let host = engine.host();
+    let mut env = vec![
+        ("DOCKER_HOST", host.as_str()),
+        ("AGENT_CLUSTER_PORT", gossip.as_str()),
+        ("AGENT_CLUSTER_ADDR", seed.as_str()),
+        ("AGENT_ADVERTISE_ADDR", "127.0.0.1"),
+        ("AGENT_CLUSTER_PROBE_INTERVAL", "200ms"),
+        ("AGENT_CLUSTER_PROBE_TIMEOUT", "100ms"),
+        ("AGENT_FACTS_INTERVAL", "1s"),
+        ("METRICS_ADDR", metrics_text.as_str()),
+    ];
+    env.extend_from_slice(extra);
+    Agent {
+        process: BerthProcess::start(&env),
+        gossip_port,
+        metrics,
+    }
+}
+
+impl Agent {
+    /// `/agents`: alive members by node name.
+    async fn agents(&self) -> BTreeMap<String, Value> {
+        let (status, list) = Target::Berth(self.process.addr)
+            .json("GET", "/agents", "")
+            .await;
+        assert_eq!(status, 200, "{list}");
+        list.as_array()
+            .unwrap()
+            .iter()
+            .map(|a| (a["NodeName"].as_str().unwrap().to_string(), a.clone()))
+            .collect()
+    }
+
+    /// How many members gossip knows with `status` (Prometheus endpoint).
+    async fn count(&self, status: &str) -> usize {
+        let mut stream = tokio::net::TcpStream::connect(self.metrics).await.unwrap();
+        stream
+            .write_all(b"GET /metrics HTTP/1.0\r\nHost: berth\r\n\r\n")
+            .await
+            .unwrap();
+        let mut text = String::new();
+        stream.read_to_string(&mut text).await.unwrap();
+        let prefix = format!("berth_cluster_members{{status=\"{status}\"}} ");
+        text.lines()
+            .find_map(|line| line.strip_prefix(&prefix))
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {prefix} in {text}"))
+    }
+
+    /// Waits until `holds` is true of `/agents`; how long it took.
+    async fn wait_agents(
+        &self,
+        what: &str,
+        holds: impl Fn(&BTreeMap<String, Value>) -> bool,
+    ) -> Duration {
+        let start = Instant::now();
+        loop {
+            let agents = self.agents().await;
+            if holds(&agents) {
+                return start.elapsed();
+            }
+            assert!(start.elapsed() < SETTLE, "{what}: berth sees {agents:?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn wait_count(&self, status: &str, at_least: usize) -> Duration {
+        let start = Instant::now();
+        while self.count(status).await < at_least {
+            assert!(
+                start.elapsed() < SETTLE,
+                "berth never counted {at_least} {status}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        start.elapsed()
+    }
+}
+
+fn berth_member<'a>(members: &'a [Value], node: &str) -> Option<&'a Value> {
+    members.iter().find(|m| m["tags"]["NodeName"] == node)
+}
+
+fn wait_go(peer: &mut SerfPeer, what: &str, holds: impl Fn(&[Value]) -> bool) -> Duration {
+    let start = Instant::now();
+    loop {
+        let members = peer.members();
+        if holds(&members) {
+            return start.elapsed();
+        }
+        assert!(
+            start.elapsed() < SETTLE,
+            "{what}: {} sees {members:?}",
+            peer.name
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn status_of(members: &[Value], node: &str) -> Option<String> {
+    berth_member(members, node).map(|m| m["status"].as_str().unwrap_or("").to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn berth_and_go_serf_form_one_cluster() {
+    let Some(binary) = peer_binary() else { return };
+    let engine_a = OwnEngine::start_named("berth-gossip-a");
+    let engine_b = OwnEngine::start_named("berth-gossip-b");
+
+    let mut go1 = SerfPeer::start(&binary, "go-1", free_port(), &go_tags("go-1"), &[]);
+    let berth_a = start_berth(&engine_a, go1.port, &[]);
+    let berth_b = start_berth(&engine_b, go1.port, &[]);
+    // A Go member joining through berth: berth answers the join.
+    let go2_join = format!("127.0.0.1:{}", berth_a.gossip_port);
+    let mut go2 = SerfPeer::start(
+        &binary,
+        "go-2",
+        free_port(),
+        &go_tags("go-2"),
+        &["-join", &go2_join],
+    );
+
+    // Everyone sees all four, alive, with the tags the other side set.
+    let all = ["berth-gossip-a", "berth-gossip-b", "go-1", "go-2"];
+    for berth in [&berth_a, &berth_b] {
+        berth
+            .wait_agents("four alive members", |agents| {
+                all.iter().all(|node| agents.contains_key(*node))
+            })
+            .await;
+        let agents = berth.agents().await;
+        assert_eq!(agents["go-1"]["Port"], "9001");
+        assert_eq!(agents["go-1"]["NodeRole"], "manager");
+        assert_eq!(agents["go-2"]["IPAddress"], "127.0.0.1");
+    }
+    for go in [&mut go1, &mut go2] {
+        wait_go(go, "four alive members", |members| {
+            members.len() == 4 && members.iter().all(|m| m["status"] == "alive")
+        });
+        let members = go.members();
+        let a = berth_member(&members, "berth-gossip-a").expect("berth a");
+        assert_eq!(
+            a["tags"]["AgentPort"],
+            berth_a.process.addr.port().to_string()
+        );
+        assert_eq!(a["tags"]["DockerNodeRole"], "manager");
+        assert_eq!(a["tags"]["DockerEngineStatus"], "standalone");
+        assert_eq!(a["addr"], "127.0.0.1");
+        assert_eq!(a["port"], berth_a.gossip_port);
+    }
+
+    // A tag set by Go serf reaches berth.
+    let edge_tags = format!("{},EdgeKeySet=set", go_tags("go-1"));
+    assert_eq!(go1.command(&format!("tags {edge_tags}"))["ok"], true);
+    let took = berth_b
+        .wait_agents("go-1's EdgeKeySet", |agents| {
+            agents["go-1"]["EdgeKeySet"] == true
+        })
+        .await;
+    eprintln!("figure: a Go tag change reached berth in {took:?}");
+
+    // berth's tags follow its engine: a swarm now, and its leader.
+    engine_a.docker(&["swarm", "init", "--advertise-addr", "127.0.0.1"]);
+    let took = wait_go(&mut go2, "berth a's swarm tags", |members| {
+        berth_member(members, "berth-gossip-a").is_some_and(|a| {
+            a["tags"]["DockerEngineStatus"] == "swarm" && a["tags"]["NodeIsLeader"] == "1"
+        })
+    });
+    eprintln!("figure: a berth tag change reached Go serf in {took:?}");
+
+    // A Go member killed: berth finds it failed.
+    go2.kill();
+    let took = berth_a.wait_count("failed", 1).await;
+    let agents = berth_a.agents().await;
+    assert!(!agents.contains_key("go-2"), "{agents:?}");
+    eprintln!("figure: berth found a killed Go member failed in {took:?}");
+
+    // A berth agent killed: Go serf finds it failed.
+    let mut berth_b = berth_b;
+    berth_b.process.stop_with("KILL", Duration::from_secs(10));
+    let took = wait_go(&mut go1, "berth b failed", |members| {
+        status_of(members, "berth-gossip-b").as_deref() == Some("failed")
+    });
+    eprintln!("figure: Go serf found a killed berth agent failed in {took:?}");
+
+    // A Go member leaves gracefully: left on both sides.
+    let go3_join = format!("127.0.0.1:{}", berth_a.gossip_port);
+    let mut go3 = SerfPeer::start(
+        &binary,
+        "go-3",
+        free_port(),
+        &go_tags("go-3"),
+        &["-join", &go3_join],
+    );
+    berth_a
+        .wait_agents("go-3 joined", |agents| agents.contains_key("go-3"))
+        .await;
+    wait_go(&mut go1, "go-3 joined", |members| {
+        status_of(members, "go-3").as_deref() == Some("alive")
+    });
+    let left_before = berth_a.count("left").await;
+    assert_eq!(go3.command("leave")["ok"], true);
+    berth_a.wait_count("left", left_before + 1).await;
+    wait_go(&mut go1, "go-3 left", |members| {
+        status_of(members, "go-3").as_deref() == Some("left")
+    });
+
+    // A berth agent stopped: it leaves, and Go serf sees it left.
+    let mut berth_a = berth_a;
+    berth_a.process.stop_with("TERM", Duration::from_secs(20));
+    wait_go(&mut go1, "berth a left", |members| {
+        status_of(members, "berth-gossip-a").as_deref() == Some("left")
+    });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn encrypted_gossip_needs_the_same_key() {
+    let Some(binary) = peer_binary() else { return };
+    let engine = OwnEngine::start_named("berth-gossip-key");
+    let mut go1 = SerfPeer::start(
+        &binary,
+        "go-key-1",
+        free_port(),
+        &go_tags("go-key-1"),
+        &["-key", KEY],
+    );
+    let berth = start_berth(&engine, go1.port, &[("AGENT_CLUSTER_KEY", KEY)]);
+    berth
+        .wait_agents("the keyed Go member", |agents| {
+            agents.contains_key("go-key-1")
+        })
+        .await;
+    wait_go(&mut go1, "berth with the key", |members| {
+        status_of(members, "berth-gossip-key").as_deref() == Some("alive")
+    });
+
+    // A member with another key cannot join through berth, nor be seen.
+    let join = format!("127.0.0.1:{}", berth.gossip_port);
+    let mut stranger = SerfPeer::start(
+        &binary,
+        "go-stranger",
+        free_port(),
+        &go_tags("go-stranger"),
+        &["-key", "AAAAAAAAAAAAAAAAAAAAAA=="],
+    );
+    let answer = stranger.command(&format!("join {join}"));
+    assert!(answer["error"].is_string(), "{answer}");
+    // And one without a key at all.
+    let mut plain = SerfPeer::start(&binary, "go-plain", free_port(), &go_tags("go-plain"), &[]);
+    let answer = plain.command(&format!("join {join}"));
+    assert!(answer["error"].is_string(), "{answer}");
+    let agents = berth.agents().await;
+    assert_eq!(
+        agents.keys().collect::<Vec<_>>(),
+        ["berth-gossip-key", "go-key-1"],
+        "{agents:?}"
+    );
+    for refusal in [
+        "no gossip key opens the message",
+        "Encryption is configured but remote state is not encrypted",
+    ] {
+        assert!(
+            berth.process.logged_within(refusal, Duration::from_secs(5)),
+            "berth did not say {refusal}"
+        );
+    }
+}
