@@ -44,25 +44,48 @@ fn test_files() -> ConfinedFiles {
 }
 use http_body_util::BodyExt;
 
-const ROUNDS: usize = 200;
+const ROUNDS: usize = 50;
 const LIST: &str = "/v1.41/containers/json?all=1";
 
 fn node_engine() -> FakeEngine {
     FakeEngine::replaying(vec![(("GET", LIST), fixtures::load("containers-all"))])
 }
 
-fn agent(nodes: u16) -> Agent<FakeEngine, FakeMembership, FakePeers, FakeHostProbe, ConfinedFiles> {
+/// Who is unwell among the nodes.
+#[derive(Clone, Copy)]
+struct Unwell {
+    /// One node answers after this long instead of 1 ms.
+    slow: Option<Duration>,
+    /// One node refuses; `silent` makes it never answer instead.
+    dead: bool,
+    silent: bool,
+}
+
+const HEALTHY: Unwell = Unwell {
+    slow: None,
+    dead: false,
+    silent: false,
+};
+
+fn agent(
+    nodes: u16,
+    unwell: Unwell,
+    fanout: Duration,
+) -> Agent<FakeEngine, FakeMembership, FakePeers, FakeHostProbe, ConfinedFiles> {
     // Every node is a peer answering after 1 ms; the agent asked is an
     // observer with no containers of its own, so one node alone costs the
-    // same round trip as each of the fifty.
+    // same round trip as each of the others.
     let mut members = Vec::new();
     let mut peers = HashMap::new();
     for n in 0..nodes {
         let m = member(n, &format!("node-{n:03}"), "worker", true, false);
-        let peer = if nodes > 1 && n == nodes / 2 {
-            FakePeer::Dead
-        } else {
-            FakePeer::Slow(Duration::from_millis(1), node_engine())
+        let peer = match n {
+            0 if unwell.slow.is_some() => {
+                FakePeer::Slow(unwell.slow.unwrap_or_default(), node_engine())
+            }
+            1 if unwell.silent => FakePeer::Silent,
+            1 if unwell.dead => FakePeer::Dead,
+            _ => FakePeer::Slow(Duration::from_millis(1), node_engine()),
         };
         peers.insert(address_of(&m), peer);
         members.push(m);
@@ -76,7 +99,7 @@ fn agent(nodes: u16) -> Agent<FakeEngine, FakeMembership, FakePeers, FakeHostPro
     let cluster = Cluster::new(
         FakeMembership::with_members(members),
         FakePeers::new(peers),
-        Duration::from_secs(10),
+        fanout,
     );
     let (_, facts) = tokio::sync::watch::channel(Arc::new(facts));
     let guard = SignatureGuard::new(SignaturePolicy::new(None, [1; 32], 16));
@@ -135,11 +158,57 @@ fn row(what: &str, many: Duration, one: Duration) {
 async fn main() {
     println!("| list | every node, median ms | one node alone, median ms | ratio |");
     println!("|---|---|---|---|");
-    let fifty = agent(50);
-    let one = agent(1);
+    let fanout = Duration::from_secs(10);
+    let one_dead = Unwell {
+        dead: true,
+        ..HEALTHY
+    };
+    let fifty = agent(50, one_dead, fanout);
+    let one = agent(1, HEALTHY, fanout);
     let many = median_of(async || fake_list(&fifty).await).await;
     let alone = median_of(async || fake_list(&one).await).await;
     row("50 fake nodes (1 ms each, one dead) vs 1", many, alone);
+
+    // Issue 9's case: the list against its slowest node alone.
+    let slow = Duration::from_millis(20);
+    let slow_and_dead = Unwell {
+        slow: Some(slow),
+        dead: true,
+        ..HEALTHY
+    };
+    let thirty_two = agent(32, slow_and_dead, fanout);
+    let slowest = agent(
+        1,
+        Unwell {
+            slow: Some(slow),
+            ..HEALTHY
+        },
+        fanout,
+    );
+    let many = median_of(async || fake_list(&thirty_two).await).await;
+    let alone = median_of(async || fake_list(&slowest).await).await;
+    row(
+        "32 fake nodes (1 ms each, one 20 ms, one refusing) vs the 20 ms node alone",
+        many,
+        alone,
+    );
+
+    // A node that never answers costs the per-node timeout, no more.
+    let timeout = Duration::from_millis(200);
+    let silent = agent(
+        32,
+        Unwell {
+            silent: true,
+            ..HEALTHY
+        },
+        timeout,
+    );
+    let many = median_of(async || fake_list(&silent).await).await;
+    row(
+        "32 fake nodes (1 ms each, one silent) vs the 200 ms fan-out timeout",
+        many,
+        timeout,
+    );
 
     if let (Ok(address), Ok(node)) = (std::env::var("BENCH_AGENT"), std::env::var("BENCH_NODE")) {
         let target = client::Target::Berth(address.parse().expect("BENCH_AGENT is host:port"));

@@ -28,7 +28,9 @@ engine_cli() {
 # engine runs in its own UTS namespace with that host name, which becomes
 # its node name, and in its own network namespace (only its unix socket is
 # reached from outside), so its bridges and swarm ports cannot disturb
-# another engine's; extra arguments go to dockerd.
+# another engine's; extra arguments go to dockerd. With ENGINE_NETNS set
+# (a path such as /run/netns/NAME) and a node name, the engine runs in that
+# existing network namespace instead: it survives restarts, with its links.
 engine_start() {
   local dir=$1 name=${2:-}
   shift $(( $# > 2 ? 2 : $# ))
@@ -43,7 +45,9 @@ engine_start() {
   )
   if [ -n "$name" ]; then
     # unshare and sh exec into dockerd, so the PID recorded is dockerd's.
-    DOCKER_SERVICE_PREFER_OFFLINE_IMAGE=1 setsid unshare --uts --net \
+    local enter=(unshare --uts --net)
+    [ -n "${ENGINE_NETNS:-}" ] && enter=(nsenter "--net=$ENGINE_NETNS" unshare --uts)
+    DOCKER_SERVICE_PREFER_OFFLINE_IMAGE=1 setsid "${enter[@]}" \
       sh -c 'ip link set lo up && hostname "$0" && exec dockerd "$@"' "$name" "${args[@]}" \
       >"$dir/dockerd.log" 2>&1 &
   else

@@ -2,7 +2,7 @@
 //! test ends.
 
 use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
@@ -49,7 +49,28 @@ impl BerthProcess {
     /// Starts berth on an ephemeral loopback port and waits until it says it
     /// listens (not a fixed sleep).
     pub fn start(env: &[(&str, &str)]) -> BerthProcess {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_berth"));
+        Self::spawn(
+            Command::new(env!("CARGO_BIN_EXE_berth")),
+            [127, 0, 0, 1].into(),
+            env,
+        )
+    }
+
+    /// Starts berth inside the network namespace at `netns` (a path such
+    /// as /run/netns/NAME), listening on `ip` there.
+    pub fn start_in_netns(netns: &str, ip: IpAddr, env: &[(&str, &str)]) -> BerthProcess {
+        let mut command = Command::new("/usr/bin/nsenter");
+        command
+            .arg(format!("--net={netns}"))
+            .arg("--")
+            .arg(env!("CARGO_BIN_EXE_berth"));
+        let host = ip.to_string();
+        let mut env = env.to_vec();
+        env.push(("AGENT_HOST", &host));
+        Self::spawn(command, ip, &env)
+    }
+
+    fn spawn(mut command: Command, ip: IpAddr, env: &[(&str, &str)]) -> BerthProcess {
         command
             .env_clear()
             .env("AGENT_HOST", "127.0.0.1")
@@ -87,7 +108,7 @@ impl BerthProcess {
         };
         BerthProcess {
             child,
-            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            addr: SocketAddr::new(ip, port),
             log,
         }
     }

@@ -72,7 +72,10 @@ pub enum FakePeer {
     Answers(FakeEngine),
     /// Answers after this long.
     Slow(Duration, FakeEngine),
+    /// Refuses at once, as a host with nothing on the port.
     Dead,
+    /// Never answers, as a host whose packets vanish.
+    Silent,
 }
 
 #[derive(Clone, Default)]
@@ -105,6 +108,7 @@ impl PeerAgents for FakePeers {
                 engine.forward(request).await.map_err(|_| unreachable())
             }
             FakePeer::Dead => Err(unreachable()),
+            FakePeer::Silent => std::future::pending().await,
         }
     }
 }

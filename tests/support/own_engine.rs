@@ -9,6 +9,10 @@ use std::time::{Duration, Instant};
 /// An engine of the test's own, so it can be killed.
 pub struct OwnEngine {
     dir: PathBuf,
+    /// The node name, when the engine has namespaces of its own.
+    node: Option<String>,
+    /// The network namespace it runs in, when given one.
+    netns: Option<String>,
 }
 
 fn engine_script(function: &str, dir: &Path) -> bool {
@@ -30,18 +34,64 @@ impl OwnEngine {
             engine_script("engine_start \"$1\" && engine_import_busybox \"$1\"", &dir),
             "the test's own engine did not start"
         );
-        OwnEngine { dir }
+        OwnEngine {
+            dir,
+            node: None,
+            netns: None,
+        }
     }
 
     /// An engine whose node name is `node` (its own UTS and network
     /// namespaces), without images.
     pub fn start_named(node: &str) -> OwnEngine {
-        let dir = std::env::temp_dir().join(format!("berth-{node}-{}", std::process::id()));
+        Self::start_in(node, None)
+    }
+
+    /// An engine named `node` in the existing network namespace `netns`
+    /// (a path such as /run/netns/NAME), which outlives its restarts.
+    pub fn start_in(node: &str, netns: Option<&str>) -> OwnEngine {
+        let engine = OwnEngine {
+            dir: std::env::temp_dir().join(format!("berth-{node}-{}", std::process::id())),
+            node: Some(node.to_string()),
+            netns: netns.map(str::to_string),
+        };
         assert!(
-            engine_script(&format!("engine_start \"$1\" {node}"), &dir),
+            engine.run_start(),
             "the test's own engine {node} did not start"
         );
-        OwnEngine { dir }
+        engine
+    }
+
+    fn run_start(&self) -> bool {
+        let name = self.node.as_deref().unwrap_or("");
+        let netns = self.netns.as_deref().unwrap_or("");
+        engine_script(
+            &format!("ENGINE_NETNS='{netns}' engine_start \"$1\" {name}"),
+            &self.dir,
+        )
+    }
+
+    /// dockerd's PID: with a node name, its network namespace is
+    /// `/proc/<pid>/ns/net`.
+    pub fn pid(&self) -> u32 {
+        std::fs::read_to_string(self.dir.join("dockerd.started-pid"))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    }
+
+    pub fn import_busybox(&self) {
+        assert!(
+            engine_script("engine_import_busybox \"$1\"", &self.dir),
+            "busybox was not imported"
+        );
+    }
+
+    /// Stops the engine by its PID (its containers first), as a host
+    /// shutting down.
+    pub fn stop(&self) {
+        engine_script("engine_stop \"$1\"", &self.dir);
     }
 
     pub fn host(&self) -> String {
@@ -73,10 +123,7 @@ impl OwnEngine {
             // take it for a live containerd.
             let _ = std::fs::remove_file(&containerd_pid);
         }
-        assert!(
-            engine_script("engine_start \"$1\"", &self.dir),
-            "the engine did not come back"
-        );
+        assert!(self.run_start(), "the engine did not come back");
     }
 
     pub fn docker(&self, args: &[&str]) -> String {
