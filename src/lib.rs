@@ -4,7 +4,8 @@
 //! - [`agent`]: the request handler: asks the domain where a request goes
 //!   and executes the answer.
 //! - [`proxy`]: the one proxy core: forwards a request to an engine with
-//!   bodies streamed both ways and upgrades spliced.
+//!   bodies streamed both ways and upgrades spliced; [`coalesce`] joins the
+//!   engine's small answer frames before they are written.
 //! - [`browse`]: `/browse/*` through the confined `Files` port.
 //! - [`cluster`]: forwarding to other agents, cluster-wide lists, `/agents`,
 //!   tags and joining.
@@ -22,6 +23,7 @@ pub mod agent;
 pub mod browse;
 pub mod cli;
 pub mod cluster;
+pub mod coalesce;
 pub mod console;
 pub mod edge;
 pub mod facts;

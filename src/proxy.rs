@@ -17,6 +17,9 @@ use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use tracing::debug;
 
+use crate::coalesce::Coalesced;
+use http_body_util::BodyExt as _;
+
 /// Headers that belong to one connection, not to the request or answer
 /// (RFC 9110 §7.6.1).
 const HOP_BY_HOP: [&str; 8] = [
@@ -73,7 +76,7 @@ where
         return Ok(response);
     }
     strip_hop_by_hop(response.headers_mut(), false);
-    Ok(response)
+    Ok(response.map(|body| Coalesced::new(body).boxed_unsync()))
 }
 
 /// Reads a whole body, refusing one larger than `limit`. (Not
