@@ -18,7 +18,6 @@ use berth_adapters::clock::TokioClock;
 use berth_adapters::docker::{DockerSocket, OwnContainer};
 use berth_adapters::fs::ConfinedFiles;
 use berth_adapters::gossip::memberlist::MemberlistMembership;
-use berth_adapters::gossip::serf_rs::SerfMembership;
 use berth_adapters::gossip::{AnyMembership, GossipConfig};
 use berth_adapters::host::{self, SysfsHostProbe};
 use berth_adapters::http::tls::{self, TlsIdentity};
@@ -309,9 +308,14 @@ async fn start_cluster(
         GossipKind::Memberlist => MemberlistMembership::start(gossip)
             .await
             .map(AnyMembership::Memberlist),
-        GossipKind::SerfRs => SerfMembership::start(gossip)
+        #[cfg(feature = "serf-rs")]
+        GossipKind::SerfRs => berth_adapters::gossip::serf_rs::SerfMembership::start(gossip)
             .await
             .map(AnyMembership::SerfRs),
+        #[cfg(not(feature = "serf-rs"))]
+        GossipKind::SerfRs => Err(berth_ports::MembershipError(
+            "AGENT_CLUSTER_GOSSIP=serf-rs: this berth was built without it (cargo build --features serf-rs)".into(),
+        )),
     }
     .map_err(|error| error.to_string())?;
     // Edge agents serve plain HTTP; their peers call them so.

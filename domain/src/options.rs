@@ -118,7 +118,7 @@ pub const OPTION_SPECS: &[OptionSpec] = &[
         "cluster-gossip",
         K::Text,
         Some("memberlist"),
-        "Gossip implementation: memberlist (HashiCorp's wire protocol, joins Go agents) or serf-rs (berth agents only) (berth)",
+        "Gossip implementation: memberlist (HashiCorp's wire protocol, joins Go agents) or serf-rs (berth agents only; a build with --features serf-rs) (berth)",
     ),
     spec(
         "AGENT_CLUSTER_KEY",

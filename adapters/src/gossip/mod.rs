@@ -4,6 +4,7 @@
 //! understand.
 
 pub mod memberlist;
+#[cfg(feature = "serf-rs")]
 pub mod serf_rs;
 
 use std::net::SocketAddr;
@@ -64,6 +65,7 @@ pub async fn resolve_seeds(
 #[derive(Clone)]
 pub enum AnyMembership {
     Memberlist(memberlist::MemberlistMembership),
+    #[cfg(feature = "serf-rs")]
     SerfRs(serf_rs::SerfMembership),
 }
 
@@ -71,6 +73,7 @@ impl Membership for AnyMembership {
     async fn members(&self) -> Vec<berth_domain::cluster::Member> {
         match self {
             AnyMembership::Memberlist(gossip) => gossip.members().await,
+            #[cfg(feature = "serf-rs")]
             AnyMembership::SerfRs(gossip) => gossip.members().await,
         }
     }
@@ -78,6 +81,7 @@ impl Membership for AnyMembership {
     async fn publish(&self, tags: AgentTags) -> Result<(), MembershipError> {
         match self {
             AnyMembership::Memberlist(gossip) => gossip.publish(tags).await,
+            #[cfg(feature = "serf-rs")]
             AnyMembership::SerfRs(gossip) => gossip.publish(tags).await,
         }
     }
@@ -85,6 +89,7 @@ impl Membership for AnyMembership {
     async fn join(&self, seeds: &[Seed]) -> Result<usize, MembershipError> {
         match self {
             AnyMembership::Memberlist(gossip) => gossip.join(seeds).await,
+            #[cfg(feature = "serf-rs")]
             AnyMembership::SerfRs(gossip) => gossip.join(seeds).await,
         }
     }
@@ -92,6 +97,7 @@ impl Membership for AnyMembership {
     async fn leave(&self) {
         match self {
             AnyMembership::Memberlist(gossip) => gossip.leave().await,
+            #[cfg(feature = "serf-rs")]
             AnyMembership::SerfRs(gossip) => gossip.leave().await,
         }
     }
