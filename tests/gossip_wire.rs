@@ -1,7 +1,7 @@
 //! berth's memberlist/serf codec against what HashiCorp's Go code put on
 //! the wire: `fixtures/gossip/*.jsonl`, recorded by `scripts/record-gossip`
-//! (two Go serf members joining, changing a tag and leaving, one of them
-//! logging every packet and stream it read or wrote).
+//! (Go serf members joining, one crashing, one changing a tag and leaving,
+//! the first logging every packet and stream it read or wrote).
 
 use std::collections::BTreeSet;
 
@@ -127,7 +127,17 @@ fn read(name: &str, keyring: Option<&Keyring>) -> Seen {
 }
 
 fn assert_the_whole_story(seen: &Seen) {
-    for kind in ["ping", "ack", "alive", "user", "dead-left"] {
+    for kind in [
+        "ping",
+        "indirect-ping",
+        "ack",
+        "nack",
+        "alive",
+        "suspect",
+        "dead",
+        "user",
+        "dead-left",
+    ] {
         assert!(seen.kinds.contains(kind), "no {kind} in {:?}", seen.kinds);
     }
     assert!(seen
