@@ -211,20 +211,31 @@ async fn berth_and_go_serf_form_one_cluster() {
     });
     eprintln!("figure: a berth tag change reached Go serf in {took:?}");
 
-    // A Go member killed: berth finds it failed.
+    // A Go member killed: berth finds it failed (and Go serf, for
+    // comparison, in the same run).
     go2.kill();
-    let took = berth_a.wait_count("failed", 1).await;
+    let killed = Instant::now();
+    let by_berth = berth_a.wait_count("failed", 1).await;
     let agents = berth_a.agents().await;
     assert!(!agents.contains_key("go-2"), "{agents:?}");
-    eprintln!("figure: berth found a killed Go member failed in {took:?}");
+    wait_go(&mut go1, "go-2 failed", |members| {
+        members
+            .iter()
+            .any(|m| m["name"] == "go-2" && m["status"] == "failed")
+    });
+    let by_go = killed.elapsed();
+    eprintln!("figure: a killed Go member found failed by berth in {by_berth:?}, by Go serf within {by_go:?}");
 
-    // A berth agent killed: Go serf finds it failed.
+    // A berth agent killed: Go serf finds it failed (and berth too).
     let mut berth_b = berth_b;
     berth_b.process.stop_with("KILL", Duration::from_secs(10));
-    let took = wait_go(&mut go1, "berth b failed", |members| {
+    let killed = Instant::now();
+    let by_go = wait_go(&mut go1, "berth b failed", |members| {
         status_of(members, "berth-gossip-b").as_deref() == Some("failed")
     });
-    eprintln!("figure: Go serf found a killed berth agent failed in {took:?}");
+    berth_a.wait_count("failed", 2).await;
+    let by_berth = killed.elapsed();
+    eprintln!("figure: a killed berth agent found failed by Go serf in {by_go:?}, by berth within {by_berth:?}");
 
     // A Go member leaves gracefully: left on both sides.
     let go3_join = format!("127.0.0.1:{}", berth_a.gossip_port);
