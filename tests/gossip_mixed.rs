@@ -120,6 +120,12 @@ impl Agent {
     }
 }
 
+/// A Go member named `name` with Portainer's tags, joining through `agent`.
+fn go_joining(binary: &str, name: &str, agent: &Agent) -> SerfPeer {
+    let join = format!("127.0.0.1:{}", agent.gossip_port);
+    SerfPeer::start(binary, name, free_port(), &go_tags(name), &["-join", &join])
+}
+
 fn berth_member<'a>(members: &'a [Value], node: &str) -> Option<&'a Value> {
     members.iter().find(|m| m["tags"]["NodeName"] == node)
 }
@@ -154,14 +160,7 @@ async fn berth_and_go_serf_form_one_cluster() {
     let berth_a = start_berth(&engine_a, go1.port, &[]);
     let berth_b = start_berth(&engine_b, go1.port, &[]);
     // A Go member joining through berth: berth answers the join.
-    let go2_join = format!("127.0.0.1:{}", berth_a.gossip_port);
-    let mut go2 = SerfPeer::start(
-        &binary,
-        "go-2",
-        free_port(),
-        &go_tags("go-2"),
-        &["-join", &go2_join],
-    );
+    let mut go2 = go_joining(&binary, "go-2", &berth_a);
 
     // Everyone sees all four, alive, with the tags the other side set.
     let all = ["berth-gossip-a", "berth-gossip-b", "go-1", "go-2"];
@@ -238,14 +237,7 @@ async fn berth_and_go_serf_form_one_cluster() {
     eprintln!("figure: a killed berth agent found failed by Go serf in {by_go:?}, by berth within {by_berth:?}");
 
     // A Go member leaves gracefully: left on both sides.
-    let go3_join = format!("127.0.0.1:{}", berth_a.gossip_port);
-    let mut go3 = SerfPeer::start(
-        &binary,
-        "go-3",
-        free_port(),
-        &go_tags("go-3"),
-        &["-join", &go3_join],
-    );
+    let mut go3 = go_joining(&binary, "go-3", &berth_a);
     berth_a
         .wait_agents("go-3 joined", |agents| agents.contains_key("go-3"))
         .await;
