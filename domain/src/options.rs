@@ -482,14 +482,23 @@ pub struct OptionError {
     pub expected: String,
 }
 
+/// Options whose values are secrets: an error names their length only, so
+/// a mistyped key does not end up in logs.
+const SECRET_OPTIONS: [&str; 3] = ["AGENT_CLUSTER_KEY", "AGENT_SECRET", "EDGE_KEY"];
+
 impl fmt::Display for OptionError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let value = if SECRET_OPTIONS.contains(&self.env) {
+            format!("({} characters, not shown)", self.value.chars().count())
+        } else {
+            format!("{:?}", self.value)
+        };
         match self.source {
-            Source::Environment => write!(f, "invalid value {:?} for {}", self.value, self.env)?,
+            Source::Environment => write!(f, "invalid value {value} for {}", self.env)?,
             Source::Flag => write!(
                 f,
-                "invalid value {:?} for --{} ({})",
-                self.value, self.flag, self.env
+                "invalid value {value} for --{} ({})",
+                self.flag, self.env
             )?,
         }
         write!(f, ": expected {}", self.expected)
@@ -1017,8 +1026,11 @@ mod tests {
             "{error}"
         );
         for bad in ["not base64!", "AAAA"] {
-            let error = check(&[("AGENT_CLUSTER_KEY", bad)]).unwrap_err();
-            assert!(error.to_string().contains("16, 24 or 32-byte"), "{error}");
+            let error = check(&[("AGENT_CLUSTER_KEY", bad)])
+                .unwrap_err()
+                .to_string();
+            assert!(error.contains("16, 24 or 32-byte"), "{error}");
+            assert!(!error.contains(bad), "a key is not shown: {error}");
         }
     }
 
