@@ -268,15 +268,50 @@ impl Deployer for CliDeployer {
             StackEngine::Swarm => {
                 let docker = self.docker()?;
                 let args = ["stack", "rm", deployment.project.as_str()];
-                self.run(&docker, &args, None, &[]).await.map(drop)
+                let mut attempt = 1;
+                loop {
+                    match self.run(&docker, &args, None, &[]).await {
+                        // `docker stack rm` removes the services, then their
+                        // networks, while the services' tasks may still be
+                        // stopping: the engine refuses the network until
+                        // they have. Asked again a moment later, it finishes.
+                        Err(DeployError::Failed(said))
+                            if network_still_in_use(&said) && attempt < STACK_RM_ATTEMPTS =>
+                        {
+                            attempt += 1;
+                            tokio::time::sleep(STACK_RM_PAUSE).await;
+                        }
+                        result => return result.map(drop),
+                    }
+                }
             }
         }
     }
 }
 
+/// How often `docker stack rm` is asked while its networks are in use.
+const STACK_RM_ATTEMPTS: u32 = 10;
+const STACK_RM_PAUSE: Duration = Duration::from_secs(1);
+
+/// The engine's answer when a stack's network outlives its services' tasks
+/// for a moment.
+fn network_still_in_use(said: &str) -> bool {
+    said.contains("Failed to remove network") && said.contains("is in use by task")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_network_race_of_stack_removal_is_recognised() {
+        let said = "Failed to remove network o8rq: Error response from daemon: rpc error: \
+            code = FailedPrecondition desc = network o8rq is in use by task oukrf3\
+            failed to remove some resources from stack: edge_swarm";
+        assert!(network_still_in_use(said));
+        assert!(!network_still_in_use("Nothing found in stack: edge_swarm"));
+        assert!(!network_still_in_use("permission denied"));
+    }
 
     #[test]
     fn states_read_from_the_cli() {
