@@ -9,7 +9,8 @@
 //! this one is taken, from its own task (often on the other worker thread).
 //! So joined data waits for the next frame at most `MAX_DELAY` (1 ms, the
 //! timer's granularity) and at most `MAX_JOINED` bytes; a stream that
-//! pauses is written within that millisecond. Large frames pass untouched.
+//! pauses is written within that millisecond. Large frames pass untouched,
+//! and the proxy wraps only answers of unknown length (streams).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -33,8 +34,8 @@ pub struct Coalesced {
     /// (trailers, an error, or data past the cap).
     held: Option<Result<Frame<Bytes>, BoxError>>,
     ended: bool,
-    /// Whether the deadline runs for the data held.
-    yielded: bool,
+    /// Whether the deadline is set for the data joined so far.
+    armed: bool,
     deadline: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
@@ -45,13 +46,13 @@ impl Coalesced {
             joined: BytesMut::new(),
             held: None,
             ended: false,
-            yielded: false,
+            armed: false,
             deadline: None,
         }
     }
 
     fn take_joined(&mut self) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        self.yielded = false;
+        self.armed = false;
         Poll::Ready(Some(Ok(Frame::data(self.joined.split().freeze()))))
     }
 }
@@ -102,8 +103,8 @@ impl http_body::Body for Coalesced {
                     let deadline = this
                         .deadline
                         .get_or_insert_with(|| Box::pin(tokio::time::sleep(MAX_DELAY)));
-                    if !this.yielded {
-                        this.yielded = true;
+                    if !this.armed {
+                        this.armed = true;
                         deadline
                             .as_mut()
                             .reset(tokio::time::Instant::now() + MAX_DELAY);

@@ -76,6 +76,14 @@ where
         return Ok(response);
     }
     strip_hop_by_hop(response.headers_mut(), false);
+    // Only a stream of unknown length is joined: an answer with a length
+    // is whole already, and copying it would only cost.
+    if http_body::Body::size_hint(response.body())
+        .exact()
+        .is_some()
+    {
+        return Ok(response);
+    }
     Ok(response.map(|body| Coalesced::new(body).boxed_unsync()))
 }
 

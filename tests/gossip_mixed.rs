@@ -13,10 +13,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use support::berth_process::{free_port, BerthProcess};
-use support::client::Target;
+use support::client::{plain_get, Target};
 use support::own_engine::OwnEngine;
 use support::serf_peer::{peer_binary, SerfPeer};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Bounds for liveness, not performance targets: the figures themselves
 /// are printed for the closing note.
@@ -76,13 +75,7 @@ impl Agent {
 
     /// How many members gossip knows with `status` (Prometheus endpoint).
     async fn count(&self, status: &str) -> usize {
-        let mut stream = tokio::net::TcpStream::connect(self.metrics).await.unwrap();
-        stream
-            .write_all(b"GET /metrics HTTP/1.0\r\nHost: berth\r\n\r\n")
-            .await
-            .unwrap();
-        let mut text = String::new();
-        stream.read_to_string(&mut text).await.unwrap();
+        let text = plain_get(self.metrics, "/metrics").await;
         let prefix = format!("berth_cluster_members{{status=\"{status}\"}} ");
         text.lines()
             .find_map(|line| line.strip_prefix(&prefix))

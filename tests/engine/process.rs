@@ -8,7 +8,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::support::berth_process::BerthProcess;
-use crate::support::client::{tls_stream, Target};
+use crate::support::client::{plain_get, tls_stream, Target};
 
 fn run_with_env(env: &[(&str, &str)]) -> std::process::Output {
     let mut command = Command::new("timeout");
@@ -407,13 +407,7 @@ async fn metrics_count_requests_on_their_own_unsigned_endpoint() {
     let unsigned = crate::support::client::unsigned_request("GET", "/_ping", "");
     assert_eq!(target.fetch_request(unsigned).await.0.status(), 403);
 
-    let mut plain = TcpStream::connect(&metrics_addr).await.unwrap();
-    plain
-        .write_all(b"GET /metrics HTTP/1.1\r\nhost: berth\r\nconnection: close\r\n\r\n")
-        .await
-        .unwrap();
-    let mut answer = String::new();
-    plain.read_to_string(&mut answer).await.unwrap();
+    let answer = plain_get(metrics_addr.as_str(), "/metrics").await;
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     assert!(
         answer.contains("berth_requests_total{route=\"ping\",status=\"204\"} 2"),

@@ -15,6 +15,18 @@ use tokio::net::{TcpStream, UnixStream};
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 
+/// `GET path` in plain HTTP on a fresh connection (the metrics endpoint):
+/// the whole answer, head and body.
+pub async fn plain_get(addr: impl tokio::net::ToSocketAddrs, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = TcpStream::connect(addr).await.expect("connect");
+    let head = format!("GET {path} HTTP/1.1\r\nhost: berth\r\nconnection: close\r\n\r\n");
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).await.unwrap();
+    answer
+}
+
 /// A client as Portainer's: the certificate is not verified.
 pub fn tls_connector() -> TlsConnector {
     tls_connector_with(None)

@@ -11,13 +11,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use berth_domain::cluster::{AgentTags, Member, MemberStatus, Seed};
-use berth_domain::gossip::keyring::Keyring;
+use berth_domain::gossip::keyring::{sealed_len, stream_header, Keyring};
 use berth_domain::gossip::messages::{
     compound, decode_packet, decode_stream, encode_stream_ack, Alive, IndirectPing, Message, Ping,
     StreamMessage, WireError, ENCRYPT, MAX_EXPANDED, VERSIONS,
 };
 use berth_domain::gossip::serf::{decode_tags, encode_tags, SerfMessage};
-use berth_domain::gossip::state::{Gossip, SerfStatus, Settings};
+use berth_domain::gossip::state::{Gossip, Settings};
 use berth_ports::{Membership, MembershipError};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
@@ -44,6 +44,8 @@ const MAX_STREAM: usize = MAX_EXPANDED;
 type AckWaiter = oneshot::Sender<()>;
 
 struct Inner {
+    /// This node's gossip name (fixed for its life).
+    name: String,
     state: Mutex<Gossip>,
     udp: UdpSocket,
     keyring: Option<Keyring>,
@@ -62,19 +64,17 @@ pub struct MemberlistMembership {
     inner: Arc<Inner>,
 }
 
+/// A fresh nonce for each sealed message.
+fn nonce() -> [u8; 12] {
+    let mut nonce = [0u8; 12];
+    getrandom::getrandom(&mut nonce).expect("the OS has randomness");
+    nonce
+}
+
 fn random_u32() -> u32 {
     let mut bytes = [0u8; 4];
     getrandom::getrandom(&mut bytes).expect("the OS has randomness");
     u32::from_be_bytes(bytes)
-}
-
-fn status(status: SerfStatus) -> MemberStatus {
-    match status {
-        SerfStatus::Alive => MemberStatus::Alive,
-        SerfStatus::Leaving => MemberStatus::Leaving,
-        SerfStatus::Left => MemberStatus::Left,
-        SerfStatus::Failed => MemberStatus::Failed,
-    }
 }
 
 fn tag_pairs(tags: &AgentTags) -> Vec<(&str, &str)> {
@@ -105,6 +105,7 @@ impl MemberlistMembership {
         let interval_ms = config.probe_interval.as_millis() as u64;
         let (stop, _) = watch::channel(false);
         let inner = Arc::new(Inner {
+            name: config.node_id.clone(),
             state: Mutex::new(Gossip::new(me, Settings::agent(interval_ms), 0)),
             udp,
             keyring: config.keyring,
@@ -172,11 +173,7 @@ impl Inner {
 
     fn seal_packet(&self, packet: Vec<u8>) -> Vec<u8> {
         match &self.keyring {
-            Some(keyring) => {
-                let mut nonce = [0u8; 12];
-                getrandom::getrandom(&mut nonce).expect("the OS has randomness");
-                keyring.seal(&packet, &[], nonce)
-            }
+            Some(keyring) => keyring.seal(&packet, &[], nonce()),
             None => packet,
         }
     }
@@ -192,7 +189,7 @@ impl Inner {
         Some((
             self.advertise.ip(),
             self.advertise.port(),
-            self.state().name().to_string(),
+            self.name.clone(),
         ))
     }
 
@@ -230,7 +227,7 @@ impl Inner {
         let now = self.now();
         match message {
             Message::Ping(ping) => {
-                if !ping.node.is_empty() && ping.node != self.state().name() {
+                if !ping.node.is_empty() && ping.node != self.name {
                     debug!(%from, node = %ping.node, "ping for another node");
                     return;
                 }
@@ -417,7 +414,7 @@ impl Inner {
                     state
                         .members()
                         .into_iter()
-                        .filter(|m| m.status == SerfStatus::Failed)
+                        .filter(|m| m.status == MemberStatus::Failed)
                         .map(|m| SocketAddr::new(m.addr, m.port))
                         .next()
                 } else {
@@ -504,7 +501,7 @@ impl Inner {
                 self.state().merge(remote, now);
             }
             StreamMessage::Ping(ping) => {
-                if ping.node.is_empty() || ping.node == self.state().name() {
+                if ping.node.is_empty() || ping.node == self.name {
                     self.write_stream(&mut stream, encode_stream_ack(ping.seq))
                         .await?;
                 }
@@ -519,14 +516,10 @@ impl Inner {
     async fn write_stream(&self, stream: &mut TcpStream, plain: Vec<u8>) -> Result<(), WireError> {
         let bytes = match &self.keyring {
             Some(keyring) => {
-                let sealed_len = 1 + 12 + plain.len() + 16;
-                let mut header = vec![ENCRYPT];
-                header.extend_from_slice(&(sealed_len as u32).to_be_bytes());
-                let mut nonce = [0u8; 12];
-                getrandom::getrandom(&mut nonce).expect("the OS has randomness");
-                let sealed = keyring.seal(&plain, &header, nonce);
-                header.extend_from_slice(&sealed);
-                header
+                let header = stream_header(sealed_len(plain.len()));
+                let mut frame = header.to_vec();
+                frame.extend_from_slice(&keyring.seal(&plain, &header, nonce()));
+                frame
             }
             None => plain,
         };
@@ -555,9 +548,7 @@ impl Inner {
             }
             let mut sealed = vec![0u8; len];
             stream.read_exact(&mut sealed).await.map_err(io)?;
-            let mut header = vec![ENCRYPT];
-            header.extend_from_slice(&(len as u32).to_be_bytes());
-            let plain = keyring.open(&sealed, &header)?;
+            let plain = keyring.open(&sealed, &stream_header(len))?;
             return decode_stream(&plain).map(|(message, _)| message);
         }
         if self.keyring.is_some() {
@@ -605,7 +596,7 @@ impl Membership for MemberlistMembership {
                 let tags = decode_tags(&member.meta);
                 Member::from_tags(
                     member.addr,
-                    status(member.status),
+                    member.status,
                     tags.iter().map(|(k, v)| (k.as_str(), v.as_str())),
                 )
             })

@@ -17,6 +17,18 @@ type Aes192Gcm = AesGcm<Aes192, U12>;
 const NONCE: usize = 12;
 const TAG: usize = 16;
 
+/// How long `plain` is once sealed: version, nonce, text, tag.
+pub const fn sealed_len(plain: usize) -> usize {
+    1 + NONCE + plain + TAG
+}
+
+/// The frame header of a sealed stream message (`encryptMsg` and the
+/// sealed length), which is also its additional data.
+pub fn stream_header(sealed_len: usize) -> [u8; 5] {
+    let [a, b, c, d] = u32::try_from(sealed_len).unwrap_or(u32::MAX).to_be_bytes();
+    [super::messages::ENCRYPT, a, b, c, d]
+}
+
 #[derive(Clone)]
 pub struct Keyring {
     /// The first key seals; every key is tried to open.
@@ -60,7 +72,7 @@ impl Keyring {
     /// Seals `plain` (version 1) under the first key with `nonce`, which
     /// the caller draws at random for every message.
     pub fn seal(&self, plain: &[u8], aad: &[u8], nonce: [u8; NONCE]) -> Vec<u8> {
-        let mut out = Vec::with_capacity(1 + NONCE + plain.len() + TAG);
+        let mut out = Vec::with_capacity(sealed_len(plain.len()));
         out.push(1);
         out.extend_from_slice(&nonce);
         let payload = Payload { msg: plain, aad };
@@ -144,6 +156,7 @@ mod tests {
             let ring = Keyring::new(vec![vec![7; len]]).unwrap();
             let sealed = ring.seal(b"hello", b"hdr", [1; 12]);
             assert_eq!(sealed.len(), 1 + 12 + 5 + 16);
+            assert_eq!(sealed.len(), sealed_len(5));
             assert_eq!(ring.open(&sealed, b"hdr").unwrap(), b"hello");
             assert!(ring.open(&sealed, b"other").is_err());
             let other = Keyring::new(vec![vec![8; len]]).unwrap();

@@ -89,17 +89,17 @@ impl Value {
                 out.extend_from_slice(&x.to_be_bytes());
             }
             Value::Raw(bytes) => {
-                write_len(bytes.len(), 0xa0, 32, None, 0xda, 0xdb, out);
+                write_len(bytes.len(), 0xa0, 32, 0xda, 0xdb, out);
                 out.extend_from_slice(bytes);
             }
             Value::Array(items) => {
-                write_len(items.len(), 0x90, 16, None, 0xdc, 0xdd, out);
+                write_len(items.len(), 0x90, 16, 0xdc, 0xdd, out);
                 for item in items {
                     item.write(out);
                 }
             }
             Value::Map(entries) => {
-                write_len(entries.len(), 0x80, 16, None, 0xde, 0xdf, out);
+                write_len(entries.len(), 0x80, 16, 0xde, 0xdf, out);
                 for (key, value) in entries {
                     key.write(out);
                     value.write(out);
@@ -147,11 +147,12 @@ impl Value {
     }
 }
 
+/// A length as the old spec writes it: the fix form, else 16 or 32 bits
+/// (the old spec has no 8-bit lengths).
 fn write_len(
     len: usize,
     fix: u8,
     fix_limit: usize,
-    eight: Option<u8>,
     sixteen: u8,
     thirty_two: u8,
     out: &mut Vec<u8>,
@@ -159,9 +160,6 @@ fn write_len(
     if len < fix_limit {
         // fix_limit is at most 32, so the length fits the marker's low bits.
         out.push(fix | len as u8);
-    } else if let (Some(marker), Ok(len)) = (eight, u8::try_from(len)) {
-        out.push(marker);
-        out.push(len);
     } else if let Ok(len) = u16::try_from(len) {
         out.push(sixteen);
         out.extend_from_slice(&len.to_be_bytes());

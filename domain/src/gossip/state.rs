@@ -8,17 +8,10 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
+use crate::cluster::MemberStatus;
+
 use super::messages::{Accusation, Alive, Message, NodeState, PushNode, PushPull};
 use super::serf::{Intent, SerfState};
-
-/// serf's view of a member.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SerfStatus {
-    Alive,
-    Leaving,
-    Left,
-    Failed,
-}
 
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -49,9 +42,9 @@ impl Settings {
     }
 }
 
+/// A suspicion runs from its node's `state_change`.
 #[derive(Debug, Clone)]
 struct Suspicion {
-    since: u64,
     /// Who else suspects it; the first accuser is not counted.
     confirmations: BTreeSet<String>,
     first: String,
@@ -80,15 +73,9 @@ pub struct Node {
     pub alive: Alive,
     pub state: NodeState,
     pub state_change: u64,
-    pub status: SerfStatus,
+    pub status: MemberStatus,
     status_ltime: u64,
     suspicion: Option<Suspicion>,
-}
-
-impl Node {
-    pub fn name(&self) -> &str {
-        &self.alive.node
-    }
 }
 
 /// A member as [`Gossip::members`] reports it.
@@ -97,7 +84,7 @@ pub struct MemberView {
     pub name: String,
     pub addr: IpAddr,
     pub port: u16,
-    pub status: SerfStatus,
+    pub status: MemberStatus,
     pub meta: Vec<u8>,
 }
 
@@ -160,20 +147,12 @@ impl Gossip {
         gossip
     }
 
-    pub fn name(&self) -> &str {
-        &self.me
-    }
-
     pub fn me(&self) -> &Alive {
         &self.nodes[&self.me].alive
     }
 
     pub fn node(&self, name: &str) -> Option<&Node> {
         self.nodes.get(name)
-    }
-
-    pub fn has_left(&self) -> bool {
-        self.left
     }
 
     fn queue(&mut self, about: Option<String>, message: Vec<u8>) {
@@ -258,7 +237,7 @@ impl Gossip {
             alive: alive.clone(),
             state: NodeState::Dead,
             state_change: now,
-            status: SerfStatus::Failed,
+            status: MemberStatus::Failed,
             status_ltime: 0,
             suspicion: None,
         });
@@ -280,12 +259,12 @@ impl Gossip {
         let Some(node) = self.nodes.get_mut(name) else {
             return;
         };
-        node.status = SerfStatus::Alive;
+        node.status = MemberStatus::Alive;
         match intent {
             Some(Intent::Join { ltime, .. }) => node.status_ltime = node.status_ltime.max(ltime),
             Some(Intent::Leave { ltime, .. }) if ltime > node.status_ltime => {
                 node.status_ltime = ltime;
-                node.status = SerfStatus::Leaving;
+                node.status = MemberStatus::Leaving;
             }
             _ => {}
         }
@@ -355,7 +334,6 @@ impl Gossip {
         node.state = NodeState::Suspect;
         node.state_change = now;
         node.suspicion = Some(Suspicion {
-            since: now,
             confirmations: BTreeSet::new(),
             first: accusation.from.clone(),
             needed,
@@ -391,9 +369,9 @@ impl Gossip {
         };
         node.state_change = now;
         node.status = match node.status {
-            SerfStatus::Leaving => SerfStatus::Left,
-            _ if left => SerfStatus::Left,
-            _ => SerfStatus::Failed,
+            MemberStatus::Leaving => MemberStatus::Left,
+            _ if left => MemberStatus::Left,
+            _ => MemberStatus::Failed,
         };
         let name = accusation.node.clone();
         self.queue(Some(name), Message::Dead(accusation).encode());
@@ -439,12 +417,12 @@ impl Gossip {
         node.status_ltime = ltime;
         if is_leave {
             node.status = match node.status {
-                SerfStatus::Alive => SerfStatus::Leaving,
-                SerfStatus::Failed | SerfStatus::Left => SerfStatus::Left,
-                SerfStatus::Leaving => SerfStatus::Leaving,
+                MemberStatus::Alive => MemberStatus::Leaving,
+                MemberStatus::Failed | MemberStatus::Left => MemberStatus::Left,
+                MemberStatus::Leaving => MemberStatus::Leaving,
             };
-        } else if node.status == SerfStatus::Leaving {
-            node.status = SerfStatus::Alive;
+        } else if node.status == MemberStatus::Leaving {
+            node.status = MemberStatus::Alive;
         }
         true
     }
@@ -545,7 +523,7 @@ impl Gossip {
             .values()
             .filter_map(|node| {
                 let suspicion = node.suspicion.as_ref()?;
-                (now.saturating_sub(suspicion.since) >= suspicion.timeout_ms()).then(|| {
+                (now.saturating_sub(node.state_change) >= suspicion.timeout_ms()).then(|| {
                     Accusation {
                         incarnation: node.alive.incarnation,
                         node: node.alive.node.clone(),
@@ -561,8 +539,8 @@ impl Gossip {
         let me = self.me.clone();
         self.nodes.retain(|name, node| {
             let kept = match node.status {
-                SerfStatus::Failed => failed_kept,
-                SerfStatus::Left => left_kept,
+                MemberStatus::Failed => failed_kept,
+                MemberStatus::Left => left_kept,
                 _ => return true,
             };
             *name == me
@@ -669,7 +647,7 @@ impl Gossip {
             left_members: self
                 .nodes
                 .values()
-                .filter(|n| n.status == SerfStatus::Left)
+                .filter(|n| n.status == MemberStatus::Left)
                 .map(|n| n.alive.node.clone())
                 .collect(),
             event_ltime: 0,
@@ -694,12 +672,6 @@ impl Gossip {
             })
             .collect()
     }
-
-    /// Nodes memberlist counts (this one included), for timeouts that
-    /// scale with the cluster.
-    pub fn size(&self) -> usize {
-        self.nodes.len()
-    }
 }
 
 #[cfg(test)]
@@ -722,7 +694,7 @@ mod tests {
         Gossip::new(alive("me", 1), Settings::agent(1000), 0)
     }
 
-    fn status(gossip: &Gossip, name: &str) -> Option<SerfStatus> {
+    fn status(gossip: &Gossip, name: &str) -> Option<MemberStatus> {
         gossip.node(name).map(|n| n.status)
     }
 
@@ -746,7 +718,7 @@ mod tests {
     fn a_new_node_is_alive_and_passed_on() {
         let mut g = gossip();
         g.on_alive(alive("b", 1), 0);
-        assert_eq!(status(&g, "b"), Some(SerfStatus::Alive));
+        assert_eq!(status(&g, "b"), Some(MemberStatus::Alive));
         assert!(queued(&mut g).contains(&Message::Alive(alive("b", 1))));
     }
 
@@ -770,7 +742,7 @@ mod tests {
         g.tick(4099);
         assert_eq!(g.node("b").unwrap().state, NodeState::Suspect);
         g.tick(4100);
-        assert_eq!(status(&g, "b"), Some(SerfStatus::Failed));
+        assert_eq!(status(&g, "b"), Some(MemberStatus::Failed));
     }
 
     #[test]
@@ -780,7 +752,7 @@ mod tests {
         g.probe_failed("b", 0);
         g.on_alive(alive("b", 2), 10);
         g.tick(60_000);
-        assert_eq!(status(&g, "b"), Some(SerfStatus::Alive));
+        assert_eq!(status(&g, "b"), Some(MemberStatus::Alive));
     }
 
     #[test]
@@ -796,7 +768,7 @@ mod tests {
         g.on_suspect(accusation("b", 1, "c"), 5000);
         g.on_suspect(accusation("b", 1, "d"), 5000);
         g.tick(5001);
-        assert_eq!(status(&g, "b"), Some(SerfStatus::Failed));
+        assert_eq!(status(&g, "b"), Some(MemberStatus::Failed));
     }
 
     #[test]
@@ -818,7 +790,7 @@ mod tests {
         g.on_suspect(accusation("me", 1, "b"), 0);
         g.on_dead(accusation("me", 3, "b"), 0);
         assert_eq!(g.me().incarnation, 4);
-        assert_eq!(status(&g, "me"), Some(SerfStatus::Alive));
+        assert_eq!(status(&g, "me"), Some(MemberStatus::Alive));
         assert!(queued(&mut g).contains(&Message::Alive(alive("me", 4))));
     }
 
@@ -831,11 +803,11 @@ mod tests {
             ltime: 7,
             node: "b".into(),
         });
-        assert_eq!(status(&g, "b"), Some(SerfStatus::Leaving));
+        assert_eq!(status(&g, "b"), Some(MemberStatus::Leaving));
         g.on_dead(accusation("b", 1, "b"), 0);
         g.on_dead(accusation("c", 1, "me"), 0);
-        assert_eq!(status(&g, "b"), Some(SerfStatus::Left));
-        assert_eq!(status(&g, "c"), Some(SerfStatus::Failed));
+        assert_eq!(status(&g, "b"), Some(MemberStatus::Left));
+        assert_eq!(status(&g, "c"), Some(MemberStatus::Failed));
     }
 
     #[test]
@@ -846,12 +818,12 @@ mod tests {
             node: "b".into(),
         });
         g.on_alive(alive("b", 1), 0);
-        assert_eq!(status(&g, "b"), Some(SerfStatus::Leaving));
+        assert_eq!(status(&g, "b"), Some(MemberStatus::Leaving));
         g.on_serf_intent(Intent::Join {
             ltime: 4,
             node: "b".into(),
         });
-        assert_eq!(status(&g, "b"), Some(SerfStatus::Alive));
+        assert_eq!(status(&g, "b"), Some(MemberStatus::Alive));
     }
 
     #[test]
@@ -877,7 +849,7 @@ mod tests {
         assert!(messages
             .iter()
             .any(|m| matches!(m, Message::User(u) if u[0] == 0)));
-        assert_eq!(status(&g, "me"), Some(SerfStatus::Left));
+        assert_eq!(status(&g, "me"), Some(MemberStatus::Left));
     }
 
     #[test]
@@ -901,7 +873,7 @@ mod tests {
         a.on_dead(accusation("b", 2, "b"), 0);
         let mut other = Gossip::new(alive("z", 1), Settings::agent(1000), 0);
         other.merge(a.push_pull(true), 0);
-        assert_eq!(status(&other, "me"), Some(SerfStatus::Alive));
+        assert_eq!(status(&other, "me"), Some(MemberStatus::Alive));
         assert_eq!(other.node("b").map(|n| n.state), None);
         assert!(other.clock > 9);
     }
