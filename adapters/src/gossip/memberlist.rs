@@ -410,13 +410,15 @@ impl Inner {
             let peer = {
                 let state = self.state();
                 if failed {
-                    // serf's reconnect: try one failed member again.
-                    state
+                    // serf's reconnect: try one failed member again, chosen
+                    // at random so that every failed member gets its turn.
+                    let failed: Vec<SocketAddr> = state
                         .members()
                         .into_iter()
                         .filter(|m| m.status == MemberStatus::Failed)
                         .map(|m| SocketAddr::new(m.addr, m.port))
-                        .next()
+                        .collect();
+                    (!failed.is_empty()).then(|| failed[random_u32() as usize % failed.len()])
                 } else {
                     state
                         .others(1, "", |n| random_u32() as usize % n)
