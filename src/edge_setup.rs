@@ -19,6 +19,7 @@ use berth_adapters::key_file::KeyFile;
 use berth_adapters::portainer::{PortainerHttp, PortainerTls};
 use berth_adapters::scheduler::CronScheduler;
 use berth_adapters::tunnel::{ChiselClient, TunnelTimeouts};
+use berth_domain::edge::proxy::{NoProxy, ProxySettings};
 use berth_domain::options::Options;
 use tracing::error;
 
@@ -58,8 +59,11 @@ pub async fn start(
     }
     let activity = Activity::default();
     let gauge = TunnelGauge::default();
-    let https_proxy = options.edge.https_proxy.clone();
-    let http_proxy = options.edge.http_proxy.clone();
+    let proxies = ProxySettings {
+        https: options.edge.https_proxy.clone(),
+        http: options.edge.http_proxy.clone(),
+        no_proxy: NoProxy::parse(options.edge.no_proxy.as_deref().unwrap_or_default()),
+    };
     let tunnel_enabled = options.edge.tunnel;
     let host_root = options.host_root.clone();
     let job_timeout = options.edge.job_timeout;
@@ -98,12 +102,8 @@ pub async fn start(
             wait_for_files(&[cert, key], every).await;
         }
         let key = poll_keys.wait().await;
-        let poll_proxy = if key.portainer_url.starts_with("https") {
-            https_proxy.clone().or(http_proxy.clone())
-        } else {
-            http_proxy.clone()
-        };
-        let api_client = match PortainerHttp::new(&key.portainer_url, tls, poll_proxy) {
+        let tunnel_proxy = proxies.for_tunnel().map(str::to_string);
+        let api_client = match PortainerHttp::new(&key.portainer_url, tls, proxies) {
             Ok(client) => client,
             Err(why) => {
                 error!(%why, "the Edge key's Portainer URL is unusable; not polling");
@@ -117,7 +117,7 @@ pub async fn start(
                     server: key.tunnel_addr.clone(),
                     fingerprint: key.fingerprint.clone(),
                     local_target: api.to_string(),
-                    proxy: https_proxy.or(http_proxy),
+                    proxy: tunnel_proxy,
                     edge_id,
                     inactivity,
                 },

@@ -1,160 +1,41 @@
 //! Edge mode end to end: a berth process against the real engine, a
-//! scripted Portainer (`support::portainer_server`) and the Go chisel
-//! server (`tests/chisel-server`). The agent polls, opens the tunnel when
+//! scripted Portainer (`support::portainer_server`) and the real chisel
+//! server run as Portainer runs it (`support::chisel`; the tunnel test
+//! against both pinned versions). The agent polls, opens the tunnel when
 //! asked, serves signed Docker requests through it, reconnects after a
 //! drop, closes on IDLE and after inactivity, and survives a Portainer that
 //! hangs, fails or answers garbage.
 
 mod support;
 
-use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use bytes::Bytes;
 use http::Request;
-use http_body_util::{BodyExt, Full};
-use hyper_util::rt::TokioIo;
+use http_body_util::Full;
 use serde_json::json;
-use support::berth_process::{engine_host, free_port, BerthProcess};
-use support::chisel_server::{server_binary, ChiselServer};
+use support::berth_process::{engine_host, free_port};
+use support::chisel::against_each_chisel;
 use support::client::{request, unsigned_request};
+use support::edge_world::{
+    edge_key, fetch_ok, form, loopback, start_edge_berth, temp_dir, wait_metric, EdgeWorld,
+    TempDir, EDGE_ID, WAIT,
+};
 use support::portainer_server::{Mode, TestPortainer};
 
-const EDGE_ID: &str = "berth-edge-test";
-const WAIT: Duration = Duration::from_secs(20);
+against_each_chisel!(the_agent_polls_and_tunnels_signed_requests_to_the_real_engine);
 
-fn edge_key(portainer: &TestPortainer, chisel: &ChiselServer, endpoint: u64) -> String {
-    base64::engine::general_purpose::STANDARD_NO_PAD.encode(format!(
-        "{}|{}|{}|{endpoint}",
-        portainer.url(),
-        chisel.address,
-        chisel.fingerprint
-    ))
-}
-
-/// A folder for one test, removed when the test ends.
-struct TempDir(std::path::PathBuf);
-
-impl std::ops::Deref for TempDir {
-    type Target = std::path::Path;
-
-    fn deref(&self) -> &std::path::Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn temp_dir(name: &str) -> TempDir {
-    let dir = std::env::temp_dir().join(format!(
-        "berth-edge-{name}-{}-{}",
-        std::process::id(),
-        free_port()
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
-    TempDir(dir)
-}
-
-/// What each Edge test starts from: a scripted Portainer, the Go chisel
-/// server, and a data folder. `None` when the suite skips these tests.
-struct EdgeWorld {
-    portainer: TestPortainer,
-    chisel: ChiselServer,
-    data: TempDir,
-}
-
-impl EdgeWorld {
-    async fn start(name: &str) -> Option<EdgeWorld> {
-        let binary = server_binary()?;
-        Some(EdgeWorld {
-            portainer: TestPortainer::start().await,
-            chisel: ChiselServer::start(&binary, EDGE_ID, &[]),
-            data: temp_dir(name),
-        })
-    }
-}
-
-/// One plain-HTTP request (the Edge API and the tunnel are plain HTTP).
-async fn fetch(addr: SocketAddr, request: Request<Full<Bytes>>) -> Option<(u16, Bytes)> {
-    let stream = tokio::net::TcpStream::connect(addr).await.ok()?;
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .ok()?;
-    tokio::spawn(connection);
-    let response = tokio::time::timeout(WAIT, sender.send_request(request))
-        .await
-        .ok()?
-        .ok()?;
-    let status = response.status().as_u16();
-    let body = response.into_body().collect().await.ok()?.to_bytes();
-    Some((status, body))
-}
-
-async fn fetch_ok(addr: SocketAddr, request: Request<Full<Bytes>>) -> (u16, Bytes) {
-    fetch(addr, request).await.expect("an answer")
-}
-
-fn form(body: &str) -> Request<Full<Bytes>> {
-    Request::post("/init")
-        .header("host", "agent")
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(Full::new(Bytes::from(body.to_string())))
-        .unwrap()
-}
-
-fn loopback(port: u16) -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], port))
-}
-
-async fn metric(metrics: SocketAddr, name: &str) -> Option<String> {
-    let get = Request::get("/metrics")
-        .header("host", "metrics")
-        .body(Full::new(Bytes::new()))
-        .unwrap();
-    let (_, body) = fetch(metrics, get).await?;
-    String::from_utf8_lossy(&body)
-        .lines()
-        .find_map(|line| line.strip_prefix(&format!("{name} ")).map(str::to_string))
-}
-
-async fn wait_metric(metrics: SocketAddr, name: &str, value: &str) {
-    let deadline = Instant::now() + WAIT;
-    while metric(metrics, name).await.as_deref() != Some(value) {
-        assert!(Instant::now() < deadline, "{name} never became {value}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-fn start_edge_berth(engine: &str, data: &std::path::Path, extra: &[(&str, &str)]) -> BerthProcess {
-    let data = data.to_str().unwrap().to_string();
-    let mut env = vec![
-        ("DOCKER_HOST", engine),
-        ("EDGE", "1"),
-        ("EDGE_ID", EDGE_ID),
-        ("AGENT_ADVERTISE_ADDR", "127.0.0.1"),
-        ("DATA_PATH", data.as_str()),
-    ];
-    env.extend_from_slice(extra);
-    BerthProcess::start(&env)
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_agent_polls_and_tunnels_signed_requests_to_the_real_engine() {
+async fn the_agent_polls_and_tunnels_signed_requests_to_the_real_engine(
+    chisel_binary: std::path::PathBuf,
+) {
     let Some(engine) = engine_host() else { return };
-    let Some(EdgeWorld {
+    let EdgeWorld {
         portainer,
         mut chisel,
         data,
-    }) = EdgeWorld::start("tunnel").await
-    else {
-        return;
-    };
+    } = EdgeWorld::start_with("tunnel", &chisel_binary).await;
     let key = edge_key(&portainer, &chisel, 1);
     let metrics = loopback(free_port());
     let metrics_addr = metrics.to_string();
@@ -191,52 +72,58 @@ async fn the_agent_polls_and_tunnels_signed_requests_to_the_real_engine() {
     );
     wait_metric(metrics, "berth_edge_tunnel_state", "0").await;
 
-    // REQUIRED: the tunnel opens to the agent's API.
-    let port = free_port();
-    portainer.set_status(json!({"status": "REQUIRED", "port": port,
-        "credentials": chisel.credentials, "checkin": 0.2}));
-    let remote = chisel.wait_for("REMOTE ", WAIT);
+    // REQUIRED: the tunnel opens to the agent's API, on the one port this
+    // environment's chisel user may have.
+    let grant = chisel.tunnels[0].clone();
+    portainer.set_status(json!({"status": "REQUIRED", "port": grant.port,
+        "credentials": grant.credentials, "checkin": 0.2}));
+    let remote = chisel.wait_listening(grant.port, 1, WAIT);
     assert_eq!(
         remote,
-        format!(
-            "127.0.0.1:{port} 127.0.0.1:{} version=0.0.0-src",
-            berth.addr.port()
-        )
+        berth.addr.port().to_string(),
+        "chisel forwards to the agent's own API"
     );
-    portainer.set_status(json!({"status": "ACTIVE", "port": port, "checkin": 0.2}));
+    portainer.set_status(json!({"status": "ACTIVE", "port": grant.port, "checkin": 0.2}));
     wait_metric(metrics, "berth_edge_tunnel_state", "2").await;
 
-    let (status, body) =
-        fetch_ok(loopback(port), request("GET", "/containers/json?all=1", "")).await;
+    let (status, body) = fetch_ok(
+        loopback(grant.port),
+        request("GET", "/containers/json?all=1", ""),
+    )
+    .await;
     assert_eq!(status, 200, "{body:?}");
     assert!(serde_json::from_slice::<serde_json::Value>(&body)
         .unwrap()
         .is_array());
     let (status, _) = fetch_ok(
-        loopback(port),
+        loopback(grant.port),
         unsigned_request("GET", "/containers/json", ""),
     )
     .await;
     assert_eq!(status, 403, "the tunnel does not bypass signatures");
 
-    // A dropped tunnel that Portainer still wants comes back by itself.
-    chisel.drop_sessions();
-    chisel.wait_for_nth("REMOTE ", 2, WAIT);
-    let (status, _) = fetch_ok(loopback(port), request("GET", "/version", "")).await;
+    // chisel killed and back: a tunnel Portainer still wants comes back by
+    // itself (the Go agent's stays down).
+    chisel.restart();
+    chisel.wait_listening(grant.port, 2, WAIT);
+    let (status, _) = fetch_ok(loopback(grant.port), request("GET", "/version", "")).await;
     assert_eq!(status, 200);
 
     // No requests for the inactivity timeout: berth closes the tunnel.
-    chisel.wait_for_nth("CLOSED ", 2, WAIT);
+    let closed = chisel.count("Closed connection");
+    chisel.wait_for_nth("Closed connection", closed + 1, WAIT);
     wait_metric(metrics, "berth_edge_tunnel_state", "0").await;
     assert!(berth.logged_within("Inactive", Duration::from_secs(1)));
 
-    // Asked again, then IDLE: opens, then closes.
-    let port = free_port();
-    portainer.set_status(json!({"status": "REQUIRED", "port": port,
-        "credentials": chisel.credentials, "checkin": 0.2}));
-    chisel.wait_for_nth("REMOTE ", 3, WAIT);
+    // Asked again (a new port and user, as Portainer does), then IDLE:
+    // opens, then closes.
+    let grant = chisel.tunnels[1].clone();
+    portainer.set_status(json!({"status": "REQUIRED", "port": grant.port,
+        "credentials": grant.credentials, "checkin": 0.2}));
+    chisel.wait_listening(grant.port, 1, WAIT);
+    let closed = chisel.count("Closed connection");
     portainer.set_status(json!({"status": "IDLE", "checkin": 0.2}));
-    chisel.wait_for_nth("CLOSED ", 3, WAIT);
+    chisel.wait_for_nth("Closed connection", closed + 1, WAIT);
     wait_metric(metrics, "berth_edge_tunnel_state", "0").await;
     drop(berth);
 }
@@ -288,10 +175,10 @@ async fn a_misbehaving_portainer_never_stops_the_agent() {
 
     // Portainer comes back: the timed-out poll gives way and work resumes.
     portainer.set_mode(Mode::Normal);
-    let port = free_port();
-    portainer.set_status(json!({"status": "REQUIRED", "port": port,
-        "credentials": chisel.credentials, "checkin": 0.2}));
-    chisel.wait_for("REMOTE ", Duration::from_secs(60));
+    let grant = &chisel.tunnels[0];
+    portainer.set_status(json!({"status": "REQUIRED", "port": grant.port,
+        "credentials": grant.credentials, "checkin": 0.2}));
+    chisel.wait_listening(grant.port, 1, Duration::from_secs(60));
     assert!(berth.logged_within("polling Portainer works again", WAIT));
     drop(berth);
 }
@@ -422,6 +309,55 @@ async fn a_global_key_gets_its_endpoint_from_portainer() {
         support::portainer_server::GLOBAL_ENDPOINT
     );
     portainer.wait_requests(&path, 1, WAIT).await;
+    drop(berth);
+}
+
+/// As the Go agent: a key given in `EDGE_KEY` is written to the data
+/// folder, so the agent recreated with its data volume but without the
+/// variable keeps its key (and no key page opens).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_from_edge_key_is_saved_for_an_agent_started_without_it() {
+    let Some(engine) = engine_host() else { return };
+    let Some(EdgeWorld {
+        portainer,
+        chisel,
+        data,
+    }) = EdgeWorld::start("saved").await
+    else {
+        return;
+    };
+    portainer.set_status(json!({"status": "IDLE", "checkin": 0.2}));
+    let key = edge_key(&portainer, &chisel, 1);
+    let berth = start_edge_berth(&engine, &data, &[("EDGE_KEY", &key)]);
+    portainer
+        .wait_requests("/api/endpoints/1/edge/status", 1, WAIT)
+        .await;
+    let saved = data.join("agent_edge_key");
+    assert_eq!(std::fs::read_to_string(&saved).unwrap(), key);
+    assert_eq!(
+        std::fs::metadata(&saved).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    drop(berth);
+
+    let page_port = free_port();
+    let page_port_text = page_port.to_string();
+    let berth = start_edge_berth(
+        &engine,
+        &data,
+        &[
+            ("EDGE_SERVER_HOST", "127.0.0.1"),
+            ("EDGE_SERVER_PORT", page_port_text.as_str()),
+        ],
+    );
+    let ping = Request::get("/ping")
+        .header("host", "agent")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    assert_eq!(fetch_ok(berth.addr, ping).await.0, 204, "the key was kept");
+    assert!(tokio::net::TcpStream::connect(loopback(page_port))
+        .await
+        .is_err());
     drop(berth);
 }
 

@@ -1,8 +1,8 @@
 //! berth agents and HashiCorp's Go serf in one gossip cluster on loopback:
 //! two real berth processes (each in front of an engine of the test's own,
 //! with its own node name) and Go serf members (`tests/serf-peer`, built
-//! from Debian's serf 0.9 / memberlist 0.2, the protocol of the Go agent's
-//! serf 0.8 / memberlist 0.1). Membership, tags both ways, failures both
+//! from Go modules at serf 0.9.4 / memberlist 0.2.2, the protocol of the Go
+//! agent's serf 0.8 / memberlist 0.1). Membership, tags both ways, failures both
 //! ways, graceful leaves both ways, and encrypted gossip.
 
 mod support;

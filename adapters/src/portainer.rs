@@ -1,14 +1,17 @@
 //! The `PortainerApi` port: one HTTP/1.1 call per connection to the Edge
 //! key's Portainer URL (an agent polls every few seconds; a fresh
 //! connection per poll also picks up rotated client certificates), over
-//! TLS for `https://`, through a CONNECT proxy when configured.
+//! TLS for `https://`, through a proxy when the settings name one for that
+//! address. Redirects are followed as Go's `http.Client` follows them (the
+//! Go agent's client), so a Portainer behind a redirecting proxy works.
 
 use std::sync::Arc;
 
+use berth_domain::edge::proxy::{join_host_port, ProxySettings};
 use berth_ports::{EdgeAnswer, EdgeCall, PortainerApi, PortainerError};
 use bytes::Bytes;
-use http::header::{ETAG, HOST};
-use http::{Request, Uri};
+use http::header::{ETAG, HOST, LOCATION, PROXY_AUTHORIZATION};
+use http::{Method, Request, StatusCode, Uri};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper_util::rt::TokioIo;
 use rustls::pki_types::ServerName;
@@ -19,6 +22,9 @@ use crate::http::tls;
 /// The largest answer berth reads from Portainer (stack files included).
 const MAX_ANSWER: usize = 64 * 1024 * 1024;
 
+/// Go's `http.Client` gives up after ten redirects.
+const MAX_REDIRECTS: usize = 10;
+
 /// TLS choices for Portainer (EDGE_INSECURE_POLL and the MTLS_* options).
 #[derive(Debug, Clone, Default)]
 pub struct PortainerTls {
@@ -28,11 +34,57 @@ pub struct PortainerTls {
     pub key: Option<String>,
 }
 
-#[derive(Clone)]
-pub struct PortainerHttp {
+/// Where a call goes: scheme, host and port.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Origin {
     secure: bool,
     host: String,
     port: u16,
+}
+
+impl Origin {
+    fn default_port(secure: bool) -> u16 {
+        if secure {
+            443
+        } else {
+            80
+        }
+    }
+
+    /// The `Host` header: the port only when it is not the scheme's.
+    fn authority(&self) -> String {
+        match (
+            self.port == Self::default_port(self.secure),
+            self.host.contains(':'),
+        ) {
+            (false, _) => join_host_port(&self.host, self.port),
+            (true, true) => format!("[{}]", self.host),
+            (true, false) => self.host.clone(),
+        }
+    }
+
+    fn from_uri(uri: &Uri) -> Result<Origin, String> {
+        let secure = match uri.scheme_str() {
+            Some("https") => true,
+            Some("http") => false,
+            _ => return Err(format!("{uri} is not http:// or https://")),
+        };
+        let host = uri
+            .host()
+            .ok_or_else(|| format!("{uri} has no host"))?
+            .trim_matches(['[', ']'])
+            .to_string();
+        Ok(Origin {
+            secure,
+            port: uri.port_u16().unwrap_or(Self::default_port(secure)),
+            host,
+        })
+    }
+}
+
+#[derive(Clone)]
+pub struct PortainerHttp {
+    origin: Origin,
     /// The URL's path, prefixed to every call's path.
     base_path: String,
     tls: PortainerTls,
@@ -41,107 +93,146 @@ pub struct PortainerHttp {
     /// so rotated files are used.
     fixed_tls: Option<Arc<ClientConfig>>,
     system_roots: Arc<RootCertStore>,
-    proxy: Option<String>,
+    proxies: ProxySettings,
 }
 
 impl PortainerHttp {
     /// # Errors
     /// When the URL is not `http://` or `https://` with a host.
-    pub fn new(url: &str, tls: PortainerTls, proxy: Option<String>) -> Result<Self, String> {
+    pub fn new(url: &str, tls: PortainerTls, proxies: ProxySettings) -> Result<Self, String> {
         let uri: Uri = url
             .parse()
             .map_err(|e| format!("the Portainer URL {url:?} is invalid: {e}"))?;
-        let secure = match uri.scheme_str() {
-            Some("https") => true,
-            Some("http") => false,
-            _ => {
-                return Err(format!(
-                    "the Portainer URL {url:?} must be http:// or https://"
-                ))
-            }
-        };
-        let host = uri
-            .host()
-            .ok_or_else(|| format!("the Portainer URL {url:?} has no host"))?
-            .trim_matches(['[', ']'])
-            .to_string();
+        let origin = Origin::from_uri(&uri).map_err(|e| format!("the Portainer URL {e}"))?;
         let uses_files = !tls.insecure && (tls.ca.is_some() || tls.cert.is_some());
-        // The system's CA store is read only when it can be used.
-        let system_roots = Arc::new(if secure && !tls.insecure && tls.ca.is_none() {
+        // The system's CA store is read only when it can be used; a
+        // redirect from http:// to https:// may need it later.
+        let system_roots = Arc::new(if !tls.insecure && tls.ca.is_none() {
             tls::system_roots()
         } else {
             RootCertStore::empty()
         });
-        let fixed_tls = if secure && !uses_files {
+        let fixed_tls = if uses_files {
+            None
+        } else {
             Some(
                 tls::portainer_client_config(tls.insecure, None, None, &system_roots)
                     .map_err(|e| e.to_string())?,
             )
-        } else {
-            None
         };
         Ok(PortainerHttp {
             fixed_tls,
-            secure,
-            port: uri.port_u16().unwrap_or(if secure { 443 } else { 80 }),
-            host,
             base_path: uri.path().trim_end_matches('/').to_string(),
+            origin,
             tls,
             system_roots,
-            proxy,
+            proxies,
         })
     }
 
-    fn authority(&self) -> String {
-        let default = if self.secure { 443 } else { 80 };
-        let host = if self.host.contains(':') {
-            format!("[{}]", self.host)
-        } else {
-            self.host.clone()
+    fn tls_config(&self) -> Result<Arc<ClientConfig>, PortainerError> {
+        match &self.fixed_tls {
+            Some(config) => Ok(Arc::clone(config)),
+            None => tls::portainer_client_config(
+                self.tls.insecure,
+                self.tls.ca.as_deref(),
+                self.tls.cert.as_deref().zip(self.tls.key.as_deref()),
+                &self.system_roots,
+            )
+            .map_err(|e| PortainerError::Unreachable(e.to_string())),
+        }
+    }
+
+    /// One request on a connection of its own; the answer's head.
+    async fn send_once(
+        &self,
+        origin: &Origin,
+        target: &str,
+        method: &Method,
+        headers: &[(String, String)],
+        body: Bytes,
+    ) -> Result<http::Response<hyper::body::Incoming>, PortainerError> {
+        let unreachable = |what: String| PortainerError::Unreachable(what);
+        let authority = origin.authority();
+        let proxy = self
+            .proxies
+            .for_portainer(origin.secure, &origin.host, origin.port);
+        // Plain HTTP through a proxy is asked of the proxy in absolute
+        // form; everything else is a connection to the origin (through
+        // the proxy's CONNECT for https://).
+        let (tcp, uri, proxy_authorization) = match proxy {
+            Some(proxy) if !origin.secure => {
+                let forward = crate::dial::to_proxy(proxy)
+                    .await
+                    .map_err(|e| unreachable(format!("the proxy for {authority}: {e}")))?;
+                let absolute = format!(
+                    "http://{}{target}",
+                    join_host_port(&origin.host, origin.port)
+                );
+                (forward.stream, absolute, forward.authorization)
+            }
+            _ => {
+                let tcp = crate::dial::connect(&origin.host, origin.port, proxy)
+                    .await
+                    .map_err(|e| unreachable(format!("{authority}: {e}")))?;
+                (tcp, target.to_string(), None)
+            }
         };
-        if self.port == default {
-            host
+        let _ = tcp.set_nodelay(true);
+        let mut builder = Request::builder()
+            .method(method.clone())
+            .uri(uri)
+            .header(HOST, authority.as_str());
+        if let Some(authorization) = proxy_authorization {
+            builder = builder.header(PROXY_AUTHORIZATION, authorization);
+        }
+        for (name, value) in headers {
+            builder = builder.header(name.as_str(), value.as_str());
+        }
+        let request = builder
+            .body(Full::new(body))
+            .map_err(|e| unreachable(format!("cannot build the request: {e}")))?;
+        if origin.secure {
+            let name = ServerName::try_from(origin.host.clone())
+                .map_err(|e| unreachable(format!("bad server name: {e}")))?;
+            let stream = tokio_rustls::TlsConnector::from(self.tls_config()?)
+                .connect(name, tcp)
+                .await
+                .map_err(|e| unreachable(format!("TLS with {authority}: {e}")))?;
+            send(stream, request).await
         } else {
-            format!("{host}:{}", self.port)
+            send(tcp, request).await
         }
     }
 
     async fn exchange(&self, call: EdgeCall) -> Result<EdgeAnswer, PortainerError> {
-        let unreachable = |what: String| PortainerError::Unreachable(what);
-        let tcp = crate::dial::connect(&self.host, self.port, self.proxy.as_deref())
-            .await
-            .map_err(|e| unreachable(format!("{}: {e}", self.authority())))?;
-        let _ = tcp.set_nodelay(true);
-        let mut builder = Request::builder()
-            .method(call.method)
-            .uri(format!("{}{}", self.base_path, call.path))
-            .header(HOST, self.authority());
-        for (name, value) in &call.headers {
-            builder = builder.header(name.as_str(), value.as_str());
-        }
-        let request = builder
-            .body(Full::new(Bytes::from(call.body)))
-            .map_err(|e| unreachable(format!("cannot build the request: {e}")))?;
-        let response = if self.secure {
-            let config = match &self.fixed_tls {
-                Some(config) => Arc::clone(config),
-                None => tls::portainer_client_config(
-                    self.tls.insecure,
-                    self.tls.ca.as_deref(),
-                    self.tls.cert.as_deref().zip(self.tls.key.as_deref()),
-                    &self.system_roots,
-                )
-                .map_err(|e| unreachable(e.to_string()))?,
+        let mut origin = self.origin.clone();
+        let mut target = format!("{}{}", self.base_path, call.path);
+        let mut method = call.method;
+        let mut body = Bytes::from(call.body);
+        let mut redirects = 0;
+        let response = loop {
+            let response = self
+                .send_once(&origin, &target, &method, &call.headers, body.clone())
+                .await?;
+            let Some(next) = redirect(&response, &origin, &target) else {
+                break response;
             };
-            let name = ServerName::try_from(self.host.clone())
-                .map_err(|e| unreachable(format!("bad server name: {e}")))?;
-            let stream = tokio_rustls::TlsConnector::from(config)
-                .connect(name, tcp)
-                .await
-                .map_err(|e| unreachable(format!("TLS with {}: {e}", self.authority())))?;
-            send(stream, request).await?
-        } else {
-            send(tcp, request).await?
+            redirects += 1;
+            if redirects > MAX_REDIRECTS {
+                return Err(PortainerError::Unreachable(format!(
+                    "stopped after {MAX_REDIRECTS} redirects"
+                )));
+            }
+            let (next_origin, next_target) = next.map_err(PortainerError::Unreachable)?;
+            // As Go: 301, 302 and 303 turn a request into a bodiless GET
+            // (HEAD stays HEAD); 307 and 308 repeat it as it was.
+            if matches!(response.status().as_u16(), 301..=303) && method != Method::HEAD {
+                method = Method::GET;
+                body = Bytes::new();
+            }
+            origin = next_origin;
+            target = next_target;
         };
         let status = response.status().as_u16();
         let etag = response
@@ -152,11 +243,66 @@ impl PortainerHttp {
         let body = Limited::new(response.into_body(), MAX_ANSWER)
             .collect()
             .await
-            .map_err(|e| unreachable(format!("reading the answer: {e}")))?
+            .map_err(|e| PortainerError::Unreachable(format!("reading the answer: {e}")))?
             .to_bytes()
             .to_vec();
         Ok(EdgeAnswer { status, etag, body })
     }
+}
+
+/// Where a redirect answer sends the call next, when it is one Go's client
+/// follows (301, 302, 303, 307, 308 with a `Location`); `Some(Err)` for a
+/// `Location` that cannot be followed.
+fn redirect<B>(
+    response: &http::Response<B>,
+    origin: &Origin,
+    target: &str,
+) -> Option<Result<(Origin, String), String>> {
+    let followed = [
+        StatusCode::MOVED_PERMANENTLY,
+        StatusCode::FOUND,
+        StatusCode::SEE_OTHER,
+        StatusCode::TEMPORARY_REDIRECT,
+        StatusCode::PERMANENT_REDIRECT,
+    ];
+    if !followed.contains(&response.status()) {
+        return None;
+    }
+    let location = response.headers().get(LOCATION)?.to_str().ok()?;
+    Some(resolve_location(origin, target, location))
+}
+
+/// `location` read against the request it answers (RFC 3986 reference
+/// resolution, for the forms servers send).
+fn resolve_location(
+    origin: &Origin,
+    target: &str,
+    location: &str,
+) -> Result<(Origin, String), String> {
+    let unusable = |why: &str| format!("the redirect to {location:?} cannot be followed: {why}");
+    let absolute = if location.starts_with("//") {
+        let scheme = if origin.secure { "https:" } else { "http:" };
+        Some(format!("{scheme}{location}"))
+    } else if location.contains("://") {
+        Some(location.to_string())
+    } else {
+        None
+    };
+    if let Some(absolute) = absolute {
+        let uri: Uri = absolute.parse().map_err(|_| unusable("not a URL"))?;
+        let next = Origin::from_uri(&uri).map_err(|e| unusable(&e))?;
+        let path = uri.path_and_query().map_or("/", |p| p.as_str());
+        return Ok((next, path.to_string()));
+    }
+    let path = if location.starts_with('/') {
+        location.to_string()
+    } else {
+        let current = target.split('?').next().unwrap_or("/");
+        let folder = current.rsplit_once('/').map_or("", |(folder, _)| folder);
+        format!("{folder}/{location}")
+    };
+    let path: http::uri::PathAndQuery = path.parse().map_err(|_| unusable("not a path"))?;
+    Ok((origin.clone(), path.as_str().to_string()))
 }
 
 async fn send<S>(
@@ -191,20 +337,50 @@ mod tests {
 
     #[test]
     fn urls_give_the_connection_and_the_base_path() {
-        let p = PortainerHttp::new(
-            "https://portainer.example:9443/sub/",
-            PortainerTls::default(),
-            None,
-        )
-        .unwrap();
+        let new =
+            |url: &str| PortainerHttp::new(url, PortainerTls::default(), ProxySettings::default());
+        let p = new("https://portainer.example:9443/sub/").unwrap();
         assert_eq!(
-            (p.secure, p.port, p.base_path.as_str()),
+            (p.origin.secure, p.origin.port, p.base_path.as_str()),
             (true, 9443, "/sub")
         );
-        assert_eq!(p.authority(), "portainer.example:9443");
-        let p = PortainerHttp::new("http://10.0.0.1", PortainerTls::default(), None).unwrap();
-        assert_eq!((p.port, p.authority().as_str()), (80, "10.0.0.1"));
-        assert!(PortainerHttp::new("ftp://x", PortainerTls::default(), None).is_err());
-        assert!(PortainerHttp::new("not a url", PortainerTls::default(), None).is_err());
+        assert_eq!(p.origin.authority(), "portainer.example:9443");
+        let p = new("http://10.0.0.1").unwrap();
+        assert_eq!(
+            (p.origin.port, p.origin.authority().as_str()),
+            (80, "10.0.0.1")
+        );
+        let p = new("https://[fd00::1]").unwrap();
+        assert_eq!(p.origin.authority(), "[fd00::1]");
+        assert!(new("ftp://x").is_err());
+        assert!(new("not a url").is_err());
+    }
+
+    #[test]
+    fn redirects_resolve_as_browsers_and_go_resolve_them() {
+        let origin = Origin {
+            secure: false,
+            host: "portainer.example".into(),
+            port: 80,
+        };
+        let target = "/api/endpoints/1/edge/status?x=1";
+        let resolve = |location: &str| resolve_location(&origin, target, location).unwrap();
+        let (next, path) = resolve("https://portainer.example:9443/api/endpoints/1/edge/status");
+        assert_eq!(
+            (next.secure, next.port, path.as_str()),
+            (true, 9443, "/api/endpoints/1/edge/status")
+        );
+        let (next, path) = resolve("//other.example/x");
+        assert_eq!(
+            (next.host.as_str(), next.secure, path.as_str()),
+            ("other.example", false, "/x")
+        );
+        assert_eq!(resolve("/portainer/api/x").1, "/portainer/api/x");
+        assert_eq!(
+            resolve("status2?y=2").1,
+            "/api/endpoints/1/edge/status2?y=2"
+        );
+        assert_eq!(resolve("/x").0, origin);
+        assert!(resolve_location(&origin, target, "ftp://x/").is_err());
     }
 }

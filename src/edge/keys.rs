@@ -73,7 +73,10 @@ impl EdgeKeys {
 
     /// The key at start: `EDGE_KEY` (invalid is fatal: the operator typed
     /// it), else the saved file (invalid is logged, and the page asks for a
-    /// new one).
+    /// new one). A key from `EDGE_KEY` is saved too, as the Go agent saves
+    /// every key it is given, so a container recreated with its data volume
+    /// but without `EDGE_KEY` keeps its key; a data folder that cannot take
+    /// it is logged, not fatal, since the key is in hand.
     ///
     /// # Errors
     /// When `EDGE_KEY` is not a valid key, or the file cannot be read.
@@ -84,6 +87,12 @@ impl EdgeKeys {
     ) -> Result<(), String> {
         if let Some(text) = from_option {
             let key = EdgeKey::parse(text).map_err(|e| format!("EDGE_KEY: {e}"))?;
+            let saved = store.load().await.ok().flatten();
+            if saved.as_deref() != Some(text.trim()) {
+                if let Err(error) = store.save(text.trim()).await {
+                    warn!(%error, "the Edge key from EDGE_KEY could not be saved in the data folder");
+                }
+            }
             self.set(key);
             return Ok(());
         }

@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use berth_domain::edge::key::peer_proof;
+use berth_domain::edge::status::field;
 use berth_domain::headers::REQUEST_EDGE_KEY_PROOF;
 use berth_ports::{empty_body, Membership, PeerAgents};
 use http::Request;
@@ -70,13 +71,34 @@ async fn ask<P: PeerAgents>(peers: &P, peer: SocketAddr, proof: &str) -> Result<
             return Err(format!("answered {}", response.status()));
         }
         let body = read_bounded(response.into_body(), MAX_ANSWER).await?;
-        let value: serde_json::Value = serde_json::from_slice(&body).map_err(|e| e.to_string())?;
-        value["key"]
-            .as_str()
-            .map(str::to_string)
-            .ok_or_else(|| "no key in the answer".to_string())
+        key_in_answer(&body)
     };
     tokio::time::timeout(PEER_TIMEOUT, exchange)
         .await
         .map_err(|_| "no answer in time".to_string())?
+}
+
+/// The key in a peer's `{"key": …}`, its field matched as Go's JSON decoder
+/// (the Go agent's key fetch) matches it, whatever the case.
+fn key_in_answer(body: &[u8]) -> Result<String, String> {
+    let value: serde_json::Value = serde_json::from_slice(body).map_err(|e| e.to_string())?;
+    value
+        .as_object()
+        .and_then(|object| field(object, "key"))
+        .and_then(serde_json::Value::as_str)
+        .map(str::to_string)
+        .ok_or_else(|| "no key in the answer".to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_key_field_matches_whatever_its_case() {
+        assert_eq!(key_in_answer(br#"{"key":"abc"}"#).unwrap(), "abc");
+        assert_eq!(key_in_answer(br#"{"Key":"abc"}"#).unwrap(), "abc");
+        assert!(key_in_answer(br#"{"keys":"abc"}"#).is_err());
+        assert!(key_in_answer(b"not json").is_err());
+    }
 }

@@ -1,18 +1,18 @@
-// A chisel-compatible tunnel server for berth's tests, written against
+// An imitation of chisel's tunnel server for what the real chisel cannot be
+// made to do in berth's tests (re-keying after a set number of bytes, a
+// hostile server asking for another target), written against
 // golang.org/x/crypto/ssh (the SSH library chisel itself uses) and gorilla
-// websocket, as Debian packages them. It behaves as Portainer's chisel
-// server does on the wire: websocket subprotocol chisel-v3, server version
+// websocket at the versions chisel 1.11.3 builds with (go.mod). It behaves
+// as chisel's server does on the wire: websocket subprotocol chisel-v3
+// asked of the client but not echoed in the 101 (as chisel), server version
 // SSH-chisel-v3-server, an ECDSA P-256 host key, password authentication,
-// a "config" global request naming reverse remotes, "chisel" channels
-// opened towards the client for each connection to a remote's port, and
-// "ping" requests.
+// a "config" global request naming reverse remotes, and "chisel" channels
+// opened towards the client for each connection to a remote's port.
 //
-// It reports on stdout, one event per line, and obeys commands on stdin:
-// "drop" closes every session.
+// It reports on stdout, one event per line.
 package main
 
 import (
-	"bufio"
 	"crypto/aes"
 	"crypto/cipher"
 	"crypto/ecdsa"
@@ -28,7 +28,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"os"
 	"strings"
 	"sync"
 	"time"
@@ -99,14 +98,12 @@ func (c *wsConn) Write(p []byte) (int, error) {
 func (c *wsConn) SetDeadline(t time.Time) error { return nil }
 
 type server struct {
-	ssh      *ssh.ServerConfig
-	mu       sync.Mutex
-	sessions map[*ssh.ServerConn]bool
-	ping     time.Duration
+	ssh *ssh.ServerConfig
 }
 
 func (s *server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	upgrader := websocket.Upgrader{Subprotocols: []string{"chisel-v3"}}
+	// chisel's Upgrader names no Subprotocols, so its 101 has no echo.
+	upgrader := websocket.Upgrader{}
 	if r.Header.Get("Sec-WebSocket-Protocol") != "chisel-v3" {
 		say("BADPROTOCOL %q", r.Header.Get("Sec-WebSocket-Protocol"))
 		http.Error(w, "not chisel-v3", http.StatusBadRequest)
@@ -123,9 +120,6 @@ func (s *server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	say("SESSION %s %s", conn.User(), string(conn.ClientVersion()))
-	s.mu.Lock()
-	s.sessions[conn] = true
-	s.mu.Unlock()
 	go func() {
 		for ch := range channels {
 			ch.Reject(ssh.Prohibited, "clients may not open channels")
@@ -133,7 +127,6 @@ func (s *server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}()
 	listeners := []net.Listener{}
 	var lmu sync.Mutex
-	done := make(chan struct{})
 	go func() {
 		for req := range requests {
 			switch req.Type {
@@ -159,43 +152,17 @@ func (s *server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 				}
 				say("REMOTE %s %s version=%s", l.Addr().String(), target, c.Version)
 				go forward(conn, l, target)
-			case "ping":
-				req.Reply(true, []byte("pong"))
 			default:
 				req.Reply(false, nil)
 			}
 		}
 	}()
-	if s.ping > 0 {
-		go func() {
-			reported := false
-			for {
-				select {
-				case <-done:
-					return
-				case <-time.After(s.ping):
-				}
-				ok, payload, err := conn.SendRequest("ping", true, nil)
-				if err != nil {
-					return
-				}
-				if !reported {
-					say("PONG %v %s", ok, string(payload))
-					reported = true
-				}
-			}
-		}()
-	}
 	conn.Wait()
-	close(done)
 	lmu.Lock()
 	for _, l := range listeners {
 		l.Close()
 	}
 	lmu.Unlock()
-	s.mu.Lock()
-	delete(s.sessions, conn)
-	s.mu.Unlock()
 	say("CLOSED %s", conn.User())
 }
 
@@ -240,7 +207,6 @@ func main() {
 	pass := flag.String("pass", "edgepass", "tunnel password")
 	edgeID := flag.String("edge-id", "", "print the credentials sealed for this Edge ID")
 	rekey := flag.Uint64("rekey-bytes", 0, "re-exchange keys after this many bytes (0: Go's default)")
-	ping := flag.Duration("ping", 0, "send ping requests at this interval")
 	flag.StringVar(&divert, "divert", "", "ask the client to dial this host:port instead of the remote's")
 	flag.Parse()
 
@@ -271,7 +237,7 @@ func main() {
 	}
 	cfg.RekeyThreshold = *rekey
 	cfg.AddHostKey(signer)
-	s := &server{ssh: cfg, sessions: map[*ssh.ServerConn]bool{}, ping: *ping}
+	s := &server{ssh: cfg}
 	l, err := net.Listen("tcp", *listen)
 	if err != nil {
 		panic(err)
@@ -282,18 +248,5 @@ func main() {
 		say("CREDENTIALS %s", seal(*user+":"+*pass, *edgeID))
 	}
 	say("LISTEN %s", l.Addr().String())
-	go func() {
-		scanner := bufio.NewScanner(os.Stdin)
-		for scanner.Scan() {
-			if strings.TrimSpace(scanner.Text()) == "drop" {
-				s.mu.Lock()
-				for conn := range s.sessions {
-					conn.Close()
-				}
-				s.mu.Unlock()
-				say("DROPPED")
-			}
-		}
-	}()
 	http.Serve(l, s)
 }

@@ -1,6 +1,7 @@
-// A HashiCorp serf member for berth's gossip tests, built from Debian's
-// packages of serf 0.9 and memberlist 0.2 (whose wire protocol is the one
-// the Go Portainer agent's serf 0.8 / memberlist 0.1 speak).
+// A HashiCorp serf member for berth's gossip tests, built from Go modules
+// at serf 0.9.4 and memberlist 0.2.2 (go.mod; the versions Debian 12
+// packages, whose wire protocol is the one the Go Portainer agent's serf
+// 0.8 / memberlist 0.1 speak).
 //
 // It prints "READY" when it gossips, then answers commands read from stdin,
 // one per line, each with one JSON line on stdout:

@@ -3,16 +3,20 @@
 #![allow(dead_code)]
 
 pub mod berth_process;
-pub mod chisel_server;
+pub mod chisel;
 pub mod chromium;
 pub mod client;
+pub mod edge_world;
 pub mod fake_cluster;
 pub mod fake_engine;
 pub mod fake_host;
 pub mod files;
 pub mod fixtures;
+pub mod imitation_chisel;
 pub mod in_process;
 pub mod manual_clock;
+pub mod output_lines;
 pub mod own_engine;
 pub mod portainer_server;
 pub mod serf_peer;
+pub mod tinyproxy;

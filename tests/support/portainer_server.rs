@@ -26,6 +26,9 @@ pub enum Mode {
     Garbage,
     /// 403 with Portainer's error body, as for an untrusted device.
     Forbidden,
+    /// Sends every request on to another server, as a proxy in front of
+    /// Portainer may: GET with 302, POST with 307, anything else with 308.
+    Redirect,
 }
 
 /// One request as the server saw it.
@@ -41,6 +44,8 @@ pub struct Seen {
 struct State {
     stacks: std::collections::HashMap<u64, serde_json::Value>,
     mode: Mode,
+    /// Where `Mode::Redirect` sends requests.
+    redirect_to: String,
     status: serde_json::Value,
     version: u64,
     seen: Vec<Seen>,
@@ -63,6 +68,7 @@ impl TestPortainer {
             state: Arc::new(Mutex::new(State {
                 stacks: std::collections::HashMap::new(),
                 mode: Mode::Normal,
+                redirect_to: String::new(),
                 status: serde_json::json!({"status": "IDLE", "checkin": 1}),
                 version: 1,
                 seen: Vec::new(),
@@ -124,6 +130,13 @@ impl TestPortainer {
         self.state.lock().unwrap().mode = mode;
     }
 
+    /// Redirects every request to the same path on `url`.
+    pub fn redirect_to(&self, url: &str) {
+        let mut state = self.state.lock().unwrap();
+        state.mode = Mode::Redirect;
+        state.redirect_to = url.to_string();
+    }
+
     pub fn seen(&self) -> Vec<Seen> {
         self.state.lock().unwrap().seen.clone()
     }
@@ -159,9 +172,14 @@ impl TestPortainer {
             .await
             .map(|b| String::from_utf8_lossy(&b.to_bytes()).into_owned())
             .unwrap_or_default();
-        let (mode, status, version) = {
+        let (mode, status, version, redirect_to) = {
             let state = self.state.lock().unwrap();
-            (state.mode, state.status.clone(), state.version)
+            (
+                state.mode,
+                state.status.clone(),
+                state.version,
+                state.redirect_to.clone(),
+            )
         };
         let etag = format!("\"v{version}\"");
         if mode == Mode::Hang {
@@ -175,8 +193,17 @@ impl TestPortainer {
             return std::future::pending().await;
         }
         let request_body = body;
+        let location = (mode == Mode::Redirect).then(|| format!("{redirect_to}{path}"));
         let (code, body, tag) = match mode {
             Mode::Hang => unreachable!("answered above"),
+            Mode::Redirect => {
+                let code = match method.as_str() {
+                    "GET" => 302,
+                    "POST" => 307,
+                    _ => 308,
+                };
+                (code, String::new(), None)
+            }
             Mode::Error500 => (500, r#"{"message":"boom"}"#.to_string(), None),
             Mode::Garbage => (200, "<html>not json".to_string(), None),
             Mode::Forbidden => (
@@ -227,6 +254,11 @@ impl TestPortainer {
         *response.status_mut() = StatusCode::from_u16(code).unwrap();
         if let Some(tag) = tag {
             response.headers_mut().insert("etag", tag.parse().unwrap());
+        }
+        if let Some(location) = location {
+            response
+                .headers_mut()
+                .insert("location", location.parse().unwrap());
         }
         response
     }

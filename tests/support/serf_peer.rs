@@ -1,5 +1,5 @@
-//! The Go serf member (`tests/serf-peer`, built by `scripts/test` from
-//! Debian's serf and memberlist packages) as a child process: commands go
+//! The Go serf member (`tests/serf-peer`, built by `scripts/build-test-peers`
+//! from Go modules at the versions its go.mod pins) as a child process: commands go
 //! to its stdin, each answered by one JSON line on its stdout.
 
 use std::io::{BufRead, BufReader, Write};

@@ -188,10 +188,11 @@ pub fn portainer_client_config(
     let mut roots = RootCertStore::empty();
     match ca {
         Some(path) => {
-            for certificate in read_certificates(path)? {
-                roots.add(certificate).map_err(|error| {
-                    TlsError(format!("{path} holds an unusable CA certificate: {error}"))
-                })?;
+            // As Go's AppendCertsFromPEM: a bundle's unusable certificates
+            // are skipped, and only a bundle with none usable fails.
+            let (added, _skipped) = roots.add_parsable_certificates(read_certificates(path)?);
+            if added == 0 {
+                return Err(TlsError(format!("{path} holds no usable CA certificate")));
             }
         }
         None => roots = system_roots.clone(),
@@ -270,5 +271,35 @@ impl ServerCertVerifier for AnyServerCertificate {
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bundle(name: &str, pem: &str) -> String {
+        let path = std::env::temp_dir().join(format!("berth-ca-{name}-{}.pem", std::process::id()));
+        std::fs::write(&path, pem).unwrap();
+        path.to_str().unwrap().to_string()
+    }
+
+    #[test]
+    fn a_ca_bundle_is_read_as_go_reads_it_skipping_unusable_certificates() {
+        let ca = rcgen::generate_simple_self_signed(vec!["ca.example".to_string()]).unwrap();
+        // A CERTIFICATE block whose contents are not a certificate.
+        let junk = "-----BEGIN CERTIFICATE-----\nAAECAwQFBgcICQ==\n-----END CERTIFICATE-----\n";
+        let mixed = bundle("mixed", &format!("{junk}{}", ca.cert.pem()));
+        let roots = RootCertStore::empty();
+        assert!(portainer_client_config(false, Some(&mixed), None, &roots).is_ok());
+        let only_junk = bundle("junk", junk);
+        let error = portainer_client_config(false, Some(&only_junk), None, &roots)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(error.contains("no usable CA certificate"), "{error}");
+        for path in [mixed, only_junk] {
+            std::fs::remove_file(path).unwrap();
+        }
     }
 }

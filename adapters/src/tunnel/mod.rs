@@ -70,6 +70,11 @@ impl ChiselTunnel {
     pub fn key_exchanges(&self) -> u32 {
         self.session.key_exchanges()
     }
+
+    /// The server's keepalive pings answered on this tunnel.
+    pub fn pings_answered(&self) -> u32 {
+        self.session.pings_answered()
+    }
 }
 
 impl OpenTunnel for ChiselTunnel {

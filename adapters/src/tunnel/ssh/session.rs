@@ -119,11 +119,18 @@ enum Pending {
     Keepalive,
 }
 
+/// What a session has done, read by its owner while the session task runs.
+#[derive(Debug)]
+struct Counters {
+    key_exchanges: AtomicU32,
+    pings_answered: AtomicU32,
+}
+
 /// A live session; dropping it closes the connection.
 pub struct SshSession {
     commands: mpsc::Sender<Command>,
     ended: watch::Receiver<Option<String>>,
-    key_exchanges: Arc<AtomicU32>,
+    counters: Arc<Counters>,
 }
 
 impl SshSession {
@@ -151,9 +158,12 @@ impl SshSession {
         let (commands, commands_rx) = mpsc::channel(16);
         let (ended_tx, ended) = watch::channel(None);
         let (events_tx, events_rx) = mpsc::channel(256);
-        let key_exchanges = Arc::new(AtomicU32::new(1));
+        let counters = Arc::new(Counters {
+            key_exchanges: AtomicU32::new(1),
+            pings_answered: AtomicU32::new(0),
+        });
         let session = Loop {
-            key_exchanges: Arc::clone(&key_exchanges),
+            counters: Arc::clone(&counters),
             writer: established.writer,
             outbound: established.keys.outbound,
             session_id: established.session_id,
@@ -174,7 +184,7 @@ impl SshSession {
         Ok(SshSession {
             commands,
             ended,
-            key_exchanges,
+            counters,
         })
     }
 
@@ -198,7 +208,12 @@ impl SshSession {
 
     /// Key exchanges so far, the first one included.
     pub fn key_exchanges(&self) -> u32 {
-        self.key_exchanges.load(Ordering::Relaxed)
+        self.counters.key_exchanges.load(Ordering::Relaxed)
+    }
+
+    /// The server's `ping` requests answered so far (its keepalives).
+    pub fn pings_answered(&self) -> u32 {
+        self.counters.pings_answered.load(Ordering::Relaxed)
     }
 
     /// Resolves when the session ends, with the reason.
@@ -259,7 +274,7 @@ async fn read_packets<R: AsyncRead + Unpin>(
 }
 
 struct Loop<S> {
-    key_exchanges: Arc<AtomicU32>,
+    counters: Arc<Counters>,
     writer: WriteHalf<S>,
     outbound: Sealing,
     session_id: Vec<u8>,
@@ -505,7 +520,7 @@ impl<S: AsyncRead + AsyncWrite + Send> Loop<S> {
         self.send(&[MSG_NEWKEYS]).await?;
         self.outbound = keys.outbound;
         self.inbound_next = Some(keys.inbound);
-        self.key_exchanges.fetch_add(1, Ordering::Relaxed);
+        self.counters.key_exchanges.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
 
@@ -527,6 +542,7 @@ impl<S: AsyncRead + AsyncWrite + Send> Loop<S> {
             return Ok(());
         }
         let answer = if name == "ping" {
+            self.counters.pings_answered.fetch_add(1, Ordering::Relaxed);
             Encoder::message(MSG_REQUEST_SUCCESS).raw(b"pong").finish()
         } else {
             vec![MSG_REQUEST_FAILURE]
