@@ -1,9 +1,10 @@
 //! berth agents and HashiCorp's Go serf in one gossip cluster on loopback:
 //! two real berth processes (each in front of an engine of the test's own,
 //! with its own node name) and Go serf members (`tests/serf-peer`, built
-//! from Go modules at serf 0.9.4 / memberlist 0.2.2, the protocol of the Go
-//! agent's serf 0.8 / memberlist 0.1). Membership, tags both ways, failures both
-//! ways, graceful leaves both ways, and encrypted gossip.
+//! from Go modules), each check once with the Go agent's serf 0.8.3 /
+//! memberlist 0.1.4 and once with the newest, serf 0.11.0 / memberlist
+//! 0.7.0. Membership, tags both ways, failures both ways, graceful leaves
+//! both ways, and encrypted gossip.
 
 mod support;
 
@@ -15,7 +16,7 @@ use serde_json::Value;
 use support::berth_process::{free_port, BerthProcess};
 use support::client::{plain_get, Target};
 use support::own_engine::OwnEngine;
-use support::serf_peer::{peer_binary, SerfPeer};
+use support::serf_peer::{against_each_serf, SerfPeer};
 
 /// Bounds for liveness, not performance targets: the figures themselves
 /// are printed for the closing note.
@@ -143,9 +144,12 @@ fn status_of(members: &[Value], node: &str) -> Option<String> {
     berth_member(members, node).map(|m| m["status"].as_str().unwrap_or("").to_string())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn berth_and_go_serf_form_one_cluster() {
-    let Some(binary) = peer_binary() else { return };
+against_each_serf!(
+    berth_and_go_serf_form_one_cluster,
+    encrypted_gossip_needs_the_same_key
+);
+
+async fn berth_and_go_serf_form_one_cluster(binary: String) {
     let engine_a = OwnEngine::start_named("berth-gossip-a");
     let engine_b = OwnEngine::start_named("berth-gossip-b");
 
@@ -252,9 +256,7 @@ async fn berth_and_go_serf_form_one_cluster() {
     });
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn encrypted_gossip_needs_the_same_key() {
-    let Some(binary) = peer_binary() else { return };
+async fn encrypted_gossip_needs_the_same_key(binary: String) {
     let engine = OwnEngine::start_named("berth-gossip-key");
     let mut go1 = SerfPeer::start(
         &binary,

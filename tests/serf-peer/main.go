@@ -51,48 +51,48 @@ func (c *capture) log(dir, kind string, data []byte) {
 	c.out.Write(append(line, '\n'))
 }
 
-// capturingTransport logs what memberlist's own transport moves.
+// capturingTransport logs what memberlist's own transport moves. It offers
+// only the Transport interface every memberlist version has (0.1.4 has no
+// node-aware transport; later ones wrap a plain Transport in a shim that
+// calls WriteTo and DialTimeout), so one source builds against each.
 type capturingTransport struct {
-	*memberlist.NetTransport
+	inner   *memberlist.NetTransport
 	capture *capture
 	packets chan *memberlist.Packet
 	streams chan net.Conn
 }
 
-func (t *capturingTransport) WriteTo(b []byte, addr string) (time.Time, error) {
-	t.capture.log("out", "packet", b)
-	return t.NetTransport.WriteTo(b, addr)
+func (t *capturingTransport) FinalAdvertiseAddr(ip string, port int) (net.IP, int, error) {
+	return t.inner.FinalAdvertiseAddr(ip, port)
 }
 
-func (t *capturingTransport) WriteToAddress(b []byte, a memberlist.Address) (time.Time, error) {
+func (t *capturingTransport) Shutdown() error { return t.inner.Shutdown() }
+
+func (t *capturingTransport) WriteTo(b []byte, addr string) (time.Time, error) {
 	t.capture.log("out", "packet", b)
-	return t.NetTransport.WriteToAddress(b, a)
+	return t.inner.WriteTo(b, addr)
 }
 
 func (t *capturingTransport) PacketCh() <-chan *memberlist.Packet { return t.packets }
-func (t *capturingTransport) StreamCh() <-chan net.Conn          { return t.streams }
+func (t *capturingTransport) StreamCh() <-chan net.Conn           { return t.streams }
 
 func (t *capturingTransport) DialTimeout(addr string, timeout time.Duration) (net.Conn, error) {
-	conn, err := t.NetTransport.DialTimeout(addr, timeout)
+	conn, err := t.inner.DialTimeout(addr, timeout)
 	if err != nil {
 		return nil, err
 	}
 	return &teeConn{Conn: conn, capture: t.capture}, nil
 }
 
-func (t *capturingTransport) DialAddressTimeout(a memberlist.Address, timeout time.Duration) (net.Conn, error) {
-	return t.DialTimeout(a.Addr, timeout)
-}
-
 func (t *capturingTransport) pump() {
 	go func() {
-		for p := range t.NetTransport.PacketCh() {
+		for p := range t.inner.PacketCh() {
 			t.capture.log("in", "packet", p.Buf)
 			t.packets <- p
 		}
 	}()
 	go func() {
-		for c := range t.NetTransport.StreamCh() {
+		for c := range t.inner.StreamCh() {
 			t.streams <- &teeConn{Conn: c, capture: t.capture}
 		}
 	}()
@@ -195,7 +195,7 @@ func main() {
 		if err != nil {
 			log.Fatal(err)
 		}
-		t := &capturingTransport{NetTransport: inner, capture: &capture{out: out},
+		t := &capturingTransport{inner: inner, capture: &capture{out: out},
 			packets: make(chan *memberlist.Packet), streams: make(chan net.Conn)}
 		t.pump()
 		ml.Transport = t

@@ -1,6 +1,7 @@
 //! The Go serf member (`tests/serf-peer`, built by `scripts/build-test-peers`
-//! from Go modules at the versions its go.mod pins) as a child process: commands go
-//! to its stdin, each answered by one JSON line on its stdout.
+//! from Go modules, once per serf version its go.mod files pin) as a child
+//! process: commands go to its stdin, each answered by one JSON line on its
+//! stdout.
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, ChildStdin, Command, Stdio};
@@ -9,14 +10,57 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-/// The peer binary, or `None` when the suite skips what needs it.
-pub fn peer_binary() -> Option<String> {
-    super::berth_process::from_env_or_skip(
-        "BERTH_TEST_SERF_PEER",
+/// The serf versions the mixed-cluster tests run against: the Go agent's
+/// (serf 0.8.3, memberlist 0.1.4) and the newest (serf 0.11.0, memberlist
+/// 0.7.0).
+pub const VERSIONS: [&str; 2] = ["0.8.3", "0.11.0"];
+
+/// The peer built against serf `version`, or `None` when the suite skips
+/// what needs it.
+pub fn binary(version: &str) -> Option<String> {
+    let dir = super::berth_process::from_env_or_skip(
+        "BERTH_TEST_SERF_DIR",
         "the Go serf peer",
-        "run scripts/test, which builds it (BERTH_TEST_SERF_PEER)",
-    )
+        "run scripts/test, which builds it (BERTH_TEST_SERF_DIR)",
+    )?;
+    let path = std::path::Path::new(&dir).join(format!("serf-peer-{version}"));
+    assert!(
+        path.is_file(),
+        "{} is missing: scripts/build-test-peers builds it",
+        path.display()
+    );
+    Some(path.to_string_lossy().into_owned())
 }
+
+/// Defines one test per serf version of `VERSIONS` for each named check,
+/// an `async fn(String)` taking the peer binary of that version.
+#[allow(unused_macros)]
+macro_rules! against_each_serf {
+    ($($check:ident),* $(,)?) => {
+        mod serf_0_8_3 {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $check() {
+                    if let Some(binary) = crate::support::serf_peer::binary("0.8.3") {
+                        super::$check(binary).await;
+                    }
+                }
+            )*
+        }
+        mod serf_0_11_0 {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $check() {
+                    if let Some(binary) = crate::support::serf_peer::binary("0.11.0") {
+                        super::$check(binary).await;
+                    }
+                }
+            )*
+        }
+    };
+}
+#[allow(unused_imports)]
+pub(crate) use against_each_serf;
 
 pub struct SerfPeer {
     child: Child,
