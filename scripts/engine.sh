@@ -4,6 +4,13 @@
 #
 # The engine gets its own socket, data root, exec root and pid file under
 # DIR, so it never touches a system engine, and is stopped by its own PID.
+#
+# Two engines: Debian 12's docker.io (20.10, API 1.41) from the machine,
+# and, with ENGINE_ROOT naming a Debian 13 root (engine_root_install),
+# that root's docker.io (26.1, API 1.45), run in mount and PID namespaces
+# of its own with the root as its `/` (pivot_root; a plain chroot breaks
+# `docker exec`), DIR bound in at the same path so its socket is where the
+# caller looks.
 
 engine_install() {
   local missing=()
@@ -17,6 +24,51 @@ engine_install() {
     apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}" >/dev/null
   fi
 }
+
+# engine_root_install ROOT: a Debian 13 (trixie) root holding docker.io and podman,
+# made once with debootstrap from Debian's archive (about a minute) and
+# reused while it is complete.
+engine_root_install() {
+  local root=$1
+  [ -f "$root/.berth-engine-root" ] && return 0
+  if ! command -v debootstrap >/dev/null 2>&1; then
+    echo "installing debootstrap from Debian" >&2
+    apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q debootstrap >/dev/null
+  fi
+  echo "making a Debian 13 root with docker.io in $root (debootstrap)" >&2
+  rm -rf "$root"
+  mkdir -p "$(dirname "$root")"
+  if ! debootstrap --variant=minbase --include=docker.io,podman,nftables,ca-certificates trixie "$root" \
+    http://deb.debian.org/debian >"$root.log" 2>&1; then
+    echo "debootstrap failed; its log:" >&2
+    tail -20 "$root.log" >&2
+    return 1
+  fi
+  touch "$root/.berth-engine-root"
+}
+
+# The steps inside the new namespaces that make ROOT the engine's `/`,
+# with /dev, /sys, a fresh /proc, /run and /tmp, and DIR at its own path.
+# Arguments: ROOT DIR NODE_NAME DOCKERD_ARGS... (NODE_NAME may be empty).
+# shellcheck disable=SC2016
+ENGINE_IN_ROOT='set -e
+root=$1 dir=$2 name=$3
+shift 3
+mount --make-rprivate /
+mount --bind "$root" "$root"
+mount --rbind /dev "$root/dev"
+mount --rbind /sys "$root/sys"
+mount -t proc proc "$root/proc"
+mount -t tmpfs tmpfs "$root/run"
+mount -t tmpfs tmpfs "$root/tmp"
+mkdir -p "$root$dir"
+mount --bind "$dir" "$root$dir"
+if [ -n "$name" ]; then ip link set lo up; hostname "$name"; fi
+cd "$root"
+mkdir -p .host
+pivot_root . .host
+umount -l /.host
+exec dockerd "$@"'
 
 # The Debian client speaks API 1.41 like the engine; any other docker CLI
 # on PATH (a newer one under /usr/local) may not.
@@ -43,32 +95,64 @@ engine_start() {
     --iptables=false --ip-forward=false
     "$@"
   )
-  if [ -n "$name" ]; then
+  if [ -n "${ENGINE_ROOT:-}" ]; then
+    # unshare forks dockerd into the new PID namespace: the PID recorded
+    # is its child's.
+    local enter=(unshare --mount --pid --fork --kill-child=SIGTERM)
+    if [ -n "$name" ]; then
+      enter=(unshare --uts --net --mount --pid --fork --kill-child=SIGTERM)
+      [ -n "${ENGINE_NETNS:-}" ] &&
+        enter=(nsenter "--net=$ENGINE_NETNS" unshare --uts --mount --pid --fork --kill-child=SIGTERM)
+    fi
+    DOCKER_SERVICE_PREFER_OFFLINE_IMAGE=1 setsid "${enter[@]}" \
+      sh -c "$ENGINE_IN_ROOT" sh "$ENGINE_ROOT" "$dir" "$name" "${args[@]}" \
+      >"$dir/dockerd.log" 2>&1 &
+    namespace_child $! >"$dir/dockerd.started-pid"
+  elif [ -n "$name" ]; then
     # unshare and sh exec into dockerd, so the PID recorded is dockerd's.
     local enter=(unshare --uts --net)
     [ -n "${ENGINE_NETNS:-}" ] && enter=(nsenter "--net=$ENGINE_NETNS" unshare --uts)
     DOCKER_SERVICE_PREFER_OFFLINE_IMAGE=1 setsid "${enter[@]}" \
       sh -c 'ip link set lo up && hostname "$0" && exec dockerd "$@"' "$name" "${args[@]}" \
       >"$dir/dockerd.log" 2>&1 &
+    echo $! >"$dir/dockerd.started-pid"
   else
     DOCKER_SERVICE_PREFER_OFFLINE_IMAGE=1 setsid dockerd "${args[@]}" >"$dir/dockerd.log" 2>&1 &
+    echo $! >"$dir/dockerd.started-pid"
   fi
-  echo $! >"$dir/dockerd.started-pid"
-  local cli i
+  wait_for_api dockerd "$dir/docker.sock" "$dir/dockerd.started-pid" "$dir/dockerd.log"
+}
+
+# namespace_child UNSHARE_PID: the PID of the process `unshare --fork`
+# started (unshare waits for it, ignoring SIGTERM itself), printed.
+namespace_child() {
+  local unshare_pid=$1 child="" i
+  for i in $(seq 1 100); do
+    child=$(pgrep -P "$unshare_pid" | head -1) && [ -n "$child" ] && break
+    sleep 0.05
+  done
+  echo "${child:-$unshare_pid}"
+}
+
+# wait_for_api NAME SOCKET PID_FILE LOG: waits up to 30 s until the Docker
+# API at SOCKET answers; fails, with the log's end, if the process in
+# PID_FILE exits first or the time runs out.
+wait_for_api() {
+  local name=$1 socket=$2 pid_file=$3 log=$4 cli i
   cli=$(engine_cli)
   for i in $(seq 1 150); do
-    if "$cli" -H "unix://$dir/docker.sock" version >/dev/null 2>&1; then
+    if "$cli" -H "unix://$socket" version >/dev/null 2>&1; then
       return 0
     fi
-    if ! kill -0 "$(cat "$dir/dockerd.started-pid")" 2>/dev/null; then
-      echo "dockerd exited; its log:" >&2
-      tail -20 "$dir/dockerd.log" >&2
+    if ! kill -0 "$(cat "$pid_file")" 2>/dev/null; then
+      echo "$name exited; its log:" >&2
+      tail -20 "$log" >&2
       return 1
     fi
     sleep 0.2
   done
-  echo "dockerd did not answer within 30s; its log:" >&2
-  tail -20 "$dir/dockerd.log" >&2
+  echo "$name did not answer within 30s; its log:" >&2
+  tail -20 "$log" >&2
   return 1
 }
 
@@ -97,12 +181,21 @@ engine_swarm_init() {
   return 1
 }
 
+# Stops the engine in DIR by the PID it was started with. dockerd stops
+# its containers first, which can take a while.
 engine_stop() {
-  local dir=$1 pid i
-  pid=$(cat "$dir/dockerd.started-pid" 2>/dev/null) || return 0
+  stop_by_pid_file "$1/dockerd.started-pid" 30
+}
+
+# stop_by_pid_file PID_FILE SECONDS: SIGTERM to the process, SIGKILL if it
+# is still there after SECONDS; once: the PID file goes with it, so a later
+# call never signals a reused PID.
+stop_by_pid_file() {
+  local pid_file=$1 seconds=$2 pid i
+  pid=$(cat "$pid_file" 2>/dev/null) || return 0
+  rm -f "$pid_file"
   kill -TERM "$pid" 2>/dev/null || return 0
-  # dockerd stops its containers first, which can take a while.
-  for i in $(seq 1 300); do
+  for i in $(seq 1 $((seconds * 10))); do
     kill -0 "$pid" 2>/dev/null || return 0
     sleep 0.1
   done

@@ -93,7 +93,15 @@ fn healthcheck(options: &Options) -> ExitCode {
 }
 
 async fn run(options: Options) -> Result<(), String> {
-    info!(version = AGENT_VERSION, "agent running on Docker platform");
+    // Listening for the stop signals comes first: a SIGTERM while berth
+    // starts (an orchestrator changing its mind) must take the graceful
+    // path, not the default action that kills the process.
+    let mut stop_signals = StopSignals::install();
+    let platform = if options.podman { "Podman" } else { "Docker" };
+    info!(
+        version = AGENT_VERSION,
+        "agent running on {platform} platform"
+    );
     let engine = DockerSocket::new(options.docker_host.clone(), options.timeouts.connect);
     let facts = facts::watch_engine_facts(
         engine.clone(),
@@ -217,20 +225,18 @@ async fn run(options: Options) -> Result<(), String> {
         }
         security::unassociated_after(TokioClock, secret_timeout, signatures).await;
     };
-    let stopped_unpaired = Arc::new(AtomicBool::new(false));
-    let stop = {
-        let stopped_unpaired = Arc::clone(&stopped_unpaired);
-        async move {
-            tokio::select! {
-                () = stop_signal() => {}
-                () = unpaired => stopped_unpaired.store(true, Ordering::SeqCst),
-            }
+    tokio::pin!(unpaired);
+    let stopped_unpaired = AtomicBool::new(false);
+    let stop = async {
+        tokio::select! {
+            () = stop_signals.received() => {}
+            () = &mut unpaired => stopped_unpaired.store(true, Ordering::SeqCst),
         }
     };
     server.run(agent, stop).await;
     if stopped_unpaired.load(Ordering::SeqCst) {
         info!("the API is closed until berth is restarted; waiting for SIGTERM");
-        stop_signal().await;
+        stop_signals.received().await;
     }
     if let Some(cluster) = cluster {
         if tokio::time::timeout(LEAVE_TIMEOUT, cluster.membership().leave())
@@ -361,19 +367,41 @@ fn host_name() -> Option<String> {
         .map(|name| name.trim().to_string())
 }
 
-/// Resolves on SIGTERM or SIGINT.
-async fn stop_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut terminate = match signal(SignalKind::terminate()) {
-        Ok(stream) => stream,
-        Err(error) => {
-            error!(%error, "cannot listen for SIGTERM; only SIGINT stops berth");
-            let _ = tokio::signal::ctrl_c().await;
-            return;
+/// SIGTERM and SIGINT, listened for from the moment this is made.
+struct StopSignals {
+    terminate: Option<tokio::signal::unix::Signal>,
+    interrupt: Option<tokio::signal::unix::Signal>,
+}
+
+impl StopSignals {
+    fn install() -> StopSignals {
+        use tokio::signal::unix::{signal, SignalKind};
+        let listen = |kind: SignalKind, name: &str| match signal(kind) {
+            Ok(stream) => Some(stream),
+            Err(error) => {
+                error!(%error, "cannot listen for {name}");
+                None
+            }
+        };
+        StopSignals {
+            terminate: listen(SignalKind::terminate(), "SIGTERM"),
+            interrupt: listen(SignalKind::interrupt(), "SIGINT"),
         }
-    };
-    tokio::select! {
-        _ = terminate.recv() => info!("SIGTERM received"),
-        _ = tokio::signal::ctrl_c() => info!("SIGINT received"),
+    }
+
+    /// Resolves at the next SIGTERM or SIGINT.
+    async fn received(&mut self) {
+        async fn next(stream: &mut Option<tokio::signal::unix::Signal>) {
+            match stream {
+                Some(stream) => {
+                    stream.recv().await;
+                }
+                None => std::future::pending().await,
+            }
+        }
+        tokio::select! {
+            () = next(&mut self.terminate) => info!("SIGTERM received"),
+            () = next(&mut self.interrupt) => info!("SIGINT received"),
+        }
     }
 }

@@ -21,7 +21,9 @@ use support::fake_cluster::{FakeMembership, FakePeers};
 use support::fake_engine::FakeEngine;
 use support::fake_host::FakeHostProbe;
 use support::files::test_files;
-use support::fixtures::{load, portainer_identity, recorded_requests, signature_vector};
+use support::fixtures::{
+    load, load_from, portainer_identity, recorded_requests, signature_vector, ENGINES,
+};
 use tokio::sync::watch;
 
 fn standalone_facts() -> EngineFacts {
@@ -91,25 +93,35 @@ fn assert_portainer_headers(response: &Response<()>) {
     assert_eq!(response.headers()["portainer-agent-platform"], "1");
 }
 
-/// Every recorded engine answer comes back through berth unchanged:
-/// status, body and Docker's headers, plus the Portainer headers.
+/// Every recorded engine answer, of each engine, comes back through berth
+/// unchanged: status, body and Docker's headers, plus the Portainer headers.
 #[tokio::test]
 async fn recorded_answers_pass_through_unchanged() {
+    for version in ENGINES {
+        answers_pass_through_unchanged(version).await;
+    }
+}
+
+async fn answers_pass_through_unchanged(version: &str) {
     let requests: Vec<_> = recorded_requests()
         .into_iter()
         .filter(|(name, _, _)| !name.starts_with("swarm-"))
         .collect();
     let answers = requests
         .iter()
-        .map(|(name, method, path)| ((method.as_str(), path.as_str()), load(name)))
+        .map(|(name, method, path)| ((method.as_str(), path.as_str()), load_from(version, name)))
         .collect();
     let engine = FakeEngine::replaying(answers);
     let agent = agent(engine.clone());
     for (name, method, path) in &requests {
-        let recorded = load(name);
+        let recorded = load_from(version, name);
         let (response, body) = call(&agent, method, path, &[]).await;
-        assert_eq!(response.status().as_u16(), recorded.status, "{name}");
-        assert_eq!(body, recorded.body, "{name}");
+        assert_eq!(
+            response.status().as_u16(),
+            recorded.status,
+            "{version} {name}"
+        );
+        assert_eq!(body, recorded.body, "{version} {name}");
         for docker_header in [
             "Api-Version",
             "Content-Type",
@@ -123,7 +135,7 @@ async fn recorded_answers_pass_through_unchanged() {
                     .get(docker_header)
                     .map(|v| v.to_str().unwrap()),
                 recorded.header(docker_header),
-                "{name}: {docker_header}"
+                "{version} {name}: {docker_header}"
             );
         }
         assert_portainer_headers(&response);
@@ -136,23 +148,30 @@ async fn recorded_answers_pass_through_unchanged() {
 
 #[tokio::test]
 async fn engine_errors_are_relayed_not_rewritten() {
-    let engine = FakeEngine::replaying(vec![
-        (
-            ("GET", "/v1.41/containers/does-not-exist/json"),
-            load("container-missing"),
-        ),
-        (("GET", "/v9.99/version"), load("api-too-new")),
-    ]);
-    let agent = agent(engine);
-    let (response, body) = call(&agent, "GET", "/v1.41/containers/does-not-exist/json", &[]).await;
-    assert_eq!(response.status(), 404);
-    let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
-    assert!(json["message"]
-        .as_str()
-        .unwrap()
-        .contains("No such container"));
-    let (response, _) = call(&agent, "GET", "/v9.99/version", &[]).await;
-    assert_eq!(response.status(), 400);
+    for version in ENGINES {
+        let engine = FakeEngine::replaying(vec![
+            (
+                ("GET", "/v1.41/containers/does-not-exist/json"),
+                load_from(version, "container-missing"),
+            ),
+            (("GET", "/v9.99/version"), load_from(version, "api-too-new")),
+        ]);
+        let agent = agent(engine);
+        let (response, body) =
+            call(&agent, "GET", "/v1.41/containers/does-not-exist/json", &[]).await;
+        assert_eq!(response.status(), 404, "{version}");
+        let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert!(json["message"]
+            .as_str()
+            .unwrap()
+            .contains("No such container"));
+        let (response, body) = call(&agent, "GET", "/v9.99/version", &[]).await;
+        assert_eq!(response.status(), 400, "{version}");
+        assert!(
+            String::from_utf8_lossy(&body).contains("is too new"),
+            "{version}"
+        );
+    }
 }
 
 #[tokio::test]
@@ -252,31 +271,92 @@ async fn hop_by_hop_headers_stay_on_their_hop() {
 
 #[test]
 fn recorded_info_gives_standalone_facts() {
-    let facts = standalone_facts();
-    let info: serde_json::Value = load("info").json();
-    assert_eq!(facts.node_name, info["Name"].as_str().unwrap());
-    assert_eq!(facts.role, SwarmRole::Standalone);
-    assert!(facts.node_id.is_empty());
-    assert_eq!(facts.engine_version, "20.10.24+dfsg1");
+    for (version, server) in ENGINES.into_iter().zip(["20.10.24+dfsg1", "26.1.5+dfsg1"]) {
+        let info: SystemInfo = serde_json::from_slice(&load_from(version, "info").body).unwrap();
+        let facts = facts_from_info(&info, None);
+        let raw: serde_json::Value = load_from(version, "info").json();
+        assert_eq!(facts.node_name, raw["Name"].as_str().unwrap());
+        assert_eq!(facts.role, SwarmRole::Standalone, "{version}");
+        assert!(facts.node_id.is_empty());
+        assert_eq!(facts.engine_version, server);
+    }
 }
 
 #[test]
 fn recorded_swarm_info_gives_leader_manager_facts() {
-    let info: SystemInfo = serde_json::from_slice(&load("swarm-info").body).unwrap();
-    let node: Node = serde_json::from_slice(&load("swarm-node").body).unwrap();
-    let facts = facts_from_info(&info, Some(&node));
-    assert_eq!(facts.role, SwarmRole::Manager { leader: true });
-    assert_eq!(
-        facts.node_id,
-        load("swarm-info").json()["Swarm"]["NodeID"]
-            .as_str()
-            .unwrap()
-    );
-    // A manager whose node could not be inspected is not taken for the leader.
-    assert_eq!(
-        facts_from_info(&info, None).role,
-        SwarmRole::Manager { leader: false }
-    );
+    for version in ENGINES {
+        let swarm_info = load_from(version, "swarm-info");
+        let info: SystemInfo = serde_json::from_slice(&swarm_info.body).unwrap();
+        let node: Node = serde_json::from_slice(&load_from(version, "swarm-node").body).unwrap();
+        let facts = facts_from_info(&info, Some(&node));
+        assert_eq!(facts.role, SwarmRole::Manager { leader: true }, "{version}");
+        assert_eq!(
+            facts.node_id,
+            swarm_info.json()["Swarm"]["NodeID"].as_str().unwrap()
+        );
+        // A manager whose node could not be inspected is not taken for the leader.
+        assert_eq!(
+            facts_from_info(&info, None).role,
+            SwarmRole::Manager { leader: false }
+        );
+    }
+}
+
+/// The recorded lists of each engine merge as Portainer expects: every
+/// object of every node kept in Docker's shape, tagged with its node.
+#[test]
+fn recorded_lists_of_each_engine_merge_with_their_nodes_named() {
+    use berth_domain::aggregate::{merge, NodeAnswer, NodeResult};
+    use berth_domain::routing::ListKind;
+    for version in ENGINES {
+        for (kind, name) in [
+            (ListKind::Containers, "containers-all"),
+            (ListKind::Images, "images"),
+            (ListKind::Volumes, "volumes"),
+            (ListKind::Networks, "networks"),
+        ] {
+            let recorded = load_from(version, name);
+            let results = ["node-a", "node-b"]
+                .into_iter()
+                .map(|node| NodeResult {
+                    node: node.to_string(),
+                    answer: NodeAnswer::Answered {
+                        status: recorded.status,
+                        body: recorded.body.clone(),
+                    },
+                })
+                .collect();
+            let merged = merge(kind, results);
+            assert!(merged.failures.is_empty(), "{version} {name}: {merged:?}");
+            let original = recorded.json();
+            let (items, each) = match kind {
+                ListKind::Volumes => (
+                    merged.body["Volumes"].as_array().unwrap().clone(),
+                    original["Volumes"].as_array().unwrap().len(),
+                ),
+                _ => (
+                    merged.body.as_array().unwrap().clone(),
+                    original.as_array().unwrap().len(),
+                ),
+            };
+            assert!(each > 0, "{version} {name} recorded nothing");
+            assert_eq!(items.len(), 2 * each, "{version} {name}");
+            for (index, item) in items.iter().enumerate() {
+                let node = if index < each { "node-a" } else { "node-b" };
+                assert_eq!(item["Portainer"]["Agent"]["NodeName"], node);
+                let mut untagged = item.clone();
+                untagged.as_object_mut().unwrap().remove("Portainer");
+                let recorded_item = match kind {
+                    ListKind::Volumes => &original["Volumes"][index % each],
+                    _ => &original[index % each],
+                };
+                assert_eq!(
+                    &untagged, recorded_item,
+                    "{version} {name}: Docker's shape kept"
+                );
+            }
+        }
+    }
 }
 
 /// A node promoted after start is seen at the next refresh, without a

@@ -139,7 +139,14 @@ pub const OPTION_SPECS: &[OptionSpec] = &[
         "docker-host",
         K::DockerHost,
         Some("unix:///var/run/docker.sock"),
-        "Docker engine endpoint: unix:///path or tcp://host:port (berth)",
+        "Docker engine endpoint: unix:///path or tcp://host:port; with PODMAN=1 unix:///run/podman/podman.sock (berth)",
+    ),
+    spec(
+        "PODMAN",
+        "podman",
+        K::Flag,
+        Some("false"),
+        "A Podman host: its socket and volume folder by default, and no cluster",
     ),
     spec(
         "SSL_CERT",
@@ -244,7 +251,7 @@ pub const OPTION_SPECS: &[OptionSpec] = &[
         "volumes-root",
         K::Text,
         Some("/var/lib/docker/volumes"),
-        "Where the engine keeps volumes: volume browsing reads <root>/<volume>/_data (berth)",
+        "Where the engine keeps volumes: volume browsing reads <root>/<volume>/_data; with PODMAN=1 /var/lib/containers/storage/volumes (berth)",
     ),
     spec(
         "LOG_LEVEL",
@@ -647,6 +654,8 @@ pub struct Options {
     /// The gossip key's bytes (checked: 16, 24 or 32 of them).
     pub cluster_key: Option<Vec<u8>>,
     pub advertise_addr: Option<IpAddr>,
+    /// `PODMAN=1`: the engine is Podman's Docker-compatible API.
+    pub podman: bool,
     pub docker_host: DockerHost,
     pub ssl_cert: Option<String>,
     pub ssl_key: Option<String>,
@@ -765,6 +774,11 @@ impl Reader<'_> {
     }
 }
 
+/// Where a rootful Podman serves its Docker-compatible API.
+pub const PODMAN_SOCKET: &str = "unix:///run/podman/podman.sock";
+/// Where a rootful Podman keeps named volumes (`<name>/_data`).
+pub const PODMAN_VOLUMES_ROOT: &str = "/var/lib/containers/storage/volumes";
+
 const EXPECT_DURATION: &str = "a duration such as 72h, 30m, 10s or 500ms";
 const EXPECT_PORT: &str = "a port number from 0 to 65535";
 const EXPECT_CONNECTIONS: &str = "a number of connections from 1 to 1000000";
@@ -879,6 +893,20 @@ impl Options {
                     .to_string(),
             });
         }
+        let podman = r.flag("PODMAN")?;
+        if podman && r.optional_text("AGENT_CLUSTER_ADDR").is_some() {
+            let spec = Reader::spec("AGENT_CLUSTER_ADDR");
+            let (value, source) = r
+                .text("AGENT_CLUSTER_ADDR")
+                .unwrap_or((String::new(), Source::Environment));
+            return Err(OptionError {
+                env: spec.env,
+                flag: spec.flag,
+                value,
+                source,
+                expected: "unset with PODMAN=1: Podman hosts are not clustered".to_string(),
+            });
+        }
         let options = Options {
             host: r.ip("AGENT_HOST")?.expect("AGENT_HOST has a default"),
             port: r.port("AGENT_PORT")?,
@@ -892,7 +920,11 @@ impl Options {
             cluster_gossip: r.with_default("AGENT_CLUSTER_GOSSIP", EXPECT_GOSSIP, parse_gossip)?,
             cluster_key: r.parsed("AGENT_CLUSTER_KEY", EXPECT_GOSSIP_KEY, parse_gossip_key)?,
             advertise_addr: r.ip("AGENT_ADVERTISE_ADDR")?,
-            docker_host: r.with_default("DOCKER_HOST", EXPECT_DOCKER_HOST, DockerHost::parse)?,
+            podman,
+            docker_host: match (podman, raw.get("DOCKER_HOST")) {
+                (true, None) => DockerHost::parse(PODMAN_SOCKET).expect("a unix:// address"),
+                _ => r.with_default("DOCKER_HOST", EXPECT_DOCKER_HOST, DockerHost::parse)?,
+            },
             ssl_cert: r.optional_text("SSL_CERT"),
             ssl_key: r.optional_text("SSL_KEY"),
             ssl_ca: r.optional_text("SSL_CACERT"),
@@ -915,7 +947,10 @@ impl Options {
             assets_path: r.required_text("ASSETS_PATH"),
             data_path: r.required_text("DATA_PATH"),
             host_root: r.required_text("AGENT_HOST_ROOT"),
-            volumes_root: r.required_text("AGENT_VOLUMES_ROOT"),
+            volumes_root: match (podman, raw.get("AGENT_VOLUMES_ROOT")) {
+                (true, None) => PODMAN_VOLUMES_ROOT.to_string(),
+                _ => r.required_text("AGENT_VOLUMES_ROOT"),
+            },
             log_level: r.with_default("LOG_LEVEL", EXPECT_LOG_LEVEL, parse_log_level)?,
             log_mode: r.with_default("LOG_MODE", EXPECT_LOG_MODE, parse_log_mode)?,
             edge,
@@ -1018,6 +1053,40 @@ mod tests {
             raw.set(env, *value, Source::Environment);
         }
         Options::from_raw(&raw)
+    }
+
+    #[test]
+    fn podman_hosts_default_to_podmans_socket_and_volumes_and_have_no_cluster() {
+        let docker = check(&[]).unwrap();
+        assert!(!docker.podman);
+        assert_eq!(
+            docker.docker_host.to_string(),
+            "unix:///var/run/docker.sock"
+        );
+        assert_eq!(docker.volumes_root, "/var/lib/docker/volumes");
+        let podman = check(&[("PODMAN", "1")]).unwrap();
+        assert!(podman.podman);
+        assert_eq!(podman.docker_host.to_string(), PODMAN_SOCKET);
+        assert_eq!(podman.volumes_root, PODMAN_VOLUMES_ROOT);
+        let chosen = check(&[
+            ("PODMAN", "true"),
+            ("DOCKER_HOST", "unix:///run/user/1000/podman/podman.sock"),
+            (
+                "AGENT_VOLUMES_ROOT",
+                "/home/u/.local/share/containers/storage/volumes",
+            ),
+        ])
+        .unwrap();
+        assert_eq!(
+            chosen.docker_host.to_string(),
+            "unix:///run/user/1000/podman/podman.sock"
+        );
+        assert!(chosen.volumes_root.starts_with("/home/u/"));
+        let error = check(&[("PODMAN", "1"), ("AGENT_CLUSTER_ADDR", "tasks.agent")])
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("AGENT_CLUSTER_ADDR"), "{error}");
+        assert!(error.contains("not clustered"), "{error}");
     }
 
     #[test]

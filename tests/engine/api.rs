@@ -109,16 +109,24 @@ async fn remove_container(target: &Target, id: &str) {
 
 #[tokio::test]
 async fn version_and_info_come_from_the_engine() {
-    let Some((berth, _)) = berth_for_engine() else {
+    let Some((berth, host)) = berth_for_engine() else {
         return;
     };
     let target = Target::Berth(berth.addr);
     let (response, body) = target.fetch("GET", "/v1.41/version", "").await;
     assert_eq!(response.status(), 200);
     assert_eq!(response.headers()["portainer-agent"], "2.23.0");
-    assert_eq!(response.headers()["api-version"], "1.41");
+    // Whatever engine answers (1.41 for Docker 20.10, 1.45 for 26.1).
+    let direct = Target::Socket(crate::support::berth_process::engine_socket(&host));
+    let (engine_response, engine_body) = direct.fetch("GET", "/v1.41/version", "").await;
+    assert_eq!(
+        response.headers()["api-version"],
+        engine_response.headers()["api-version"]
+    );
     let version: serde_json::Value = serde_json::from_slice(&body).unwrap();
-    assert_eq!(version["ApiVersion"], "1.41");
+    let engine_version: serde_json::Value = serde_json::from_slice(&engine_body).unwrap();
+    assert_eq!(version["ApiVersion"], engine_version["ApiVersion"]);
+    assert!(version["ApiVersion"].is_string(), "{version}");
     let (status, info) = target.json("GET", "/info", "").await;
     assert_eq!(status, 200);
     assert!(info["Name"].as_str().is_some_and(|name| !name.is_empty()));
@@ -270,6 +278,41 @@ async fn volume_created_and_listed() {
     assert_eq!(response.status(), 204);
 }
 
+/// A network created through berth is in its network list, in Docker's
+/// shape (Podman's too).
+#[tokio::test]
+async fn network_created_and_listed() {
+    let Some((berth, _)) = berth_for_engine() else {
+        return;
+    };
+    let target = Target::Berth(berth.addr);
+    let name = unique("network");
+    let (status, created) = target
+        .json(
+            "POST",
+            "/v1.41/networks/create",
+            &json!({"Name": name, "Internal": true}).to_string(),
+        )
+        .await;
+    assert_eq!(status, 201, "{created}");
+    let (status, listed) = target.json("GET", "/v1.41/networks", "").await;
+    assert_eq!(status, 200);
+    let network = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["Name"] == name.as_str())
+        .unwrap_or_else(|| panic!("{name} is not listed: {listed}"));
+    assert!(
+        network["Id"].is_string() && network["Driver"].is_string(),
+        "{network}"
+    );
+    let (response, _) = target
+        .fetch("DELETE", &format!("/v1.41/networks/{name}"), "")
+        .await;
+    assert_eq!(response.status(), 204);
+}
+
 /// An image imported from a tarball sent in chunks, with no length known in
 /// advance: berth streams the body to the engine.
 #[tokio::test]
@@ -291,8 +334,9 @@ async fn image_import_with_a_streamed_body() {
         |mut receiver| async move { receiver.recv().await.map(|frame| (frame, receiver)) },
     ));
     let mut sender = berth_sender(berth.addr).await;
+    // The tag rides in `repo`: Podman 4.3 ignores a separate `tag` on import.
     let mut request = Request::post(format!(
-        "/v1.41/images/create?fromSrc=-&repo=berth-test/imported&tag={tag}"
+        "/v1.41/images/create?fromSrc=-&repo=berth-test/imported:{tag}"
     ))
     .header("host", "docker")
     .header("content-type", "application/x-tar")
@@ -398,4 +442,30 @@ async fn sigterm_lets_a_request_in_flight_finish() {
     let status = stopper.join().unwrap();
     assert_eq!(status.code(), Some(0));
     remove_container(&direct, &id).await;
+}
+
+/// `/host/info` in the reference's shape, from the machine berth runs on,
+/// whatever the engine (Podman hosts included).
+#[tokio::test]
+async fn host_info_reads_this_machine() {
+    let Some((_, host)) = berth_for_engine() else {
+        return;
+    };
+    let berth = crate::support::berth_process::BerthProcess::start(&[
+        ("DOCKER_HOST", &host),
+        ("AGENT_HOST_ROOT", "/"),
+    ]);
+    let (status, info) = Target::Berth(berth.addr)
+        .json("GET", "/host/info", "")
+        .await;
+    assert_eq!(status, 200, "{info}");
+    assert!(info["PCIDevices"].is_array(), "{info}");
+    let disks = info["PhysicalDisks"].as_array().expect("PhysicalDisks");
+    assert!(!disks.is_empty(), "this machine has a disk: {info}");
+    for disk in disks {
+        assert!(
+            disk["Size"].is_u64() && disk["Vendor"].is_string(),
+            "{disk}"
+        );
+    }
 }

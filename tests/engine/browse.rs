@@ -1,15 +1,13 @@
 //! Browsing a real volume of the real engine through berth, and a 1 GiB
 //! upload with the agent's peak memory watched.
 
-use std::path::PathBuf;
-
 use bytes::Bytes;
 use http::Request;
 use http_body_util::{BodyExt, StreamBody};
 use hyper::body::Frame;
 use serde_json::json;
 
-use crate::support::berth_process::{engine_host, engine_socket, BerthProcess};
+use crate::support::berth_process::{engine_host, engine_volumes_root, BerthProcess};
 use crate::support::client::{berth_sender, sign, Target};
 use crate::{unique, IMAGE};
 
@@ -29,11 +27,7 @@ fn peak_rss_kib(pid: u32) -> u64 {
 #[tokio::test]
 async fn a_real_volume_is_browsed_and_takes_a_1_gib_upload() {
     let Some(host) = engine_host() else { return };
-    let data_root = PathBuf::from(engine_socket(&host))
-        .parent()
-        .unwrap()
-        .join("data");
-    let volumes_root = data_root.join("volumes");
+    let volumes_root = engine_volumes_root(&host);
     let berth = BerthProcess::start(&[
         ("DOCKER_HOST", &host),
         ("AGENT_VOLUMES_ROOT", volumes_root.to_str().unwrap()),

@@ -8,7 +8,7 @@ use serde_json::json;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
-use crate::support::berth_process::BerthProcess;
+use crate::support::berth_process::{engine_is_podman, BerthProcess};
 use crate::support::client::{tls_stream, Target};
 use crate::support::fixtures::portainer_identity;
 use crate::{berth_for_engine, unique};
@@ -95,14 +95,22 @@ async fn an_exec_console_carries_a_64_kib_paste() {
     )
     .await
     .unwrap();
-    // One paste of 64 KiB: 1024 lines of 64 bytes (a terminal line holds 4 KiB).
-    let paste: String = (0..1024)
+    // One paste of 64 KiB: 1024 lines of 64 bytes (a terminal line holds 4
+    // KiB). Podman's exec sessions (conmon) stop for good on a terminal
+    // paste past about 16 KiB, asked directly or through berth; 8 KiB
+    // there, still four times what the Go agent's console allows.
+    let lines = if engine_is_podman() { 128 } else { 1024 };
+    let paste: String = (0..lines)
         .map(|n| format!("line-{n:04}-{}\n", "x".repeat(53)))
         .collect();
-    assert_eq!(paste.len(), 64 * 1024);
+    assert_eq!(paste.len(), lines * 64);
     console.send(Message::text(paste)).await.unwrap();
-    let received = read_until(&mut console, "line-1023-").await;
-    assert!(received.len() >= 64 * 1024, "{} bytes back", received.len());
+    let received = read_until(&mut console, &format!("line-{:04}-", lines - 1)).await;
+    assert!(
+        received.len() >= lines * 64,
+        "{} bytes back",
+        received.len()
+    );
     // Resizing the terminal goes through the Docker proxy.
     let (response, _) = target
         .fetch(

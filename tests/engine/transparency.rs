@@ -5,9 +5,11 @@ use crate::berth_for_engine;
 use crate::support::berth_process::engine_socket;
 use crate::support::client::Target;
 
-/// Headers that differ between any two answers, or that berth adds.
-const UNCOMPARED: [&str; 4] = [
+/// Headers that differ between any two answers (Podman numbers each
+/// answer), or that berth adds.
+const UNCOMPARED: [&str; 5] = [
     "date",
+    "x-reference-id",
     "portainer-agent",
     "portainer-agent-api-version",
     "portainer-agent-platform",

@@ -19,6 +19,26 @@ pub fn engine_host() -> Option<String> {
     )
 }
 
+/// Whether the test engine is Podman (`scripts/test` sets
+/// `BERTH_TEST_PODMAN=1` for its Podman passes): every berth a test starts
+/// is then told so (`PODMAN=1`).
+pub fn engine_is_podman() -> bool {
+    std::env::var("BERTH_TEST_PODMAN").is_ok_and(|v| v == "1")
+}
+
+/// Where the test engine keeps its volumes: `BERTH_TEST_VOLUMES_ROOT`, else
+/// the `data/volumes` folder beside its socket (`scripts/engine.sh`'s
+/// layout).
+pub fn engine_volumes_root(host: &str) -> std::path::PathBuf {
+    match std::env::var("BERTH_TEST_VOLUMES_ROOT") {
+        Ok(root) => root.into(),
+        Err(_) => std::path::Path::new(&engine_socket(host))
+            .parent()
+            .unwrap()
+            .join("data/volumes"),
+    }
+}
+
 /// The value of `variable`, which `scripts/test` sets; `None`, said
 /// aloud, when `BERTH_SKIP_ENGINE_TESTS=1` skips what needs `what`.
 pub fn from_env_or_skip(variable: &str, what: &str, hint: &str) -> Option<String> {
@@ -80,6 +100,9 @@ impl BerthProcess {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
+        if engine_is_podman() {
+            command.env("PODMAN", "1");
+        }
         for (name, value) in env {
             command.env(name, value);
         }

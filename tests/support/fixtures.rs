@@ -1,5 +1,6 @@
-//! Recorded engine answers (`fixtures/engine-20.10/*.http`, written by
-//! `scripts/record-fixtures`).
+//! Recorded engine answers (`fixtures/engine-<version>/*.http`, written by
+//! `scripts/record-fixtures <version>` for each request of
+//! `fixtures/engine-requests`).
 
 use std::path::PathBuf;
 
@@ -24,13 +25,23 @@ impl RecordedAnswer {
     }
 }
 
-pub fn fixture_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/engine-20.10")
+/// The engines whose answers are recorded: Debian 12's docker.io and
+/// Debian 13's.
+pub const ENGINES: [&str; 2] = ["20.10", "26.1"];
+
+pub fn fixture_dir(engine: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("fixtures/engine-{engine}"))
 }
 
-/// Loads `<name>.http`: a status line, headers, a blank line, the body.
+/// Loads the 20.10 engine's `<name>.http`.
 pub fn load(name: &str) -> RecordedAnswer {
-    let path = fixture_dir().join(format!("{name}.http"));
+    load_from(ENGINES[0], name)
+}
+
+/// Loads `engine`'s `<name>.http`: a status line, headers, a blank line,
+/// the body.
+pub fn load_from(engine: &str, name: &str) -> RecordedAnswer {
+    let path = fixture_dir(engine).join(format!("{name}.http"));
     let text = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let split = text
         .windows(2)
@@ -56,9 +67,10 @@ pub fn load(name: &str) -> RecordedAnswer {
     }
 }
 
-/// The `(name, method, path)` lines of `fixtures/engine-20.10/requests`.
+/// The `(name, method, path)` lines of `fixtures/engine-requests`.
 pub fn recorded_requests() -> Vec<(String, String, String)> {
-    let text = std::fs::read_to_string(fixture_dir().join("requests")).expect("the requests list");
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/engine-requests");
+    let text = std::fs::read_to_string(path).expect("the requests list");
     text.lines()
         .filter(|line| !line.trim().is_empty() && !line.starts_with('#'))
         .map(|line| {
