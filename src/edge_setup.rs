@@ -2,31 +2,45 @@
 //! key is set, the Portainer client, the tunnel driver and the poll loop.
 
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 
+use berth::edge::async_poll::{AsyncPoller, AsyncWorkers};
+use berth::edge::async_work;
+use berth::edge::configs::{EdgeConfigs, SyncConfigs};
 use berth::edge::jobs::EdgeJobs;
 use berth::edge::key_page::{self, PAGE_LIFETIME};
 use berth::edge::keys::EdgeKeys;
 use berth::edge::peer_key::fetch_from_peers;
 use berth::edge::poll::{follow, local_time_zone, PollIdentity, Poller};
-use berth::edge::stacks::EdgeStacks;
+use berth::edge::reports::{PortainerReports, Reports, SharedOutbox};
+use berth::edge::stacks::{EdgeStacks, SyncStacks};
 use berth::edge::tunnel::{self, Activity, TunnelGauge, TunnelHandle, TunnelSettings};
 use berth::edge::EdgeGate;
 use berth::facts::FactsReceiver;
 use berth_adapters::deployer::CliDeployer;
+use berth_adapters::docker::DockerSocket;
+use berth_adapters::fs::ConfinedFiles;
 use berth_adapters::host_scripts::HostScripts;
 use berth_adapters::http::ServerLimits;
 use berth_adapters::key_file::KeyFile;
 use berth_adapters::portainer::{PortainerHttp, PortainerTls};
 use berth_adapters::scheduler::CronScheduler;
 use berth_adapters::tunnel::{ChiselClient, TunnelTimeouts};
+use berth_domain::edge::async_protocol::MetaFields;
 use berth_domain::edge::proxy::{NoProxy, ProxySettings};
 use berth_domain::options::Options;
+use tokio::sync::mpsc;
 use tracing::error;
 
 use crate::ProductionCluster;
 
 /// One docker or compose command (a deploy may pull images).
-const STACK_TOOL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(600);
+const STACK_TOOL_TIMEOUT: Duration = Duration::from_secs(600);
+/// Commands waiting for one kind of work in async mode.
+const WORK_QUEUE: usize = 64;
+/// Where async mode keeps the timestamp of the last command it ran.
+const ASYNC_CURSOR_FILE: &str = "edge_async_command_timestamp";
 
 pub struct EdgeMode {
     pub gate: EdgeGate,
@@ -38,6 +52,7 @@ pub struct EdgeMode {
 pub async fn start(
     options: &Options,
     facts: &FactsReceiver,
+    engine: DockerSocket,
     api: SocketAddr,
     limits: ServerLimits,
     cluster: Option<&ProductionCluster>,
@@ -64,15 +79,24 @@ pub async fn start(
         http: options.edge.http_proxy.clone(),
         no_proxy: NoProxy::parse(options.edge.no_proxy.as_deref().unwrap_or_default()),
     };
+    // Where the tunnel goes comes with the key, once one is set.
+    let tunnel = TunnelSettings {
+        server: String::new(),
+        fingerprint: String::new(),
+        local_target: api.to_string(),
+        proxy: proxies.for_tunnel().map(str::to_string),
+        edge_id: edge_id.clone(),
+        inactivity: options.edge.inactivity_timeout,
+    };
     let tunnel_enabled = options.edge.tunnel;
-    let host_root = options.host_root.clone();
-    let job_timeout = options.edge.job_timeout;
-    let jobs_edge_id = edge_id.clone();
-    let stacks_edge_id = edge_id.clone();
-    let assets = options.assets_path.clone();
-    let docker_host = options.docker_host.to_string();
-    let stacks_folder = std::path::Path::new(&options.data_path).join("edge_stacks");
-    let inactivity = options.edge.inactivity_timeout;
+    let asynchronous = options.edge.asynchronous;
+    let work = EdgeWork::from_options(options, facts.clone(), edge_id.clone());
+    let meta = MetaFields {
+        edge_groups: options.edge.groups.clone(),
+        tags: options.edge.tags.clone(),
+        environment_group: options.edge.environment_group,
+    };
+    let cursor = KeyFile::named(&options.data_path, ASYNC_CURSOR_FILE);
     let tls = PortainerTls {
         insecure: options.edge.insecure_poll,
         ca: options.mtls.ca.clone(),
@@ -85,12 +109,11 @@ pub async fn start(
         edge_id: edge_id.clone(),
     };
     let identity = PollIdentity {
-        edge_id: edge_id.clone(),
+        edge_id,
         update_id: options.edge.update_id,
         time_zone: local_time_zone(),
     };
-    let (poll_keys, poll_facts, poll_activity, poll_gauge) =
-        (keys.clone(), facts.clone(), activity.clone(), gauge.clone());
+    let (poll_gauge, poll_facts) = (gauge.clone(), facts.clone());
     let certificate_wait = match (&options.mtls.cert, &options.mtls.key) {
         (Some(cert), Some(key)) if !options.mtls.retry_interval.is_zero() => {
             Some((cert.clone(), key.clone(), options.mtls.retry_interval))
@@ -101,8 +124,7 @@ pub async fn start(
         if let Some((cert, key, every)) = certificate_wait {
             wait_for_files(&[cert, key], every).await;
         }
-        let key = poll_keys.wait().await;
-        let tunnel_proxy = proxies.for_tunnel().map(str::to_string);
+        let key = keys.wait().await;
         let api_client = match PortainerHttp::new(&key.portainer_url, tls, proxies) {
             Ok(client) => client,
             Err(why) => {
@@ -110,50 +132,133 @@ pub async fn start(
                 return;
             }
         };
+        if asynchronous {
+            let poller = work.start_async(api_client, engine, keys, identity, meta, cursor);
+            poller.run().await;
+            return;
+        }
         let handle = if tunnel_enabled {
-            tunnel::spawn(
-                ChiselClient::new(TunnelTimeouts::default()),
-                TunnelSettings {
-                    server: key.tunnel_addr.clone(),
-                    fingerprint: key.fingerprint.clone(),
-                    local_target: api.to_string(),
-                    proxy: tunnel_proxy,
-                    edge_id,
-                    inactivity,
-                },
-                poll_activity,
-                poll_gauge,
-            )
+            let settings = TunnelSettings {
+                server: key.tunnel_addr.clone(),
+                fingerprint: key.fingerprint.clone(),
+                ..tunnel
+            };
+            let client = ChiselClient::new(TunnelTimeouts::default());
+            tunnel::spawn(client, settings, activity, poll_gauge)
         } else {
             TunnelHandle::disabled()
         };
-        let api_client_for_stacks = api_client.clone();
-        let stacks_facts = poll_facts.clone();
-        let poller = Poller::new(api_client.clone(), poll_keys, identity, handle, poll_facts);
-        let jobs = EdgeJobs::new(
-            CronScheduler::default(),
-            HostScripts::new(host_root),
-            api_client,
-            jobs_edge_id,
-            job_timeout,
-        );
-        tokio::spawn(follow(jobs, poller.answers()));
-        let stacks = EdgeStacks::new(
-            CliDeployer::new(assets, docker_host, STACK_TOOL_TIMEOUT),
-            api_client_for_stacks,
-            stacks_edge_id,
-            stacks_folder,
-            stacks_facts,
-        );
-        tokio::spawn(follow(stacks, poller.answers()));
+        let poller = Poller::new(api_client.clone(), keys, identity, handle, poll_facts);
+        work.start_sync(&api_client, &poller);
         poller.run().await;
     });
     Ok(EdgeMode { gate, gauge })
 }
 
+/// What Edge work (stacks, jobs, configurations) needs, in either mode.
+struct EdgeWork {
+    edge_id: String,
+    facts: FactsReceiver,
+    deployer: CliDeployer,
+    stacks_folder: PathBuf,
+    scripts: HostScripts,
+    job_timeout: Duration,
+    files: ConfinedFiles,
+}
+
+impl EdgeWork {
+    fn from_options(options: &Options, facts: FactsReceiver, edge_id: String) -> Self {
+        EdgeWork {
+            edge_id,
+            facts,
+            deployer: CliDeployer::new(
+                options.assets_path.clone(),
+                options.docker_host.to_string(),
+                STACK_TOOL_TIMEOUT,
+            ),
+            stacks_folder: Path::new(&options.data_path).join("edge_stacks"),
+            scripts: HostScripts::new(options.host_root.clone()),
+            job_timeout: options.edge.job_timeout,
+            files: ConfinedFiles::new(&options.volumes_root, &options.host_root),
+        }
+    }
+
+    fn jobs<R: Reports>(&self, reports: R) -> EdgeJobs<CronScheduler, HostScripts, R> {
+        EdgeJobs::new(
+            CronScheduler::default(),
+            self.scripts.clone(),
+            reports,
+            self.job_timeout,
+        )
+    }
+
+    /// Sync mode: each kind of work follows the poll answers on its own
+    /// task, reporting to Portainer's endpoints.
+    fn start_sync(self, api: &PortainerHttp, poller: &Poller<PortainerHttp>) {
+        let jobs = self.jobs(PortainerReports::new(api.clone(), self.edge_id.clone()));
+        tokio::spawn(follow(jobs, poller.answers()));
+        let stacks = SyncStacks::new(
+            self.deployer,
+            api.clone(),
+            self.edge_id.clone(),
+            self.stacks_folder,
+            self.facts,
+        );
+        tokio::spawn(follow(stacks, poller.answers()));
+        let configs = SyncConfigs::new(self.files, api.clone(), self.edge_id);
+        tokio::spawn(follow(configs, poller.answers()));
+    }
+
+    /// Async mode: no tunnel, ever; commands hand work to a task per kind,
+    /// whose results wait in the outbox for the next snapshot.
+    fn start_async(
+        self,
+        api: PortainerHttp,
+        engine: DockerSocket,
+        keys: EdgeKeys,
+        identity: PollIdentity,
+        meta: MetaFields,
+        cursor: KeyFile,
+    ) -> AsyncPoller<PortainerHttp, DockerSocket, KeyFile> {
+        let outbox = SharedOutbox::default();
+        let (stacks, stacks_work) = mpsc::channel(WORK_QUEUE);
+        let (jobs, jobs_work) = mpsc::channel(WORK_QUEUE);
+        let (configs, configs_work) = mpsc::channel(WORK_QUEUE);
+        let edge_stacks = EdgeStacks::new(
+            self.deployer.clone(),
+            outbox.clone(),
+            self.edge_id.clone(),
+            self.stacks_folder.clone(),
+            self.facts.clone(),
+        );
+        tokio::spawn(async_work::run_stacks(
+            edge_stacks,
+            self.deployer.clone(),
+            self.facts.clone(),
+            self.stacks_folder.clone(),
+            stacks_work,
+        ));
+        tokio::spawn(async_work::run_jobs(self.jobs(outbox.clone()), jobs_work));
+        let edge_configs = EdgeConfigs::new(self.files.clone());
+        tokio::spawn(async_work::run_configs(
+            edge_configs,
+            outbox.clone(),
+            configs_work,
+        ));
+        let workers = AsyncWorkers {
+            stacks,
+            jobs,
+            configs,
+        };
+        AsyncPoller::new(
+            api, engine, keys, identity, meta, self.facts, outbox, workers, cursor,
+        )
+    }
+}
+
 /// MTLS_CERT_RETRY_INTERVAL: the client certificate may be written after
 /// the agent starts (by a sidecar); polls wait for it instead of failing.
-async fn wait_for_files(paths: &[String], every: std::time::Duration) {
+async fn wait_for_files(paths: &[String], every: Duration) {
     let mut logged = false;
     while !paths.iter().all(|p| std::path::Path::new(p).exists()) {
         if !logged {

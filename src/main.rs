@@ -131,13 +131,6 @@ async fn run(options: Options) -> Result<(), String> {
         max_connections: options.max_connections,
     };
     let edge = options.edge.enabled;
-    if options.edge.asynchronous {
-        return Err(
-            "EDGE_ASYNC: async Edge mode is not supported by berth yet; \
-                    unset it to use the tunnel"
-                .to_string(),
-        );
-    }
     // An Edge agent is reached through its tunnel: plain HTTP on its own
     // address, as the reference.
     let (address, server_tls) = if edge {
@@ -164,7 +157,17 @@ async fn run(options: Options) -> Result<(), String> {
     )
     .await?;
     let edge_mode = if edge {
-        Some(edge_setup::start(&options, &facts, bound, limits, cluster.as_ref()).await?)
+        Some(
+            edge_setup::start(
+                &options,
+                &facts,
+                engine.clone(),
+                bound,
+                limits,
+                cluster.as_ref(),
+            )
+            .await?,
+        )
     } else {
         None
     };

@@ -20,9 +20,10 @@ use support::berth_process::{engine_host, free_port};
 use support::chisel::against_each_chisel;
 use support::client::{request, unsigned_request};
 use support::edge_world::{
-    edge_key, fetch_ok, form, loopback, start_edge_berth, temp_dir, wait_metric, EdgeWorld,
-    TempDir, EDGE_ID, WAIT,
+    docker_cli, edge_key, fetch_ok, form, host_root, loopback, stack_payload, start_edge_berth,
+    temp_dir, wait_metric, EdgeWorld, EDGE_ID, TOOLS_ENV, WAIT,
 };
+use support::eventually::eventually;
 use support::portainer_server::{Mode, TestPortainer};
 
 against_each_chisel!(the_agent_polls_and_tunnels_signed_requests_to_the_real_engine);
@@ -255,11 +256,10 @@ async fn the_key_page_checks_keys_and_the_key_is_kept() {
     portainer
         .wait_requests("/api/endpoints/1/edge/status", 1, WAIT)
         .await;
-    let deadline = Instant::now() + WAIT;
-    while tokio::net::TcpStream::connect(page).await.is_ok() {
-        assert!(Instant::now() < deadline, "the key page stayed open");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually("the key page closed", WAIT, async || {
+        tokio::net::TcpStream::connect(page).await.is_err()
+    })
+    .await;
 
     // /key: signed in berth (the Go agent leaves GET open), 409 once set.
     let (status, body) = fetch_ok(berth.addr, request("GET", "/key", "")).await;
@@ -358,6 +358,59 @@ async fn a_key_from_edge_key_is_saved_for_an_agent_started_without_it() {
     assert!(tokio::net::TcpStream::connect(loopback(page_port))
         .await
         .is_err());
+    drop(berth);
+}
+
+/// Edge configurations in sync mode: the poll lists the states Portainer
+/// wants; berth fetches each configuration, applies it in the host root and
+/// reports Idle, or Failure when Portainer refuses.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn edge_configurations_are_applied_from_the_poll() {
+    let Some(engine) = engine_host() else { return };
+    let Some(EdgeWorld {
+        portainer,
+        chisel,
+        data,
+    }) = EdgeWorld::start("configs").await
+    else {
+        return;
+    };
+    let root = host_root("configs-root");
+    let content = base64::engine::general_purpose::STANDARD.encode("listen 8080\n");
+    portainer.set_config(
+        4,
+        Some(json!({"ID": 4, "Name": "web", "BaseDir": "/etc/berth-web",
+            "DirEntries": [{"Name": "web.conf", "IsFile": true, "Content": content, "Permissions": 0o640}]})),
+    );
+    portainer.set_config(5, None);
+    portainer.set_status(json!({"status": "IDLE", "checkin": 0.2,
+        "edge_configurations": {"4": 2, "5": 2}}));
+    let key = edge_key(&portainer, &chisel, 1);
+    let root_text = root.to_str().unwrap().to_string();
+    let berth = start_edge_berth(
+        &engine,
+        &data,
+        &[("EDGE_KEY", &key), ("AGENT_HOST_ROOT", &root_text)],
+    );
+    portainer
+        .wait_requests("/api/edge_configurations/4/0", 1, WAIT)
+        .await;
+    portainer
+        .wait_requests("/api/edge_configurations/5/1", 1, WAIT)
+        .await;
+    let written = root.join("etc/berth-web/web.conf");
+    assert_eq!(std::fs::read_to_string(&written).unwrap(), "listen 8080\n");
+    assert_eq!(
+        std::fs::metadata(&written).unwrap().permissions().mode() & 0o777,
+        0o640
+    );
+    // Deleting: the listed files go.
+    portainer.set_status(json!({"status": "IDLE", "checkin": 0.2,
+        "edge_configurations": {"4": 3}}));
+    eventually("the configuration deleted", WAIT, async || {
+        !written.exists()
+    })
+    .await;
     drop(berth);
 }
 
@@ -496,14 +549,12 @@ async fn an_agent_without_a_key_takes_it_from_a_cluster_peer() {
             .body(Full::new(Bytes::new()))
             .unwrap()
     };
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while fetch_ok(without_key.addr, ping()).await.0 != 204 {
-        assert!(
-            Instant::now() < deadline,
-            "the key never came from the peer"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    eventually(
+        "the key from the peer",
+        Duration::from_secs(60),
+        async || fetch_ok(without_key.addr, ping()).await.0 == 204,
+    )
+    .await;
     assert_eq!(
         std::fs::read_to_string(data_c.join("agent_edge_key")).unwrap(),
         key
@@ -522,15 +573,6 @@ async fn an_agent_without_a_key_takes_it_from_a_cluster_peer() {
     drop((with_key, without_key));
 }
 
-/// A host root holding busybox as `/bin/sh`, for jobs to run in.
-fn host_root(name: &str) -> TempDir {
-    let root = temp_dir(name);
-    std::fs::create_dir_all(root.join("bin")).unwrap();
-    std::fs::copy("/bin/busybox", root.join("bin/busybox")).unwrap();
-    std::os::unix::fs::symlink("busybox", root.join("bin/sh")).unwrap();
-    root
-}
-
 fn job(id: u64, script: &str, collect: bool) -> serde_json::Value {
     json!({"Id": id, "CronExpression": "* * * * * *", "Version": 1, "CollectLogs": collect,
            "Script": base64::engine::general_purpose::STANDARD_NO_PAD.encode(script)})
@@ -543,15 +585,8 @@ fn lines(path: &std::path::Path) -> usize {
 }
 
 async fn wait_file_lines(path: &std::path::Path, at_least: usize) {
-    let deadline = Instant::now() + WAIT;
-    while lines(path) < at_least {
-        assert!(
-            Instant::now() < deadline,
-            "{} never had {at_least} lines",
-            path.display()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let what = format!("{} with {at_least} lines", path.display());
+    eventually(&what, WAIT, async || lines(path) >= at_least).await;
 }
 
 /// Jobs run by berth's scheduler inside the host root (chroot); a removed
@@ -623,11 +658,10 @@ async fn scheduled_jobs_run_in_the_host_root_and_report_their_logs() {
     portainer.set_status(json!({"status": "IDLE", "checkin": 0.2, "schedules": [
         job(11, &format!("echo run >> /{marker}-11"), false),
     ]}));
-    let deadline = Instant::now() + WAIT;
-    while root.join("opt/portainer/scripts/schedule_9").exists() {
-        assert!(Instant::now() < deadline, "job 9 was never removed");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually("job 9 removed", WAIT, async || {
+        !root.join("opt/portainer/scripts/schedule_9").exists()
+    })
+    .await;
     let (nine_then, eleven_then) = (lines(&nine), lines(&eleven));
     // Two more runs of job 11 are two times job 9 would have run too.
     wait_file_lines(&eleven, eleven_then + 2).await;
@@ -636,33 +670,6 @@ async fn scheduled_jobs_run_in_the_host_root_and_report_their_logs() {
         "the removed job no longer runs"
     );
     drop(berth);
-}
-
-fn stack_payload(id: u64, name: &str, compose: &str) -> serde_json::Value {
-    use base64::engine::general_purpose::STANDARD;
-    json!({"ID": id, "Name": name, "EntryFileName": "docker-compose.yml", "Version": 1,
-           "DirEntries": [{"Name": "docker-compose.yml", "IsFile": true, "Permissions": 0o644,
-                           "Content": STANDARD.encode(compose)}],
-           "EnvVars": [{"name": "GREETING", "value": "hello-from-portainer"}]})
-}
-
-const TOOLS_ENV: [(&str, &str); 3] = [
-    (
-        "PATH",
-        "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-    ),
-    ("HOME", "/root"),
-    ("ASSETS_PATH", "/nonexistent"),
-];
-
-fn docker_cli(engine: &str, args: &[&str]) -> String {
-    let output = std::process::Command::new("docker")
-        .arg("-H")
-        .arg(engine)
-        .args(args)
-        .output()
-        .expect("run the docker CLI");
-    String::from_utf8_lossy(&output.stdout).trim().to_string()
 }
 
 async fn wait_statuses(portainer: &TestPortainer, stack: u64, until: u64) -> Vec<(u64, String)> {

@@ -12,7 +12,8 @@ use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD};
 use base64::Engine as _;
 use berth::edge::jobs::EdgeJobs;
 use berth::edge::poll::PollWork;
-use berth::edge::stacks::EdgeStacks;
+use berth::edge::reports::PortainerReports;
+use berth::edge::stacks::SyncStacks;
 use berth_domain::engine::{EngineFacts, SwarmRole};
 use berth_ports::{
     DeployError, Deployer, Deployment, EdgeAnswer, EdgeCall, JobRun, PortainerApi, PortainerError,
@@ -162,7 +163,7 @@ async fn stacks_report_in_order_and_a_failure_does_not_stop_the_others() {
     portainer.report_failures.lock().unwrap().extend([502, 503]);
     let deployer = FakeDeployer::default();
     let dir = folder("stacks");
-    let mut stacks = EdgeStacks::new(
+    let mut stacks = SyncStacks::new(
         deployer.clone(),
         portainer.clone(),
         "edge".into(),
@@ -211,7 +212,7 @@ async fn an_escaping_stack_file_is_reported_not_written() {
             {"Name": "../../escaped", "IsFile": true, "Content": STANDARD.encode("x")}]}),
     );
     let dir = folder("evil");
-    let mut stacks = EdgeStacks::new(
+    let mut stacks = SyncStacks::new(
         FakeDeployer::default(),
         portainer.clone(),
         "edge".into(),
@@ -284,8 +285,7 @@ async fn every_schedule_change_reaches_the_scheduler() {
     let mut jobs = EdgeJobs::new(
         scheduler.clone(),
         host.clone(),
-        FakePortainer::default(),
-        "edge".into(),
+        PortainerReports::new(FakePortainer::default(), "edge".into()),
         Duration::from_secs(60),
     );
     jobs.apply(&work(

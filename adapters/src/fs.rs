@@ -238,6 +238,26 @@ impl Files for ConfinedFiles {
         self.with_root(root, move |dir| dir.rename(&from, dir, &to))
             .await
     }
+
+    async fn make_folders(&self, root: &BrowseRoot, path: &ConfinedPath) -> Result<(), FilesError> {
+        let path = relative(path);
+        self.with_root(root, move |dir| dir.create_dir_all(&path))
+            .await
+    }
+
+    async fn set_mode(
+        &self,
+        root: &BrowseRoot,
+        path: &ConfinedPath,
+        mode: u32,
+    ) -> Result<(), FilesError> {
+        use cap_std::fs::PermissionsExt;
+        let path = relative(path);
+        self.with_root(root, move |dir| {
+            dir.set_permissions(&path, cap_std::fs::Permissions::from_mode(mode & 0o777))
+        })
+        .await
+    }
 }
 
 /// `length` bytes of `file` from `first`, read on blocking threads one chunk

@@ -10,20 +10,29 @@ use berth_ports::{KeyStore, KeyStoreError};
 
 pub const KEY_FILE_NAME: &str = "agent_edge_key";
 
+/// A small private text in the data folder: the Edge key
+/// (`agent_edge_key`), or another file named at construction (async
+/// mode's command timestamp).
 #[derive(Debug, Clone)]
 pub struct KeyFile {
     dir: PathBuf,
+    name: &'static str,
 }
 
 impl KeyFile {
     pub fn new(data_path: impl Into<PathBuf>) -> Self {
+        Self::named(data_path, KEY_FILE_NAME)
+    }
+
+    pub fn named(data_path: impl Into<PathBuf>, name: &'static str) -> Self {
         KeyFile {
             dir: data_path.into(),
+            name,
         }
     }
 
     pub fn path(&self) -> PathBuf {
-        self.dir.join(KEY_FILE_NAME)
+        self.dir.join(self.name)
     }
 }
 
@@ -43,6 +52,7 @@ impl KeyStore for KeyFile {
 
     async fn save(&self, key: &str) -> Result<(), KeyStoreError> {
         let dir = self.dir.clone();
+        let name = self.name;
         let key = key.to_string();
         tokio::task::spawn_blocking(move || {
             let fail = |what: &str, error: std::io::Error| {
@@ -53,7 +63,7 @@ impl KeyStore for KeyFile {
                 .mode(0o700)
                 .create(&dir)
                 .map_err(|e| fail("create the folder", e))?;
-            let temporary = dir.join(format!(".{KEY_FILE_NAME}.{}", std::process::id()));
+            let temporary = dir.join(format!(".{name}.{}", std::process::id()));
             let mut file = std::fs::OpenOptions::new()
                 .write(true)
                 .create(true)
@@ -64,7 +74,7 @@ impl KeyStore for KeyFile {
             file.write_all(key.as_bytes())
                 .and_then(|()| file.sync_all())
                 .map_err(|e| fail("write the key", e))?;
-            std::fs::rename(&temporary, dir.join(KEY_FILE_NAME))
+            std::fs::rename(&temporary, dir.join(name))
                 .map_err(|e| fail("move the key into place", e))
         })
         .await

@@ -237,7 +237,7 @@ pub const OPTION_SPECS: &[OptionSpec] = &[
         "data",
         K::Text,
         Some("/data"),
-        "Folder holding agent_edge_key",
+        "Folder holding agent_edge_key, Edge stacks and the async command timestamp",
     ),
     spec(
         "AGENT_HOST_ROOT",
@@ -280,7 +280,7 @@ pub const OPTION_SPECS: &[OptionSpec] = &[
         "edge-async",
         K::Flag,
         Some("false"),
-        "Async Edge mode (requires EDGE)",
+        "Async Edge mode: snapshots and commands over one endpoint, no tunnel (requires EDGE)",
     ),
     spec("EDGE_KEY", "edge-key", K::Text, None, "Edge key"),
     spec("EDGE_ID", "edge-id", K::Text, None, "Edge ID"),

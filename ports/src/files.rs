@@ -107,4 +107,26 @@ pub trait Files: Clone + Send + Sync + 'static {
         from: &ConfinedPath,
         to: &ConfinedPath,
     ) -> impl Future<Output = Result<(), FilesError>> + Send;
+
+    /// A folder and every missing folder above it (Edge configurations
+    /// create their folders on the host).
+    ///
+    /// # Errors
+    /// [`FilesError`].
+    fn make_folders(
+        &self,
+        root: &BrowseRoot,
+        path: &ConfinedPath,
+    ) -> impl Future<Output = Result<(), FilesError>> + Send;
+
+    /// A file's permission bits (the low nine, as Portainer gives them).
+    ///
+    /// # Errors
+    /// [`FilesError`].
+    fn set_mode(
+        &self,
+        root: &BrowseRoot,
+        path: &ConfinedPath,
+        mode: u32,
+    ) -> impl Future<Output = Result<(), FilesError>> + Send;
 }

@@ -7,34 +7,29 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use berth_domain::edge::schedule::{diff, parse_schedules, Schedule};
-use berth_ports::{EdgeCall, JobRun, PortainerApi, Scheduler, ScriptHost, ScriptOutcome};
-use http::Method;
+use berth_domain::edge::schedule::{diff, parse_schedules, BadSchedule, Schedule};
+use berth_ports::{JobRun, Scheduler, ScriptHost, ScriptOutcome};
 use tracing::{info, warn};
 
 use super::poll::{PollWork, PollWorker};
+use super::reports::Reports;
 
-/// Log uploads are small; Portainer answers quickly or not at all.
-const UPLOAD_TIMEOUT: Duration = Duration::from_secs(30);
-
-pub struct EdgeJobs<S, H, A> {
+pub struct EdgeJobs<S, H, R> {
     scheduler: S,
     host: H,
-    api: A,
-    edge_id: String,
+    reports: R,
     timeout: Duration,
     running: BTreeMap<u64, Schedule>,
     /// (job, reason) already reported, so a bad schedule is reported once.
     reported: BTreeSet<(u64, String)>,
 }
 
-impl<S: Scheduler, H: ScriptHost, A: PortainerApi> EdgeJobs<S, H, A> {
-    pub fn new(scheduler: S, host: H, api: A, edge_id: String, timeout: Duration) -> Self {
+impl<S: Scheduler, H: ScriptHost, R: Reports> EdgeJobs<S, H, R> {
+    pub fn new(scheduler: S, host: H, reports: R, timeout: Duration) -> Self {
         EdgeJobs {
             scheduler,
             host,
-            api,
-            edge_id,
+            reports,
             timeout,
             running: BTreeMap::new(),
             reported: BTreeSet::new(),
@@ -50,13 +45,25 @@ impl<S: Scheduler, H: ScriptHost, A: PortainerApi> EdgeJobs<S, H, A> {
         let Some((wanted, bad)) = parse_schedules(&work.answer) else {
             return;
         };
+        self.reconcile(work.endpoint_id, &wanted, bad).await;
+    }
+
+    /// Makes the running jobs `wanted`: new and changed ones scheduled,
+    /// the others stopped; `bad` ones reported; the logs of those that ask
+    /// uploaded.
+    pub async fn reconcile(
+        &mut self,
+        endpoint_id: u64,
+        wanted: &[Schedule],
+        bad: Vec<BadSchedule>,
+    ) {
         for problem in bad {
             match problem.id {
-                Some(id) => self.report(work.endpoint_id, id, &problem.why).await,
+                Some(id) => self.report(endpoint_id, id, &problem.why).await,
                 None => warn!(why = %problem.why, "an Edge job was ignored"),
             }
         }
-        let changes = diff(&self.running, &wanted);
+        let changes = diff(&self.running, wanted);
         for id in changes.stop {
             self.scheduler.stop(id);
             self.running.remove(&id);
@@ -70,7 +77,7 @@ impl<S: Scheduler, H: ScriptHost, A: PortainerApi> EdgeJobs<S, H, A> {
             self.scheduler.stop(id);
             self.running.remove(&id);
             if let Err(error) = self.host.install(id, &schedule.script).await {
-                self.report(work.endpoint_id, id, &error.to_string()).await;
+                self.report(endpoint_id, id, &error.to_string()).await;
                 continue;
             }
             match self.scheduler.start(id, &schedule.cron, self.job(id)) {
@@ -78,7 +85,7 @@ impl<S: Scheduler, H: ScriptHost, A: PortainerApi> EdgeJobs<S, H, A> {
                     info!(job = id, cron = %schedule.cron, version = schedule.version, "Edge job scheduled");
                     self.running.insert(id, schedule);
                 }
-                Err(error) => self.report(work.endpoint_id, id, &error.to_string()).await,
+                Err(error) => self.report(endpoint_id, id, &error.to_string()).await,
             }
         }
         let collect: Vec<u64> = wanted
@@ -87,7 +94,7 @@ impl<S: Scheduler, H: ScriptHost, A: PortainerApi> EdgeJobs<S, H, A> {
             .map(|s| s.id)
             .collect();
         for id in collect {
-            self.upload_log(work.endpoint_id, id).await;
+            self.upload_log(endpoint_id, id).await;
         }
     }
 
@@ -125,31 +132,11 @@ impl<S: Scheduler, H: ScriptHost, A: PortainerApi> EdgeJobs<S, H, A> {
             Ok(content) => content,
             Err(error) => format!("berth: the log cannot be read: {error}"),
         };
-        let call = EdgeCall {
-            method: Method::POST,
-            path: format!("/api/endpoints/{endpoint_id}/edge/jobs/{id}/logs"),
-            headers: vec![
-                ("X-PortainerAgent-EdgeID".into(), self.edge_id.clone()),
-                ("Content-Type".into(), "application/json".into()),
-            ],
-            body: serde_json::json!({"FileContent": content})
-                .to_string()
-                .into_bytes(),
-            timeout: UPLOAD_TIMEOUT,
-        };
-        match self.api.call(call).await {
-            Ok(answer) if answer.status == 200 || answer.status == 204 => {}
-            Ok(answer) => warn!(
-                job = id,
-                status = answer.status,
-                "Portainer refused the job log"
-            ),
-            Err(error) => warn!(job = id, %error, "the job log could not be sent"),
-        }
+        self.reports.job_log(endpoint_id, id, content).await;
     }
 }
 
-impl<S: Scheduler, H: ScriptHost, A: PortainerApi> PollWorker for EdgeJobs<S, H, A> {
+impl<S: Scheduler, H: ScriptHost, R: Reports> PollWorker for EdgeJobs<S, H, R> {
     async fn apply(&mut self, work: &PollWork) {
         EdgeJobs::apply(self, work).await;
     }

@@ -9,11 +9,16 @@
 //! - [`stacks`]: the Edge stacks the poll answers list.
 //! - [`tunnel`]: drives the domain's tunnel state machine.
 
+pub mod async_poll;
+pub mod async_work;
+pub mod configs;
+pub mod engine_calls;
 pub mod jobs;
 pub mod key_page;
 pub mod keys;
 pub mod peer_key;
 pub mod poll;
+pub mod reports;
 pub mod stacks;
 pub mod tunnel;
 

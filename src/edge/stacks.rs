@@ -1,12 +1,15 @@
-//! Edge stacks (reference §10.7): each poll answer's stack list is made
-//! true: new or changed stacks are fetched, written (confined to their
-//! folder), validated, deployed and awaited; stacks that left the list are
-//! removed. Every step is reported to Portainer; one stack's failure never
-//! stops the others.
+//! Edge stacks (reference §10.7): a stack's files are written (confined to
+//! its folder), validated, pulled when asked, deployed and awaited; a
+//! stack is removed when Portainer no longer wants it. Every step is
+//! reported (`Reports`); one stack's failure never stops the others.
+//!
+//! In sync mode each poll answer's stack list is made true (`SyncStacks`:
+//! new or changed stacks are fetched from Portainer); in async mode the
+//! commands carry the payloads themselves.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use berth_domain::edge::stack::{
     parse_payload, parse_stack_refs, stack_changes, StackPayload, StackRef, StackStatus,
@@ -19,40 +22,39 @@ use http::Method;
 use tracing::{info, warn};
 
 use super::poll::{PollWork, PollWorker};
+use super::reports::{PortainerReports, Reports};
 use crate::facts::FactsReceiver;
 
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a deployed stack may take to run, as the Go agent's minute.
 const RUNNING_WITHIN: Duration = Duration::from_secs(60);
-/// Status reports retried on 5xx and transport errors, with backoff.
-const REPORT_ATTEMPTS: u32 = 6;
 
 struct Deployed {
     version: u64,
     deployment: Deployment,
 }
 
-pub struct EdgeStacks<D, A> {
+pub struct EdgeStacks<D, R> {
     deployer: D,
-    api: A,
+    reports: R,
     edge_id: String,
     folder: PathBuf,
     facts: FactsReceiver,
     deployed: BTreeMap<u64, Deployed>,
 }
 
-impl<D: Deployer, A: PortainerApi> EdgeStacks<D, A> {
+impl<D: Deployer, R: Reports> EdgeStacks<D, R> {
     /// Stack files go under `folder/<stack id>`.
     pub fn new(
         deployer: D,
-        api: A,
+        reports: R,
         edge_id: String,
         folder: PathBuf,
         facts: FactsReceiver,
     ) -> Self {
         EdgeStacks {
             deployer,
-            api,
+            reports,
             edge_id,
             folder,
             facts,
@@ -60,22 +62,18 @@ impl<D: Deployer, A: PortainerApi> EdgeStacks<D, A> {
         }
     }
 
-    pub async fn apply(&mut self, work: &PollWork) {
-        let Some(wanted) = parse_stack_refs(&work.answer) else {
-            return;
-        };
-        let versions = self
-            .deployed
+    /// The deployed stacks and their versions.
+    fn versions(&self) -> BTreeMap<u64, u64> {
+        self.deployed
             .iter()
             .map(|(id, d)| (*id, d.version))
-            .collect();
-        let changes = stack_changes(&versions, &wanted);
-        for stack in changes.deploy {
-            self.deploy(work.endpoint_id, &stack).await;
-        }
-        for id in changes.remove {
-            self.remove(work.endpoint_id, id).await;
-        }
+            .collect()
+    }
+
+    /// Forgets every stack (Portainer refused a poll: it will list them
+    /// again), leaving what runs running.
+    pub fn forget_all(&mut self) {
+        self.deployed.clear();
     }
 
     fn engine(&self) -> StackEngine {
@@ -85,19 +83,10 @@ impl<D: Deployer, A: PortainerApi> EdgeStacks<D, A> {
         }
     }
 
-    async fn deploy(&mut self, endpoint_id: u64, stack: &StackRef) {
-        let id = stack.id;
-        let payload = match self.fetch(endpoint_id, stack).await {
-            Ok(payload) => payload,
-            Err(why) => {
-                // Not recorded: the next poll tries again.
-                self.report(endpoint_id, id, StackStatus::Error, &why).await;
-                return;
-            }
-        };
-        let deployment = Deployment {
+    fn deployment_of(&self, payload: &StackPayload) -> Deployment {
+        Deployment {
             project: payload.project(),
-            folder: self.folder.join(id.to_string()),
+            folder: self.folder.join(payload.id.to_string()),
             entry_file: payload.entry_file.clone(),
             env: payload
                 .env
@@ -106,8 +95,15 @@ impl<D: Deployer, A: PortainerApi> EdgeStacks<D, A> {
                 .chain([("PORTAINER_EDGE_ID".to_string(), self.edge_id.clone())])
                 .collect(),
             engine: self.engine(),
-        };
-        let outcome = self.deploy_files(endpoint_id, &payload, &deployment).await;
+        }
+    }
+
+    /// Writes, validates, pulls when asked, deploys and awaits `payload`,
+    /// reporting each step; `version` is the one Portainer listed.
+    pub async fn deploy(&mut self, endpoint_id: u64, version: u64, payload: &StackPayload) {
+        let id = payload.id;
+        let deployment = self.deployment_of(payload);
+        let outcome = self.deploy_files(endpoint_id, payload, &deployment).await;
         if let Err(why) = &outcome {
             warn!(stack = id, %why, "Edge stack failed");
             self.report(endpoint_id, id, StackStatus::Error, why).await;
@@ -118,7 +114,7 @@ impl<D: Deployer, A: PortainerApi> EdgeStacks<D, A> {
         self.deployed.insert(
             id,
             Deployed {
-                version: stack.version,
+                version,
                 deployment,
             },
         );
@@ -176,13 +172,37 @@ impl<D: Deployer, A: PortainerApi> EdgeStacks<D, A> {
         Ok(())
     }
 
-    async fn remove(&mut self, endpoint_id: u64, id: u64) {
+    /// Removes stack `id`, if this agent deployed it.
+    pub async fn remove(&mut self, endpoint_id: u64, id: u64) {
         let Some(deployed) = self.deployed.remove(&id) else {
             return;
         };
+        self.remove_deployment(endpoint_id, id, &deployed.deployment)
+            .await;
+    }
+
+    /// Removes the stack `payload` names, deployed by this agent or by an
+    /// earlier run of it (async mode: the command carries the stack).
+    pub async fn remove_payload(&mut self, endpoint_id: u64, payload: &StackPayload) {
+        let deployment = match self.deployed.remove(&payload.id) {
+            Some(deployed) => deployed.deployment,
+            None => {
+                // Deployed before a restart: compose needs the files back
+                // to take the project down.
+                let deployment = self.deployment_of(payload);
+                if let Err(error) = write_files(&deployment.folder, payload).await {
+                    warn!(stack = payload.id, %error, "cannot write the stack files to remove it");
+                }
+                deployment
+            }
+        };
+        self.remove_deployment(endpoint_id, payload.id, &deployment)
+            .await;
+    }
+
+    async fn remove_deployment(&mut self, endpoint_id: u64, id: u64, deployment: &Deployment) {
         self.report(endpoint_id, id, StackStatus::Removing, "")
             .await;
-        let deployment = &deployed.deployment;
         let mut outcome = self.deployer.remove(deployment).await;
         if outcome.is_ok() {
             let deadline = tokio::time::Instant::now() + RUNNING_WITHIN;
@@ -210,72 +230,10 @@ impl<D: Deployer, A: PortainerApi> EdgeStacks<D, A> {
         }
     }
 
-    async fn fetch(&self, endpoint_id: u64, stack: &StackRef) -> Result<StackPayload, String> {
-        let call = EdgeCall {
-            method: Method::GET,
-            path: format!(
-                "/api/endpoints/{endpoint_id}/edge/stacks/{}?version={}",
-                stack.id, stack.version
-            ),
-            headers: vec![("X-PortainerAgent-EdgeID".into(), self.edge_id.clone())],
-            body: Vec::new(),
-            timeout: CALL_TIMEOUT,
-        };
-        let answer = self.api.call(call).await.map_err(|e| e.to_string())?;
-        if answer.status != 200 {
-            return Err(berth_domain::edge::status::refusal_text(
-                answer.status,
-                &answer.body,
-            ));
-        }
-        parse_payload(&answer.body).map_err(|e| e.to_string())
-    }
-
-    /// `PUT /api/edge_stacks/<id>/status`, retried on 5xx and transport
-    /// errors with backoff; given up after a few tries (the next change
-    /// reports again).
     async fn report(&self, endpoint_id: u64, id: u64, status: StackStatus, error: &str) {
-        let time = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
-        let body = serde_json::json!({"Error": error, "Status": status.code(),
-            "EndpointID": endpoint_id, "Time": time});
-        let mut delay = Duration::from_secs(1);
-        for attempt in 1..=REPORT_ATTEMPTS {
-            let call = EdgeCall {
-                method: Method::PUT,
-                path: format!("/api/edge_stacks/{id}/status"),
-                headers: vec![
-                    ("X-PortainerAgent-EdgeID".into(), self.edge_id.clone()),
-                    ("Content-Type".into(), "application/json".into()),
-                ],
-                body: body.to_string().into_bytes(),
-                timeout: CALL_TIMEOUT,
-            };
-            match self.api.call(call).await {
-                Ok(answer) if answer.status < 300 => return,
-                Ok(answer) if answer.status < 500 => {
-                    warn!(
-                        stack = id,
-                        status = answer.status,
-                        "Portainer refused a stack status"
-                    );
-                    return;
-                }
-                Ok(_) | Err(_) if attempt < REPORT_ATTEMPTS => {
-                    tokio::time::sleep(delay).await;
-                    delay *= 2;
-                }
-                outcome => {
-                    warn!(
-                        stack = id,
-                        ?outcome,
-                        "the stack status could not be reported"
-                    );
-                }
-            }
-        }
+        self.reports
+            .stack_status(endpoint_id, id, status, error)
+            .await;
     }
 }
 
@@ -298,8 +256,79 @@ async fn write_files(folder: &Path, payload: &StackPayload) -> std::io::Result<(
     Ok(())
 }
 
-impl<D: Deployer, A: PortainerApi> PollWorker for EdgeStacks<D, A> {
+/// Sync mode: each poll answer's stack list, made true; new and changed
+/// stacks fetched from Portainer.
+pub struct SyncStacks<D, A> {
+    stacks: EdgeStacks<D, PortainerReports<A>>,
+    api: A,
+    edge_id: String,
+}
+
+impl<D: Deployer, A: PortainerApi + Clone> SyncStacks<D, A> {
+    pub fn new(
+        deployer: D,
+        api: A,
+        edge_id: String,
+        folder: PathBuf,
+        facts: FactsReceiver,
+    ) -> Self {
+        let reports = PortainerReports::new(api.clone(), edge_id.clone());
+        SyncStacks {
+            stacks: EdgeStacks::new(deployer, reports, edge_id.clone(), folder, facts),
+            api,
+            edge_id,
+        }
+    }
+
+    pub async fn apply(&mut self, work: &PollWork) {
+        let Some(wanted) = parse_stack_refs(&work.answer) else {
+            return;
+        };
+        let changes = stack_changes(&self.stacks.versions(), &wanted);
+        for stack in changes.deploy {
+            match self.fetch(work.endpoint_id, &stack).await {
+                Ok(payload) => {
+                    self.stacks
+                        .deploy(work.endpoint_id, stack.version, &payload)
+                        .await;
+                }
+                // Not recorded: the next poll tries again.
+                Err(why) => {
+                    self.stacks
+                        .report(work.endpoint_id, stack.id, StackStatus::Error, &why)
+                        .await;
+                }
+            }
+        }
+        for id in changes.remove {
+            self.stacks.remove(work.endpoint_id, id).await;
+        }
+    }
+
+    async fn fetch(&self, endpoint_id: u64, stack: &StackRef) -> Result<StackPayload, String> {
+        let call = EdgeCall {
+            method: Method::GET,
+            path: format!(
+                "/api/endpoints/{endpoint_id}/edge/stacks/{}?version={}",
+                stack.id, stack.version
+            ),
+            headers: vec![("X-PortainerAgent-EdgeID".into(), self.edge_id.clone())],
+            body: Vec::new(),
+            timeout: CALL_TIMEOUT,
+        };
+        let answer = self.api.call(call).await.map_err(|e| e.to_string())?;
+        if answer.status != 200 {
+            return Err(berth_domain::edge::status::refusal_text(
+                answer.status,
+                &answer.body,
+            ));
+        }
+        parse_payload(&answer.body).map_err(|e| e.to_string())
+    }
+}
+
+impl<D: Deployer, A: PortainerApi + Clone> PollWorker for SyncStacks<D, A> {
     async fn apply(&mut self, work: &PollWork) {
-        EdgeStacks::apply(self, work).await;
+        SyncStacks::apply(self, work).await;
     }
 }

@@ -10,6 +10,7 @@ use bytes::Bytes;
 use http::Request;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
+use serde_json::json;
 
 use super::berth_process::{free_port, BerthProcess};
 use super::chisel::{Chisel, ChiselOptions};
@@ -152,4 +153,40 @@ pub fn start_edge_berth(
     ];
     env.extend_from_slice(extra);
     BerthProcess::start(&env)
+}
+
+/// A host root holding busybox as `/bin/sh`, for jobs to run in.
+pub fn host_root(name: &str) -> TempDir {
+    let root = temp_dir(name);
+    std::fs::create_dir_all(root.join("bin")).unwrap();
+    std::fs::copy("/bin/busybox", root.join("bin/busybox")).unwrap();
+    std::os::unix::fs::symlink("busybox", root.join("bin/sh")).unwrap();
+    root
+}
+
+pub fn stack_payload(id: u64, name: &str, compose: &str) -> serde_json::Value {
+    use base64::engine::general_purpose::STANDARD;
+    json!({"ID": id, "Name": name, "EntryFileName": "docker-compose.yml", "Version": 1,
+           "DirEntries": [{"Name": "docker-compose.yml", "IsFile": true, "Permissions": 0o644,
+                           "Content": STANDARD.encode(compose)}],
+           "EnvVars": [{"name": "GREETING", "value": "hello-from-portainer"}]})
+}
+
+pub const TOOLS_ENV: [(&str, &str); 3] = [
+    (
+        "PATH",
+        "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+    ),
+    ("HOME", "/root"),
+    ("ASSETS_PATH", "/nonexistent"),
+];
+
+pub fn docker_cli(engine: &str, args: &[&str]) -> String {
+    let output = std::process::Command::new("docker")
+        .arg("-H")
+        .arg(engine)
+        .args(args)
+        .output()
+        .expect("run the docker CLI");
+    String::from_utf8_lossy(&output.stdout).trim().to_string()
 }

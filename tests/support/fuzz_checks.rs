@@ -193,6 +193,23 @@ impl berth_ports::Files for SinkFiles {
     ) -> Result<(), berth_ports::FilesError> {
         Err(berth_ports::FilesError::NotFound(String::new()))
     }
+
+    async fn make_folders(
+        &self,
+        _: &berth_domain::browse::BrowseRoot,
+        _: &berth_domain::browse::ConfinedPath,
+    ) -> Result<(), berth_ports::FilesError> {
+        Ok(())
+    }
+
+    async fn set_mode(
+        &self,
+        _: &berth_domain::browse::BrowseRoot,
+        _: &berth_domain::browse::ConfinedPath,
+        _: u32,
+    ) -> Result<(), berth_ports::FilesError> {
+        Ok(())
+    }
 }
 
 /// Whatever arrives on the gossip port: decoding never panics, what

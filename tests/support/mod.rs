@@ -2,11 +2,13 @@
 //! TLS client, and a running berth process.
 #![allow(dead_code)]
 
+pub mod async_portainer;
 pub mod berth_process;
 pub mod chisel;
 pub mod chromium;
 pub mod client;
 pub mod edge_world;
+pub mod eventually;
 pub mod fake_cluster;
 pub mod fake_engine;
 pub mod fake_host;

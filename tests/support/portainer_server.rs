@@ -43,6 +43,9 @@ pub struct Seen {
 
 struct State {
     stacks: std::collections::HashMap<u64, serde_json::Value>,
+    /// Edge configurations served at `/api/edge_configurations/<id>/files`;
+    /// `None` answers 403, as for a device Portainer does not trust.
+    configs: std::collections::HashMap<u64, Option<serde_json::Value>>,
     mode: Mode,
     /// Where `Mode::Redirect` sends requests.
     redirect_to: String,
@@ -67,6 +70,7 @@ impl TestPortainer {
             addr: listener.local_addr().unwrap(),
             state: Arc::new(Mutex::new(State {
                 stacks: std::collections::HashMap::new(),
+                configs: std::collections::HashMap::new(),
                 mode: Mode::Normal,
                 redirect_to: String::new(),
                 status: serde_json::json!({"status": "IDLE", "checkin": 1}),
@@ -108,6 +112,11 @@ impl TestPortainer {
     /// What `GET /api/endpoints/<id>/edge/stacks/<stack>` answers.
     pub fn set_stack(&self, id: u64, payload: serde_json::Value) {
         self.state.lock().unwrap().stacks.insert(id, payload);
+    }
+
+    /// What `GET /api/edge_configurations/<id>/files` answers (`None`: 403).
+    pub fn set_config(&self, id: u64, config: Option<serde_json::Value>) {
+        self.state.lock().unwrap().configs.insert(id, config);
     }
 
     /// The stack statuses reported for `stack`, in order.
@@ -233,6 +242,21 @@ impl TestPortainer {
             }
             Mode::Normal if path.starts_with("/api/edge_stacks/") && path.ends_with("/status") => {
                 (200, String::new(), None)
+            }
+            Mode::Normal if path.starts_with("/api/edge_configurations/") && method == "PUT" => {
+                (200, String::new(), None)
+            }
+            Mode::Normal if path.starts_with("/api/edge_configurations/") => {
+                let id: u64 = path.split('/').nth(3).unwrap_or("").parse().unwrap_or(0);
+                match self.state.lock().unwrap().configs.get(&id) {
+                    Some(Some(config)) => (200, config.to_string(), None),
+                    Some(None) => (403, r#"{"message":"untrusted"}"#.to_string(), None),
+                    None => (
+                        404,
+                        r#"{"message":"no such configuration"}"#.to_string(),
+                        None,
+                    ),
+                }
             }
             Mode::Normal if path.contains("/edge/stacks/") => {
                 let id: u64 = path.rsplit('/').next().unwrap_or("").parse().unwrap_or(0);

@@ -135,6 +135,15 @@ const DEFAULT_ENTRY: &str = "docker-compose.yml";
 pub fn parse_payload(body: &[u8]) -> Result<StackPayload, PayloadError> {
     let value: Value = serde_json::from_slice(body)
         .map_err(|e| PayloadError(format!("the stack payload is not JSON: {e}")))?;
+    parse_payload_value(&value)
+}
+
+/// [`parse_payload`] of a value already read (an async `edgeStack`
+/// command's).
+///
+/// # Errors
+/// As [`parse_payload`].
+pub fn parse_payload_value(value: &Value) -> Result<StackPayload, PayloadError> {
     let o = value
         .as_object()
         .ok_or_else(|| PayloadError("the stack payload is not an object".into()))?;
@@ -170,7 +179,7 @@ pub fn parse_payload(body: &[u8]) -> Result<StackPayload, PayloadError> {
             continue;
         }
         let path = field(entry, "Name").and_then(Value::as_str).unwrap_or("");
-        files.push(stack_file(path, entry)?);
+        files.push(stack_file_from(path, entry)?);
     }
     let legacy = text("StackFileContent");
     if files.is_empty() && !legacy.is_empty() {
@@ -220,7 +229,11 @@ fn confined(path: &str) -> Result<Vec<String>, PayloadError> {
     Ok(confined.components().to_vec())
 }
 
-fn stack_file(
+/// One `DirEntries` file entry, its path confined and its content decoded.
+///
+/// # Errors
+/// When the path leaves the folder or the content is not base64.
+pub fn stack_file_from(
     path: &str,
     entry: &serde_json::Map<String, Value>,
 ) -> Result<StackFile, PayloadError> {

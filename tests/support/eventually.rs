@@ -1,0 +1,21 @@
+//! Waiting for something a test cannot be told about: checked every
+//! 100 ms, bounded, and named in the failure.
+
+use std::ops::AsyncFnMut;
+use std::time::Duration;
+use tokio::time::Instant;
+
+const EVERY: Duration = Duration::from_millis(100);
+
+/// Returns once `holds` is true; panics naming `what` after `limit`.
+pub async fn eventually(what: &str, limit: Duration, mut holds: impl AsyncFnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !holds().await {
+        assert!(
+            Instant::now() < deadline,
+            "{what}: not within {}s",
+            limit.as_secs()
+        );
+        tokio::time::sleep(EVERY).await;
+    }
+}
