@@ -96,9 +96,10 @@ mod tests {
         assert_eq!(response.status(), 400);
         assert_eq!(response.headers()[CONTENT_TYPE], "application/json");
         let body = response.into_body().collect().await.unwrap().to_bytes();
+        // In the order of the fields of Portainer's Go error struct.
         assert_eq!(
             &body[..],
-            br#"{"details":"Bad path","message":"Invalid request"}"#
+            br#"{"message":"Invalid request","details":"Bad path"}"#
         );
     }
 
