@@ -2,6 +2,7 @@
 //! the decision.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Instant;
 
 use berth_domain::browse::query_value;
@@ -14,6 +15,7 @@ use http::{HeaderMap, Method, Request, Response};
 use tracing::{debug, warn};
 
 use crate::cluster::Cluster;
+use crate::dockerhub::LimitsProbe;
 use crate::edge::{self, EdgeGate};
 use crate::facts::FactsReceiver;
 use crate::metrics::{route_class, Metrics};
@@ -32,7 +34,11 @@ pub struct Agent<E, M, P, H, F> {
     cluster: Option<Cluster<M, P>>,
     metrics: Metrics,
     edge: Option<EdgeGate>,
+    dockerhub: Option<Arc<dyn LimitsProbe>>,
 }
+
+/// A `POST /v2/dockerhub` body is a few credentials.
+const MAX_DOCKERHUB_BODY: usize = 64 * 1024;
 
 impl<E: DockerEngine, M: Membership, P: PeerAgents, H: HostProbe, F: Files> Agent<E, M, P, H, F> {
     pub fn new(
@@ -52,7 +58,14 @@ impl<E: DockerEngine, M: Membership, P: PeerAgents, H: HostProbe, F: Files> Agen
             cluster,
             metrics: Metrics::default(),
             edge: None,
+            dockerhub: None,
         }
+    }
+
+    /// Answers `POST /v2/dockerhub` with `probe` (without one, 501).
+    pub fn with_dockerhub(mut self, probe: impl LimitsProbe) -> Self {
+        self.dockerhub = Some(Arc::new(probe));
+        self
     }
 
     /// Edge mode: requests pass only once the agent has a key.
@@ -107,8 +120,20 @@ impl<E: DockerEngine, M: Membership, P: PeerAgents, H: HostProbe, F: Files> Agen
             (Route::KubernetesProxy | Route::KubernetesStack, _) => {
                 Err(AgentError::not_implemented("Kubernetes"))
             }
-            (Route::DockerHub, _) => Err(AgentError::not_implemented("The DockerHub probe")),
+            (Route::DockerHub, _) => self.dockerhub_limits(request).await,
         }
+    }
+
+    /// `POST /v2/dockerhub` (§6.8).
+    async fn dockerhub_limits(&self, request: Request<Body>) -> Result<Response<Body>, AgentError> {
+        let probe = self
+            .dockerhub
+            .as_ref()
+            .ok_or_else(|| AgentError::not_implemented("The DockerHub probe"))?;
+        let body = proxy::read_bounded(request.into_body(), MAX_DOCKERHUB_BODY)
+            .await
+            .map_err(|why| AgentError::new(400, "Invalid request payload", why))?;
+        Ok(responses::json(&probe.limits(&body).await?))
     }
 
     /// `GET /host/info` in the reference's shape (§6.2).

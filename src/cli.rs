@@ -35,6 +35,13 @@ pub fn command() -> Command {
             Command::new("healthcheck")
                 .about("Checks that the agent on this machine answers GET /ping; exits 0 or 1"),
         )
+        .subcommand(
+            // Answered before options are read (src/credential_helper.rs);
+            // here for --help.
+            Command::new("credential-helper")
+                .about("The docker credential helper of Edge stacks (also run as docker-credential-portainer): get, store, erase, list")
+                .arg(Arg::new("action").required(true)),
+        )
         .args_conflicts_with_subcommands(false);
     for spec in OPTION_SPECS {
         let help = match spec.default {

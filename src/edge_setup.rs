@@ -2,9 +2,10 @@
 //! key is set, the Portainer client, the tunnel driver and the poll loop.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
+use berth::credential_helper::{ADDRESS_VARIABLE, HELPER_NAME};
 use berth::edge::async_poll::{AsyncPoller, AsyncWorkers};
 use berth::edge::async_work;
 use berth::edge::configs::{EdgeConfigs, SyncConfigs};
@@ -14,10 +15,11 @@ use berth::edge::keys::EdgeKeys;
 use berth::edge::peer_key::fetch_from_peers;
 use berth::edge::poll::{follow, local_time_zone, PollIdentity, Poller};
 use berth::edge::reports::{PortainerReports, Reports, SharedOutbox};
-use berth::edge::stacks::{EdgeStacks, SyncStacks};
+use berth::edge::stacks::{EdgeStacks, StackSettings, SyncStacks};
 use berth::edge::tunnel::{self, Activity, TunnelGauge, TunnelHandle, TunnelSettings};
 use berth::edge::EdgeGate;
 use berth::facts::FactsReceiver;
+use berth::registry_lookup::CredentialsInUse;
 use berth_adapters::deployer::CliDeployer;
 use berth_adapters::docker::DockerSocket;
 use berth_adapters::fs::ConfinedFiles;
@@ -31,7 +33,7 @@ use berth_domain::edge::async_protocol::MetaFields;
 use berth_domain::edge::proxy::{NoProxy, ProxySettings};
 use berth_domain::options::Options;
 use tokio::sync::mpsc;
-use tracing::error;
+use tracing::{error, warn};
 
 use crate::ProductionCluster;
 
@@ -56,6 +58,7 @@ pub async fn start(
     api: SocketAddr,
     limits: ServerLimits,
     cluster: Option<&ProductionCluster>,
+    lookup: RegistryLookup,
 ) -> Result<EdgeMode, String> {
     let store = KeyFile::new(&options.data_path);
     let keys = EdgeKeys::new(store.clone());
@@ -74,11 +77,7 @@ pub async fn start(
     }
     let activity = Activity::default();
     let gauge = TunnelGauge::default();
-    let proxies = ProxySettings {
-        https: options.edge.https_proxy.clone(),
-        http: options.edge.http_proxy.clone(),
-        no_proxy: NoProxy::parse(options.edge.no_proxy.as_deref().unwrap_or_default()),
-    };
+    let proxies = proxy_settings(options);
     // Where the tunnel goes comes with the key, once one is set.
     let tunnel = TunnelSettings {
         server: String::new(),
@@ -90,7 +89,7 @@ pub async fn start(
     };
     let tunnel_enabled = options.edge.tunnel;
     let asynchronous = options.edge.asynchronous;
-    let work = EdgeWork::from_options(options, facts.clone(), edge_id.clone());
+    let work = EdgeWork::from_options(options, facts.clone(), edge_id.clone(), lookup);
     let meta = MetaFields {
         edge_groups: options.edge.groups.clone(),
         tags: options.edge.tags.clone(),
@@ -155,31 +154,73 @@ pub async fn start(
     Ok(EdgeMode { gate, gauge })
 }
 
+/// The proxies of outbound calls, from `HTTPS_PROXY`, `HTTP_PROXY` and
+/// `NO_PROXY`.
+pub fn proxy_settings(options: &Options) -> ProxySettings {
+    ProxySettings {
+        https: options.edge.https_proxy.clone(),
+        http: options.edge.http_proxy.clone(),
+        no_proxy: NoProxy::parse(options.edge.no_proxy.as_deref().unwrap_or_default()),
+    }
+}
+
 /// What Edge work (stacks, jobs, configurations) needs, in either mode.
 struct EdgeWork {
     edge_id: String,
     facts: FactsReceiver,
     deployer: CliDeployer,
-    stacks_folder: PathBuf,
+    stacks: StackSettings<ConfinedFiles>,
     scripts: HostScripts,
     job_timeout: Duration,
     files: ConfinedFiles,
 }
 
+/// The registry credential lookup: what it serves, and where it listens
+/// (`None` when its address was taken).
+pub struct RegistryLookup {
+    pub credentials: CredentialsInUse,
+    pub address: Option<SocketAddr>,
+}
+
 impl EdgeWork {
-    fn from_options(options: &Options, facts: FactsReceiver, edge_id: String) -> Self {
+    fn from_options(
+        options: &Options,
+        facts: FactsReceiver,
+        edge_id: String,
+        lookup: RegistryLookup,
+    ) -> Self {
+        let files = ConfinedFiles::new(&options.volumes_root, &options.host_root);
+        let deployer = CliDeployer::new(
+            options.assets_path.clone(),
+            options.docker_host.to_string(),
+            STACK_TOOL_TIMEOUT,
+        );
+        let helper_folder = Path::new(&options.data_path).join("docker-credentials");
+        let deployer = match lookup.address {
+            Some(address) => deployer
+                .clone()
+                .with_credential_helper(&helper_folder, HELPER_NAME, ADDRESS_VARIABLE, address)
+                .unwrap_or_else(|error| {
+                    warn!(folder = %helper_folder.display(), %error, "cannot set up the registry credential helper; Edge stacks will pull without registry credentials");
+                    deployer
+                }),
+            None => deployer,
+        };
         EdgeWork {
+            stacks: StackSettings {
+                edge_id: edge_id.clone(),
+                folder: Path::new(&options.data_path).join("edge_stacks"),
+                facts: facts.clone(),
+                host: files.clone(),
+                host_is_root: Path::new(&options.host_root) == Path::new("/"),
+                credentials: lookup.credentials,
+            },
             edge_id,
             facts,
-            deployer: CliDeployer::new(
-                options.assets_path.clone(),
-                options.docker_host.to_string(),
-                STACK_TOOL_TIMEOUT,
-            ),
-            stacks_folder: Path::new(&options.data_path).join("edge_stacks"),
+            deployer,
             scripts: HostScripts::new(options.host_root.clone()),
             job_timeout: options.edge.job_timeout,
-            files: ConfinedFiles::new(&options.volumes_root, &options.host_root),
+            files,
         }
     }
 
@@ -197,13 +238,7 @@ impl EdgeWork {
     fn start_sync(self, api: &PortainerHttp, poller: &Poller<PortainerHttp>) {
         let jobs = self.jobs(PortainerReports::new(api.clone(), self.edge_id.clone()));
         tokio::spawn(follow(jobs, poller.answers()));
-        let stacks = SyncStacks::new(
-            self.deployer,
-            api.clone(),
-            self.edge_id.clone(),
-            self.stacks_folder,
-            self.facts,
-        );
+        let stacks = SyncStacks::new(self.deployer, api.clone(), self.stacks);
         tokio::spawn(follow(stacks, poller.answers()));
         let configs = SyncConfigs::new(self.files, api.clone(), self.edge_id);
         tokio::spawn(follow(configs, poller.answers()));
@@ -224,18 +259,14 @@ impl EdgeWork {
         let (stacks, stacks_work) = mpsc::channel(WORK_QUEUE);
         let (jobs, jobs_work) = mpsc::channel(WORK_QUEUE);
         let (configs, configs_work) = mpsc::channel(WORK_QUEUE);
-        let edge_stacks = EdgeStacks::new(
-            self.deployer.clone(),
-            outbox.clone(),
-            self.edge_id.clone(),
-            self.stacks_folder.clone(),
-            self.facts.clone(),
-        );
+        let folder = self.stacks.folder.clone();
+        let edge_stacks =
+            EdgeStacks::new(self.deployer.clone(), outbox.clone(), self.stacks.clone());
         tokio::spawn(async_work::run_stacks(
             edge_stacks,
             self.deployer.clone(),
             self.facts.clone(),
-            self.stacks_folder.clone(),
+            folder,
             stacks_work,
         ));
         tokio::spawn(async_work::run_jobs(self.jobs(outbox.clone()), jobs_work));

@@ -17,6 +17,10 @@
 //!   shutdown of an agent nobody paired with.
 //! - [`facts`]: keeps the engine facts fresh.
 //! - [`metrics`]: Prometheus counters and their unsigned endpoint.
+//! - [`registry_lookup`]: the registry credentials of the Edge stack being
+//!   deployed, served on loopback to [`credential_helper`], the docker
+//!   credential helper berth also is.
+//! - [`dockerhub`]: Docker Hub's pull limits for `POST /v2/dockerhub`.
 //! - [`cli`] and [`logging`]: options from flags and environment, tracing.
 
 pub mod agent;
@@ -25,11 +29,14 @@ pub mod cli;
 pub mod cluster;
 pub mod coalesce;
 pub mod console;
+pub mod credential_helper;
+pub mod dockerhub;
 pub mod edge;
 pub mod facts;
 pub mod logging;
 pub mod metrics;
 pub mod proxy;
+pub mod registry_lookup;
 pub mod responses;
 pub mod security;
 pub mod signature;

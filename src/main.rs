@@ -11,9 +11,13 @@ mod edge_setup;
 
 use berth::cli::{self, CliOutcome, Invocation};
 use berth::cluster::Cluster;
+use berth::dockerhub::DockerHubProbe;
+use berth::edge::agent_update;
+use berth::edge::engine_calls::EngineCalls;
 use berth::metrics::{Metrics, MetricsEndpoint};
+use berth::registry_lookup::{CredentialLookup, CredentialsInUse};
 use berth::signature::SignatureGuard;
-use berth::{facts, logging, security, Agent};
+use berth::{credential_helper, facts, logging, security, Agent};
 use berth_adapters::clock::TokioClock;
 use berth_adapters::docker::{DockerSocket, OwnContainer};
 use berth_adapters::fs::ConfinedFiles;
@@ -23,6 +27,7 @@ use berth_adapters::host::{self, SysfsHostProbe};
 use berth_adapters::http::tls::{self, TlsIdentity};
 use berth_adapters::http::{probe, HttpServer, ServerLimits};
 use berth_adapters::peers::HttpsPeers;
+use berth_adapters::portainer::{PortainerHttp, PortainerTls};
 use berth_domain::cluster::{agent_tags, Seed};
 use berth_domain::gossip::keyring::Keyring;
 use berth_domain::headers::{AGENT_API_VERSION, AGENT_VERSION};
@@ -36,7 +41,13 @@ const HEALTHCHECK_TIMEOUT: Duration = Duration::from_secs(5);
 const LEAVE_TIMEOUT: Duration = Duration::from_secs(5);
 
 fn main() -> ExitCode {
-    let options = match cli::parse(std::env::args_os()) {
+    // The credential helper runs inside the docker CLI's process tree and
+    // needs none of berth's options.
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if let Some(action) = credential_helper::invoked_as(&args) {
+        return credential_helper::run(&action);
+    }
+    let options = match cli::parse(args) {
         Ok(Invocation::Run(options)) => options,
         Ok(Invocation::Healthcheck(options)) => return healthcheck(&options),
         Err(CliOutcome::Clap(error)) => error.exit(),
@@ -115,6 +126,13 @@ async fn run(options: Options) -> Result<(), String> {
         None => OwnContainer::default(),
     };
     let advertise = advertise_address(&options, &own_container);
+    if options.edge.update_id != 0 && !options.podman {
+        tokio::spawn(agent_update::finish_update(
+            EngineCalls::new(engine.clone()),
+            options.edge.update_id,
+            hostname.clone().unwrap_or_default(),
+        ));
+    }
 
     let identity = match (&options.ssl_cert, &options.ssl_key) {
         (Some(cert), Some(key)) => TlsIdentity::from_pem_files(cert, key),
@@ -145,6 +163,13 @@ async fn run(options: Options) -> Result<(), String> {
         .await
         .map_err(|error| format!("cannot listen on {address}: {error}"))?;
     let bound = server.local_addr().map_err(|error| error.to_string())?;
+    let registry_credentials = CredentialsInUse::default();
+    let lookup = start_credential_lookup(
+        options.credentials_addr,
+        registry_credentials.clone(),
+        limits,
+    )
+    .await;
 
     let cluster = start_cluster(
         &options,
@@ -165,6 +190,10 @@ async fn run(options: Options) -> Result<(), String> {
                 bound,
                 limits,
                 cluster.as_ref(),
+                edge_setup::RegistryLookup {
+                    credentials: registry_credentials,
+                    address: lookup,
+                },
             )
             .await?,
         )
@@ -216,6 +245,10 @@ async fn run(options: Options) -> Result<(), String> {
         cluster.clone(),
     )
     .with_metrics(metrics);
+    let agent = match dockerhub_probe(&options) {
+        Some(probe) => agent.with_dockerhub(probe),
+        None => agent,
+    };
     let agent = match edge_mode {
         Some(mode) => agent.with_edge(mode.gate),
         None => agent,
@@ -267,6 +300,47 @@ async fn start_metrics_server(
     info!(metrics_addr = %address, "serving Prometheus metrics at /metrics");
     tokio::spawn(server.run(endpoint, std::future::pending()));
     Ok(())
+}
+
+/// Docker Hub for `POST /v2/dockerhub`, through the proxies the Edge
+/// poll uses, verified with the system's CAs.
+fn dockerhub_probe(options: &Options) -> Option<DockerHubProbe<PortainerHttp>> {
+    let client = |url: &str| {
+        let tls = PortainerTls {
+            insecure: false,
+            ca: None,
+            cert: None,
+            key: None,
+        };
+        PortainerHttp::new(url, tls, edge_setup::proxy_settings(options))
+            .map_err(|why| warn!(%why, "POST /v2/dockerhub will answer 501"))
+            .ok()
+    };
+    Some(DockerHubProbe::new(
+        client(&options.dockerhub_auth_url)?,
+        client(&options.dockerhub_registry_url)?,
+    ))
+}
+
+/// Serves the registry credential lookup on loopback until the process
+/// ends. Its address taken is not fatal, as for the Go agent: Edge stacks
+/// then pull from private registries without credentials, and say so.
+async fn start_credential_lookup(
+    address: SocketAddr,
+    credentials: CredentialsInUse,
+    limits: ServerLimits,
+) -> Option<SocketAddr> {
+    let server = match HttpServer::bind(address, None, limits).await {
+        Ok(server) => server,
+        Err(error) => {
+            warn!(%address, %error, "cannot serve the registry credential lookup; Edge stacks will pull without registry credentials");
+            return None;
+        }
+    };
+    let bound = server.local_addr().ok()?;
+    info!(lookup_addr = %bound, "serving the registry credential lookup");
+    tokio::spawn(server.run(CredentialLookup::new(credentials), std::future::pending()));
+    Some(bound)
 }
 
 /// Joins the gossip cluster when the engine is a swarm node or

@@ -9,7 +9,7 @@
 mod support;
 
 use std::os::unix::fs::PermissionsExt;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use base64::Engine as _;
 use bytes::Bytes;
@@ -20,11 +20,11 @@ use support::berth_process::{engine_host, free_port};
 use support::chisel::against_each_chisel;
 use support::client::{request, unsigned_request};
 use support::edge_world::{
-    docker_cli, edge_key, fetch_ok, form, host_root, loopback, stack_payload, start_edge_berth,
-    temp_dir, wait_metric, EdgeWorld, EDGE_ID, TOOLS_ENV, WAIT,
+    codes, docker_cli, edge_key, fetch_ok, form, host_root, loopback, stack_payload,
+    start_edge_berth, temp_dir, wait_metric, wait_statuses, EdgeWorld, EDGE_ID, TOOLS_ENV, WAIT,
 };
 use support::eventually::eventually;
-use support::portainer_server::{Mode, TestPortainer};
+use support::portainer_server::Mode;
 
 against_each_chisel!(the_agent_polls_and_tunnels_signed_requests_to_the_real_engine);
 
@@ -670,25 +670,6 @@ async fn scheduled_jobs_run_in_the_host_root_and_report_their_logs() {
         "the removed job no longer runs"
     );
     drop(berth);
-}
-
-async fn wait_statuses(portainer: &TestPortainer, stack: u64, until: u64) -> Vec<(u64, String)> {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let statuses = portainer.stack_statuses(stack);
-        if statuses.iter().any(|(code, _)| *code == until) {
-            return statuses;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "stack {stack} never reached {until}: {statuses:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
-fn codes(statuses: &[(u64, String)]) -> Vec<u64> {
-    statuses.iter().map(|(code, _)| *code).collect()
 }
 
 /// A compose stack of the tiny image: deployed, running, reported, and

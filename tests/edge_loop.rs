@@ -39,6 +39,7 @@ impl PortainerApi for ScriptedPortainer {
         Ok(EdgeAnswer {
             status: 200,
             etag: None,
+            headers: Vec::new(),
             body,
         })
     }

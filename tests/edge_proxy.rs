@@ -29,24 +29,40 @@ fn key_naming(portainer: &TestPortainer, chisel: &Chisel, host: &str, endpoint: 
     ))
 }
 
+/// An Edge world and a real proxy that resolves `PORTAINER_HOST` and
+/// allows `CONNECT` to the tunnel server's port only, as a proxy that
+/// allows it to a few ports would.
+async fn proxied_world(name: &str) -> Option<(String, EdgeWorld, Tinyproxy)> {
+    let engine = engine_host()?;
+    let tinyproxy = support::tinyproxy::binary()?;
+    let world = EdgeWorld::start(name).await?;
+    let chisel_port: u16 = world
+        .chisel
+        .address
+        .rsplit_once(':')
+        .unwrap()
+        .1
+        .parse()
+        .unwrap();
+    let proxy = Tinyproxy::start(&tinyproxy, &[PORTAINER_HOST], &[chisel_port]);
+    Some((engine, world, proxy))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn polls_and_the_tunnel_go_through_a_real_proxy_as_the_go_agent_sends_them() {
-    let Some(engine) = engine_host() else { return };
-    let Some(tinyproxy) = support::tinyproxy::binary() else {
-        return;
-    };
-    let Some(EdgeWorld {
-        portainer,
-        chisel,
-        data,
-    }) = EdgeWorld::start("proxy").await
+    let Some((
+        engine,
+        EdgeWorld {
+            portainer,
+            chisel,
+            data,
+        },
+        proxy,
+    )) = proxied_world("proxy").await
     else {
         return;
     };
     let chisel_port: u16 = chisel.address.rsplit_once(':').unwrap().1.parse().unwrap();
-    // CONNECT is allowed to the tunnel server's port only, as a proxy that
-    // allows it to a few ports would.
-    let proxy = Tinyproxy::start(&tinyproxy, &[PORTAINER_HOST], &[chisel_port]);
     let key = key_naming(&portainer, &chisel, PORTAINER_HOST, 1);
     let proxy_url = proxy.url();
     let berth = start_edge_berth(
@@ -131,5 +147,52 @@ async fn a_redirecting_portainer_address_is_followed_as_go_follows_it() {
         redirected.contains(&("GET".to_string(), 302)),
         "{redirected:?}"
     );
+    drop(berth);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn addresses_named_in_no_proxy_are_reached_directly() {
+    let Some((
+        engine,
+        EdgeWorld {
+            portainer,
+            chisel,
+            data,
+        },
+        proxy,
+    )) = proxied_world("noproxy").await
+    else {
+        return;
+    };
+    let key = key_naming(&portainer, &chisel, PORTAINER_HOST, 1);
+    let proxy_url = proxy.url();
+    // Only the proxy resolves the name: going direct, as NO_PROXY says,
+    // berth cannot resolve it, and the proxy sees nothing.
+    let berth = start_edge_berth(
+        &engine,
+        &data,
+        &[
+            ("EDGE_KEY", &key),
+            ("HTTP_PROXY", &proxy_url),
+            ("NO_PROXY", "example.org,.berth.test"),
+        ],
+    );
+    assert!(
+        berth.logged_within("polling Portainer failed", WAIT),
+        "{:?}",
+        berth.log()
+    );
+    let failure = berth
+        .log()
+        .into_iter()
+        .find(|line| line.contains("polling Portainer failed"))
+        .unwrap();
+    assert!(failure.contains(PORTAINER_HOST), "{failure}");
+    assert!(
+        proxy.requests().is_empty(),
+        "NO_PROXY bypasses the proxy: {:?}",
+        proxy.requests()
+    );
+    assert!(portainer.seen().is_empty());
     drop(berth);
 }

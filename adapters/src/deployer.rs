@@ -17,7 +17,14 @@ pub struct CliDeployer {
     search: Vec<PathBuf>,
     docker_host: String,
     timeout: Duration,
+    /// Given to every tool: the credential helper's configuration.
+    tool_env: Vec<(String, String)>,
 }
+
+/// The docker configuration that makes the CLIs ask berth's credential
+/// helper (`credsStore: portainer`), as the Go agent's image configures
+/// them.
+const DOCKER_CONFIG: &str = r#"{"credsStore":"portainer"}"#;
 
 /// How to call compose: the `docker-compose` program, or `docker compose`.
 enum Compose {
@@ -39,7 +46,48 @@ impl CliDeployer {
             search,
             docker_host: docker_host.into(),
             timeout,
+            tool_env: Vec::new(),
         }
+    }
+
+    /// Makes the tools ask berth's credential helper, itself under `name`
+    /// (a link to this program in `folder/bin`), which asks the lookup at
+    /// `lookup`: `folder/config.json` says `credsStore: portainer`.
+    ///
+    /// # Errors
+    /// When the folder, the configuration or the link cannot be written.
+    pub fn with_credential_helper(
+        mut self,
+        folder: &Path,
+        name: &str,
+        address_variable: &str,
+        lookup: std::net::SocketAddr,
+    ) -> std::io::Result<Self> {
+        let bin = folder.join("bin");
+        std::fs::create_dir_all(&bin)?;
+        std::fs::write(folder.join("config.json"), DOCKER_CONFIG)?;
+        let link = bin.join(name);
+        let program = std::env::current_exe()?;
+        if std::fs::read_link(&link).ok().as_deref() != Some(program.as_path()) {
+            let _ = std::fs::remove_file(&link);
+            std::os::unix::fs::symlink(&program, &link)?;
+        }
+        let path = std::iter::once(bin.clone())
+            .chain(self.search.iter().cloned())
+            .collect::<Vec<_>>();
+        let path = std::env::join_paths(path)
+            .map_err(std::io::Error::other)?
+            .to_string_lossy()
+            .into_owned();
+        self.tool_env = vec![
+            (
+                "DOCKER_CONFIG".into(),
+                folder.to_string_lossy().into_owned(),
+            ),
+            ("PATH".into(), path),
+            (address_variable.into(), lookup.to_string()),
+        ];
+        Ok(self)
     }
 
     /// Looks for tools in `search` instead of `PATH`.
@@ -119,6 +167,7 @@ impl CliDeployer {
         command
             .args(args)
             .env("DOCKER_HOST", &self.docker_host)
+            .envs(self.tool_env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

@@ -17,10 +17,14 @@ use hyper_util::rt::TokioIo;
 use rustls::pki_types::ServerName;
 use rustls::{ClientConfig, RootCertStore};
 
+use crate::http::revocation::Revocation;
 use crate::http::tls;
 
 /// The largest answer berth reads from Portainer (stack files included).
 const MAX_ANSWER: usize = 64 * 1024 * 1024;
+
+/// A CRL download, as the Go agent's.
+const CRL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Go's `http.Client` gives up after ten redirects.
 const MAX_REDIRECTS: usize = 10;
@@ -94,6 +98,8 @@ pub struct PortainerHttp {
     fixed_tls: Option<Arc<ClientConfig>>,
     system_roots: Arc<RootCertStore>,
     proxies: ProxySettings,
+    /// The CRLs of Portainer's chain (checked with a client certificate).
+    revocation: Arc<Revocation>,
 }
 
 impl PortainerHttp {
@@ -116,7 +122,7 @@ impl PortainerHttp {
             None
         } else {
             Some(
-                tls::portainer_client_config(tls.insecure, None, None, &system_roots)
+                tls::portainer_client_config(tls.insecure, None, None, &system_roots, None)
                     .map_err(|e| e.to_string())?,
             )
         };
@@ -127,6 +133,7 @@ impl PortainerHttp {
             tls,
             system_roots,
             proxies,
+            revocation: Arc::default(),
         })
     }
 
@@ -138,6 +145,7 @@ impl PortainerHttp {
                 self.tls.ca.as_deref(),
                 self.tls.cert.as_deref().zip(self.tls.key.as_deref()),
                 &self.system_roots,
+                Some(&self.revocation),
             )
             .map_err(|e| PortainerError::Unreachable(e.to_string())),
         }
@@ -195,14 +203,75 @@ impl PortainerHttp {
         if origin.secure {
             let name = ServerName::try_from(origin.host.clone())
                 .map_err(|e| unreachable(format!("bad server name: {e}")))?;
-            let stream = tokio_rustls::TlsConnector::from(self.tls_config()?)
-                .connect(name, tcp)
+            let stream = match tokio_rustls::TlsConnector::from(self.tls_config()?)
+                .connect(name.clone(), tcp)
                 .await
-                .map_err(|e| unreachable(format!("TLS with {authority}: {e}")))?;
+            {
+                Ok(stream) => stream,
+                Err(error) => {
+                    let missing = self.revocation.missing();
+                    if missing.is_empty() {
+                        return Err(unreachable(format!("TLS with {authority}: {error}")));
+                    }
+                    // The chain names CRLs not fetched yet: fetched, then
+                    // a second handshake on a new connection.
+                    for url in missing {
+                        self.fetch_crl(&url).await.map_err(unreachable)?;
+                    }
+                    let tcp = crate::dial::connect(&origin.host, origin.port, proxy)
+                        .await
+                        .map_err(|e| unreachable(format!("{authority}: {e}")))?;
+                    tokio_rustls::TlsConnector::from(self.tls_config()?)
+                        .connect(name, tcp)
+                        .await
+                        .map_err(|e| unreachable(format!("TLS with {authority}: {e}")))?
+                }
+            };
             send(stream, request).await
         } else {
             send(tcp, request).await
         }
+    }
+
+    /// Fetches the CRL at `url` (through the proxies Portainer's calls
+    /// take, redirects followed) into the revocation cache.
+    /// Boxed: a CRL is fetched with a Portainer client of its own, whose
+    /// calls could (as a type) fetch CRLs again.
+    fn fetch_crl<'a>(
+        &'a self,
+        url: &'a str,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send + 'a>> {
+        Box::pin(self.fetch_crl_now(url))
+    }
+
+    async fn fetch_crl_now(&self, url: &str) -> Result<(), String> {
+        let failed =
+            |why: String| format!("the revocation list at {url} could not be fetched: {why}");
+        let uri: Uri = url.parse().map_err(|e| failed(format!("{e}")))?;
+        let path = uri.path_and_query().map_or("/", |p| p.as_str()).to_string();
+        let origin = format!(
+            "{}://{}",
+            uri.scheme_str().unwrap_or("http"),
+            uri.authority().map_or("", |a| a.as_str())
+        );
+        let client = PortainerHttp::new(&origin, PortainerTls::default(), self.proxies.clone())
+            .map_err(failed)?;
+        let call = EdgeCall {
+            method: Method::GET,
+            path,
+            headers: Vec::new(),
+            body: Vec::new(),
+            timeout: CRL_TIMEOUT,
+        };
+        let answer = tokio::time::timeout(CRL_TIMEOUT, client.exchange(call))
+            .await
+            .map_err(|_| failed(format!("no answer in {}s", CRL_TIMEOUT.as_secs())))?
+            .map_err(|e| failed(e.to_string()))?;
+        if answer.status != 200 {
+            return Err(failed(format!("the server answered {}", answer.status)));
+        }
+        self.revocation
+            .store(url, answer.body, std::time::SystemTime::now())
     }
 
     async fn exchange(&self, call: EdgeCall) -> Result<EdgeAnswer, PortainerError> {
@@ -240,13 +309,25 @@ impl PortainerHttp {
             .get(ETAG)
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
+        let headers = response
+            .headers()
+            .iter()
+            .filter_map(|(name, value)| {
+                Some((name.as_str().to_string(), value.to_str().ok()?.to_string()))
+            })
+            .collect();
         let body = Limited::new(response.into_body(), MAX_ANSWER)
             .collect()
             .await
             .map_err(|e| PortainerError::Unreachable(format!("reading the answer: {e}")))?
             .to_bytes()
             .to_vec();
-        Ok(EdgeAnswer { status, etag, body })
+        Ok(EdgeAnswer {
+            status,
+            etag,
+            headers,
+            body,
+        })
     }
 }
 

@@ -177,6 +177,27 @@ pub const OPTION_SPECS: &[OptionSpec] = &[
         "Serve unsigned Prometheus metrics at http://ADDR/metrics, for example 0.0.0.0:9100; off when unset (berth)",
     ),
     spec(
+        "AGENT_CREDENTIALS_ADDR",
+        "credentials-addr",
+        K::SocketAddress,
+        Some("127.0.0.1:9005"),
+        "Loopback address of the registry credential lookup that Edge stacks' docker credential helper asks; port 0 picks a free one (berth)",
+    ),
+    spec(
+        "DOCKERHUB_AUTH_URL",
+        "dockerhub-auth-url",
+        K::Text,
+        Some("https://auth.docker.io"),
+        "Docker Hub's token service, asked by POST /v2/dockerhub (berth)",
+    ),
+    spec(
+        "DOCKERHUB_REGISTRY_URL",
+        "dockerhub-registry-url",
+        K::Text,
+        Some("https://registry-1.docker.io"),
+        "Docker Hub's registry, asked by POST /v2/dockerhub for the pull limits (berth)",
+    ),
+    spec(
         "AGENT_CONNECT_TIMEOUT",
         "connect-timeout",
         K::Duration,
@@ -663,6 +684,12 @@ pub struct Options {
     pub ssl_ca: Option<String>,
     /// Where the Prometheus endpoint listens; off when `None`.
     pub metrics_addr: Option<SocketAddr>,
+    /// Where the registry credential lookup listens (loopback only: it
+    /// hands out registry passwords).
+    pub credentials_addr: SocketAddr,
+    /// Docker Hub's token service and registry, without a trailing `/`.
+    pub dockerhub_auth_url: String,
+    pub dockerhub_registry_url: String,
     pub timeouts: Timeouts,
     pub facts_interval: Duration,
     pub max_connections: usize,
@@ -792,6 +819,9 @@ const EXPECT_GOSSIP: &str = "memberlist or serf-rs";
 const EXPECT_GOSSIP_KEY: &str =
     "standard base64 of a 16, 24 or 32-byte key (serf keygen makes one)";
 const EXPECT_SOCKET_ADDRESS: &str = "an IP address and a port, such as 0.0.0.0:9100";
+const EXPECT_LOOPBACK: &str =
+    "a loopback IP address and a port, such as 127.0.0.1:9005 (it hands out registry passwords)";
+const EXPECT_HTTP_URL: &str = "an http:// or https:// URL, such as https://auth.docker.io";
 const EXPECT_DOCKER_HOST: &str = "unix:///path/to/docker.sock or tcp://host:port";
 
 /// Go's `strconv.ParseBool`, case-insensitive.
@@ -817,6 +847,16 @@ fn parse_log_level(text: &str) -> Option<LogLevel> {
         "DEBUG" => Some(LogLevel::Debug),
         _ => None,
     }
+}
+
+/// An `http://` or `https://` URL with a host, its trailing `/` removed.
+fn parse_http_url(text: &str) -> Option<String> {
+    let rest = text
+        .strip_prefix("https://")
+        .or_else(|| text.strip_prefix("http://"))?;
+    let host = rest.split('/').next().unwrap_or("");
+    (!host.is_empty() && !host.contains(char::is_whitespace))
+        .then(|| text.trim_end_matches('/').to_string())
 }
 
 fn parse_gossip(text: &str) -> Option<GossipKind> {
@@ -931,6 +971,21 @@ impl Options {
             metrics_addr: r.parsed("METRICS_ADDR", EXPECT_SOCKET_ADDRESS, |v| {
                 v.parse::<SocketAddr>().ok()
             })?,
+            credentials_addr: r.with_default("AGENT_CREDENTIALS_ADDR", EXPECT_LOOPBACK, |v| {
+                v.parse::<SocketAddr>()
+                    .ok()
+                    .filter(|a| a.ip().is_loopback())
+            })?,
+            dockerhub_auth_url: r.with_default(
+                "DOCKERHUB_AUTH_URL",
+                EXPECT_HTTP_URL,
+                parse_http_url,
+            )?,
+            dockerhub_registry_url: r.with_default(
+                "DOCKERHUB_REGISTRY_URL",
+                EXPECT_HTTP_URL,
+                parse_http_url,
+            )?,
             timeouts: Timeouts {
                 connect: r.duration("AGENT_CONNECT_TIMEOUT")?,
                 header: r.duration("AGENT_HEADER_TIMEOUT")?,
@@ -1158,6 +1213,16 @@ mod tests {
             ("AGENT_CONNECT_TIMEOUT", "0", "greater than zero"),
             ("AGENT_CLUSTER_ADDR", "a,,b", "separated by commas"),
             ("METRICS_ADDR", "9100", "an IP address and a port"),
+            (
+                "AGENT_CREDENTIALS_ADDR",
+                "0.0.0.0:9005",
+                "a loopback IP address",
+            ),
+            (
+                "DOCKERHUB_AUTH_URL",
+                "auth.docker.io",
+                "an http:// or https:// URL",
+            ),
             ("AGENT_CLUSTER_ADDR", "host:port", "separated by commas"),
         ];
         for (env, value, expected) in cases {

@@ -1,4 +1,5 @@
-//! Calls from an Edge agent to its Portainer server.
+//! Calls from an Edge agent to its Portainer server (and, through the same
+//! client, to Docker Hub for `POST /v2/dockerhub`).
 
 use std::fmt;
 use std::future::Future;
@@ -18,7 +19,19 @@ pub struct EdgeCall {
 pub struct EdgeAnswer {
     pub status: u16,
     pub etag: Option<String>,
+    /// Every header of the answer, names in lower case.
+    pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
+}
+
+impl EdgeAnswer {
+    /// The first value of header `name` (any case).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(key, _)| key.eq_ignore_ascii_case(name))
+            .map(|(_, value)| value.as_str())
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

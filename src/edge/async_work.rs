@@ -18,6 +18,7 @@ use tracing::{info, warn};
 
 use super::configs::EdgeConfigs;
 use super::jobs::EdgeJobs;
+use super::poll::sleep_until;
 use super::reports::{Reports, SharedOutbox};
 use super::stacks::EdgeStacks;
 use crate::facts::FactsReceiver;
@@ -39,15 +40,25 @@ pub enum StackWork {
     ForgetAll,
 }
 
-/// Runs stack work in the order it came.
-pub async fn run_stacks<D: Deployer>(
-    mut stacks: EdgeStacks<D, SharedOutbox>,
+/// Runs stack work in the order it came, and stacks' retries when due.
+pub async fn run_stacks<D: Deployer, F: Files>(
+    mut stacks: EdgeStacks<D, SharedOutbox, F>,
     deployer: D,
     facts: FactsReceiver,
     folder: PathBuf,
     mut work: mpsc::Receiver<StackWork>,
 ) {
-    while let Some(next) = work.recv().await {
+    loop {
+        let next = tokio::select! {
+            next = work.recv() => next,
+            () = sleep_until(stacks.next_retry()) => {
+                stacks.retry_due().await;
+                continue;
+            }
+        };
+        let Some(next) = next else {
+            return;
+        };
         match next {
             StackWork::Deploy(payload) => stacks.deploy(ANY_ENDPOINT, 0, &payload).await,
             StackWork::Remove(payload) => stacks.remove_payload(ANY_ENDPOINT, &payload).await,

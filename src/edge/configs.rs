@@ -9,16 +9,16 @@
 //! Portainer wants applied (`SyncConfigs` fetches each configuration); in
 //! async mode `edgeConfig` commands carry them.
 
-use berth_domain::browse::{confine, BrowseRoot, ConfinedPath};
 use berth_domain::edge::async_protocol::{
     config_state, parse_edge_config, ConfigFile, EdgeConfig, Operation,
 };
 use berth_domain::edge::status::{field, refusal_text};
-use berth_ports::{full_body, EdgeCall, Files, FilesError, PortainerApi};
+use berth_ports::{EdgeCall, Files, PortainerApi};
 use http::Method;
 use std::time::Duration;
 use tracing::{info, warn};
 
+use super::host_files::{delete_on_host, save_on_host};
 use super::poll::{PollWork, PollWorker};
 use super::reports::{PortainerReports, Reports};
 
@@ -27,14 +27,6 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 #[derive(Clone)]
 pub struct EdgeConfigs<F> {
     files: F,
-}
-
-fn path_of(components: &[String]) -> Result<ConfinedPath, String> {
-    confine(&components.join("/")).map_err(|_| format!("{components:?} leaves the host root"))
-}
-
-fn failed(what: &str, error: FilesError) -> String {
-    format!("{what}: {error}")
 }
 
 impl<F: Files> EdgeConfigs<F> {
@@ -72,44 +64,26 @@ impl<F: Files> EdgeConfigs<F> {
     }
 
     async fn save(&self, config: &EdgeConfig) -> Result<(), String> {
-        let root = BrowseRoot::Host;
         for file in &config.files {
-            let (name, folders) = file
-                .components
-                .split_last()
-                .ok_or_else(|| "a configuration file has no name".to_string())?;
-            let mut folder = config.base_dir.clone();
-            folder.extend_from_slice(folders);
-            let folder = path_of(&folder)?;
-            self.files
-                .make_folders(&root, &folder)
-                .await
-                .map_err(|e| failed("creating the folder", e))?;
-            self.files
-                .write(&root, &folder, name, full_body(file.content.clone()))
-                .await
-                .map_err(|e| failed("writing a file", e))?;
-            let path = path_of(&[folder.components(), std::slice::from_ref(name)].concat())?;
-            self.files
-                .set_mode(&root, &path, file.mode)
-                .await
-                .map_err(|e| failed("setting a file's mode", e))?;
+            save_on_host(
+                &self.files,
+                &config.base_dir,
+                &file.components,
+                file.content.clone(),
+                file.mode,
+            )
+            .await?;
         }
         Ok(())
     }
 
     async fn delete(&self, config: &EdgeConfig, files: &[ConfigFile]) -> Result<(), String> {
         for file in files {
-            let mut components = config.base_dir.clone();
-            components.extend_from_slice(&file.components);
-            match self
-                .files
-                .delete(&BrowseRoot::Host, &path_of(&components)?)
-                .await
-            {
-                Ok(()) | Err(FilesError::NotFound(_)) => {}
-                Err(error) => return Err(failed("deleting a file", error)),
-            }
+            delete_on_host(
+                &self.files,
+                &[&config.base_dir[..], &file.components].concat(),
+            )
+            .await?;
         }
         Ok(())
     }

@@ -1,6 +1,7 @@
 //! What async Edge mode asks of the engine itself, through the
 //! `DockerEngine` port: the answers a snapshot is made from, the logs of a
-//! stack's containers, and the container, image and volume commands.
+//! stack's containers, and the container, image and volume commands; and
+//! what an updated agent needs to replace the old one.
 //! Every call is bounded; a call that fails says what the engine said.
 
 use std::collections::BTreeMap;
@@ -8,9 +9,9 @@ use std::time::Duration;
 
 use berth_domain::edge::async_protocol::{ContainerAction, ContainerLogs};
 use berth_domain::edge::snapshot::EngineState;
-use berth_ports::{empty_body, DockerEngine};
+use berth_ports::{empty_body, Body, DockerEngine};
 use futures_util::StreamExt;
-use http::{Method, Request};
+use http::{Method, Request, Response};
 use serde_json::Value;
 
 use crate::proxy::read_bounded;
@@ -44,20 +45,24 @@ impl<E: DockerEngine> EngineCalls<E> {
         EngineCalls { engine }
     }
 
-    /// One call: the status and the body (read whole, bounded).
-    async fn call(&self, method: Method, path: &str) -> Result<(u16, Vec<u8>), String> {
+    /// Sends a bodiless request; the answer's head, its body unread.
+    async fn send(&self, method: Method, path: &str) -> Result<Response<Body>, String> {
         let request = Request::builder()
             .method(method)
             .uri(path)
             .header(http::header::HOST, "docker")
             .body(empty_body())
             .map_err(|e| e.to_string())?;
+        self.engine
+            .forward(request)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    /// One call: the status and the body (read whole, bounded).
+    async fn call(&self, method: Method, path: &str) -> Result<(u16, Vec<u8>), String> {
         let exchange = async {
-            let response = self
-                .engine
-                .forward(request)
-                .await
-                .map_err(|e| e.to_string())?;
+            let response = self.send(method, path).await?;
             let status = response.status().as_u16();
             let body = read_bounded(response.into_body(), MAX_ANSWER).await?;
             Ok((status, body))
@@ -194,6 +199,57 @@ impl<E: DockerEngine> EngineCalls<E> {
             (status, _) if (200..300).contains(&status) || status == 304 => Ok(()),
             (status, body) => Err(engine_refusal(status, &body)),
         }
+    }
+
+    /// Every container (`all=1`), or those with label `label` (`k=v`).
+    pub async fn containers(&self, label: Option<&str>) -> Result<Value, String> {
+        let path = match label {
+            Some(label) => {
+                let filter = serde_json::json!({ "label": [label] }).to_string();
+                format!("/containers/json?all=1&filters={}", escape(&filter))
+            }
+            None => "/containers/json?all=1".to_string(),
+        };
+        self.json(&path).await
+    }
+
+    /// The first `limit` bytes of a container's log, both streams as the
+    /// engine sends them (frame headers included): enough to look for a
+    /// line, never the whole log of a busy container.
+    pub async fn log_head(&self, id: &str, limit: usize) -> Result<String, String> {
+        use http_body_util::BodyExt;
+        let path = format!("/containers/{}/logs?stdout=1&stderr=1", escape(id));
+        let read = async {
+            let response = self.send(Method::GET, &path).await?;
+            if !response.status().is_success() {
+                return Err(format!("the engine answered {}", response.status()));
+            }
+            let mut body = response.into_body();
+            let mut head = Vec::new();
+            while head.len() < limit {
+                let Some(frame) = body.frame().await else {
+                    break;
+                };
+                let frame = frame.map_err(|e| format!("the log broke off: {e}"))?;
+                if let Ok(data) = frame.into_data() {
+                    head.extend_from_slice(&data[..data.len().min(limit - head.len())]);
+                }
+            }
+            Ok(String::from_utf8_lossy(&head).into_owned())
+        };
+        tokio::time::timeout(CALL_TIMEOUT, read)
+            .await
+            .map_err(|_| format!("the engine did not send {path} in time"))?
+    }
+
+    pub async fn rename_container(&self, id: &str, name: &str) -> Result<(), String> {
+        let path = format!("/containers/{}/rename?name={}", escape(id), escape(name));
+        self.act(Method::POST, &path).await
+    }
+
+    pub async fn delete_network(&self, id: &str) -> Result<(), String> {
+        self.act(Method::DELETE, &format!("/networks/{}", escape(id)))
+            .await
     }
 
     pub async fn delete_image(&self, name: &str, force: bool, prune: bool) -> Result<(), String> {

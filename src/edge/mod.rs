@@ -7,12 +7,23 @@
 //! - [`poll`]: asks Portainer what it wants, every `checkin` seconds.
 //! - [`jobs`]: the scheduled scripts the poll answers carry.
 //! - [`stacks`]: the Edge stacks the poll answers list.
+//! - [`configs`]: Edge configurations, files placed on the host;
+//!   [`host_files`]: writing and removing files under the host root.
+//! - [`reports`]: where Edge work's results go (Portainer, or async mode's
+//!   outbox).
 //! - [`tunnel`]: drives the domain's tunnel state machine.
+//! - [`async_poll`], [`async_work`], [`engine_calls`]: async mode's one
+//!   endpoint, the work its commands hand over, and the engine calls its
+//!   snapshots and commands make.
+//! - [`agent_update`]: an agent Portainer's updater started replaces the
+//!   old one and cleans up after the updater.
 
+pub mod agent_update;
 pub mod async_poll;
 pub mod async_work;
 pub mod configs;
 pub mod engine_calls;
+pub mod host_files;
 pub mod jobs;
 pub mod key_page;
 pub mod keys;

@@ -39,16 +39,42 @@ pub struct PollWork {
 /// Work that follows the poll answers on its own task (jobs, stacks).
 pub trait PollWorker: Send + 'static {
     fn apply(&mut self, work: &PollWork) -> impl std::future::Future<Output = ()> + Send;
+
+    /// When the worker wants to run without a new answer (a retry).
+    fn wake_at(&self) -> Option<tokio::time::Instant> {
+        None
+    }
+
+    fn wake(&mut self) -> impl std::future::Future<Output = ()> + Send {
+        std::future::ready(())
+    }
 }
 
 /// Hands each poll answer to `worker`, the latest one when it falls behind,
-/// until the poller ends.
+/// and wakes it when it asks, until the poller ends.
 pub async fn follow<W: PollWorker>(mut worker: W, mut answers: watch::Receiver<Option<PollWork>>) {
-    while answers.changed().await.is_ok() {
-        let work = answers.borrow_and_update().clone();
-        if let Some(work) = work {
-            worker.apply(&work).await;
+    loop {
+        let wake_at = worker.wake_at();
+        tokio::select! {
+            changed = answers.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                let work = answers.borrow_and_update().clone();
+                if let Some(work) = work {
+                    worker.apply(&work).await;
+                }
+            }
+            () = sleep_until(wake_at) => worker.wake().await,
         }
+    }
+}
+
+/// Sleeps until `at`; forever without one.
+pub async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
 

@@ -97,6 +97,8 @@ impl BerthProcess {
             .env("AGENT_PORT", "0")
             .env("LOG_MODE", "JSON")
             .env("LOG_LEVEL", "DEBUG")
+            // Tests run side by side: each lookup on a port of its own.
+            .env("AGENT_CREDENTIALS_ADDR", "127.0.0.1:0")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());

@@ -190,3 +190,28 @@ pub fn docker_cli(engine: &str, args: &[&str]) -> String {
         .expect("run the docker CLI");
     String::from_utf8_lossy(&output.stdout).trim().to_string()
 }
+
+/// Stack `stack`'s statuses once `until` is among them (two minutes at
+/// most: a compose deploy on a busy machine).
+pub async fn wait_statuses(
+    portainer: &TestPortainer,
+    stack: u64,
+    until: u64,
+) -> Vec<(u64, String)> {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let statuses = portainer.stack_statuses(stack);
+        if statuses.iter().any(|(code, _)| *code == until) {
+            return statuses;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "stack {stack} never reached {until}: {statuses:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+pub fn codes(statuses: &[(u64, String)]) -> Vec<u64> {
+    statuses.iter().map(|(code, _)| *code).collect()
+}

@@ -2,6 +2,7 @@
 
 mod activity;
 pub mod probe;
+pub mod revocation;
 mod server;
 pub mod tls;
 

@@ -8,6 +8,7 @@ use std::io::BufReader;
 use std::net::IpAddr;
 use std::sync::Arc;
 
+use super::revocation::{Revocation, RevocationVerifier};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::ring::default_provider;
 use rustls::crypto::CryptoProvider;
@@ -176,11 +177,15 @@ pub fn peer_client_config(identity: Option<&TlsIdentity>) -> Result<Arc<ClientCo
 ///
 /// # Errors
 /// When a file is unreadable or unusable.
+///
+/// With a client certificate and `revocation`, the server's chain is also
+/// checked against its CRLs (reference §10.10).
 pub fn portainer_client_config(
     insecure: bool,
     ca: Option<&str>,
     client: Option<(&str, &str)>,
     system_roots: &RootCertStore,
+    revocation: Option<&Arc<Revocation>>,
 ) -> Result<Arc<ClientConfig>, TlsError> {
     if insecure {
         return peer_client_config(None);
@@ -199,8 +204,17 @@ pub fn portainer_client_config(
     }
     let builder = ClientConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-        .map_err(|error| TlsError(error.to_string()))?
-        .with_root_certificates(roots);
+        .map_err(|error| TlsError(error.to_string()))?;
+    let builder = match (client, revocation) {
+        (Some(_), Some(revocation)) => {
+            let verifier = RevocationVerifier::new(roots, provider(), Arc::clone(revocation))
+                .map_err(TlsError)?;
+            builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(verifier))
+        }
+        _ => builder.with_root_certificates(roots),
+    };
     let mut config = match client {
         None => builder.with_no_client_auth(),
         Some((cert, key)) => {
@@ -291,9 +305,9 @@ mod tests {
         let junk = "-----BEGIN CERTIFICATE-----\nAAECAwQFBgcICQ==\n-----END CERTIFICATE-----\n";
         let mixed = bundle("mixed", &format!("{junk}{}", ca.cert.pem()));
         let roots = RootCertStore::empty();
-        assert!(portainer_client_config(false, Some(&mixed), None, &roots).is_ok());
+        assert!(portainer_client_config(false, Some(&mixed), None, &roots, None).is_ok());
         let only_junk = bundle("junk", junk);
-        let error = portainer_client_config(false, Some(&only_junk), None, &roots)
+        let error = portainer_client_config(false, Some(&only_junk), None, &roots, None)
             .err()
             .unwrap()
             .to_string();

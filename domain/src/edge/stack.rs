@@ -9,7 +9,9 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 use serde_json::Value;
 
+use super::registry::{parse_registry_credentials, RegistryCredential};
 use super::status::field;
+use super::updater_env::with_updater_credentials;
 use crate::browse::confine;
 
 /// Portainer's `EdgeStackStatusType` values berth reports.
@@ -104,6 +106,12 @@ pub struct StackPayload {
     pub env: Vec<(String, String)>,
     pub pull: bool,
     pub retry_deploy: bool,
+    /// Served to the docker credential helper while the stack deploys.
+    pub credentials: Vec<RegistryCredential>,
+    /// `SupportRelativePath` with a `FilesystemPath`: the host folder
+    /// (its components, confined) whose `portainer-compose-unpacker/<id>`
+    /// holds the files, so relative bind mounts resolve on the host.
+    pub host_folder: Option<Vec<String>>,
 }
 
 impl StackPayload {
@@ -190,11 +198,25 @@ pub fn parse_payload_value(value: &Value) -> Result<StackPayload, PayloadError> 
         });
     }
     let entry_components = confined(&entry_file)?;
-    if !files.iter().any(|f| f.components == entry_components) {
+    let Some(entry) = files.iter_mut().find(|f| f.components == entry_components) else {
         return Err(PayloadError(format!(
             "the stack has no entry file {entry_file:?}"
         )));
+    };
+    let credentials = parse_registry_credentials(o);
+    let update_id = field(o, "EdgeUpdateID")
+        .and_then(Value::as_u64)
+        .unwrap_or(0);
+    if update_id > 0 {
+        let compose = String::from_utf8_lossy(&entry.content);
+        if let Some(rewritten) = with_updater_credentials(&compose, &credentials) {
+            entry.content = rewritten.into_bytes();
+        }
     }
+    let host_folder = match text("FilesystemPath") {
+        path if flag("SupportRelativePath") && !path.is_empty() => Some(parse_host_folder(path)?),
+        _ => None,
+    };
     let env = field(o, "EnvVars")
         .and_then(Value::as_array)
         .into_iter()
@@ -214,7 +236,25 @@ pub fn parse_payload_value(value: &Value) -> Result<StackPayload, PayloadError> 
         env,
         pull: flag("PrePullImage") || flag("RePullImage") || flag("ReadyRePullImage"),
         retry_deploy: flag("RetryDeploy"),
+        credentials,
+        host_folder,
     })
+}
+
+/// Where relative-path stacks' files go under `FilesystemPath`, as
+/// Portainer's compose unpacker puts them.
+pub const UNPACKER_FOLDER: &str = "portainer-compose-unpacker";
+
+/// `FilesystemPath`: an absolute host path without `..`.
+fn parse_host_folder(path: &str) -> Result<Vec<String>, PayloadError> {
+    let refuse = || {
+        PayloadError(format!(
+            "the stack's FilesystemPath {path:?} is not an absolute path on the host"
+        ))
+    };
+    let relative = path.strip_prefix('/').ok_or_else(refuse)?;
+    let confined = confine(relative).map_err(|_| refuse())?;
+    Ok(confined.components().to_vec())
 }
 
 fn confined(path: &str) -> Result<Vec<String>, PayloadError> {
@@ -328,6 +368,36 @@ mod tests {
         let legacy = json!({"Name": "old", "StackFileContent": "services: {}"});
         let payload = parse_payload(legacy.to_string().as_bytes()).unwrap();
         assert_eq!(payload.files[0].components, ["docker-compose.yml"]);
+    }
+
+    #[test]
+    fn registries_updates_and_relative_paths_come_with_the_payload() {
+        let compose = "services:\n  updater:\n    image: 127.0.0.1:5000/updater\n";
+        let body = json!({"Name": "update", "EdgeUpdateID": 3,
+            "DirEntries": [entry("docker-compose.yml", compose)],
+            "RegistryCredentials": [{"ServerURL": "127.0.0.1:5000", "Username": "u", "Secret": "p"}],
+            "SupportRelativePath": true, "FilesystemPath": "/mnt/stacks"});
+        let payload = parse_payload(body.to_string().as_bytes()).unwrap();
+        assert_eq!(payload.credentials.len(), 1);
+        assert_eq!(
+            payload.host_folder.as_deref(),
+            Some(&["mnt".to_string(), "stacks".to_string()][..])
+        );
+        let written = String::from_utf8(payload.files[0].content.clone()).unwrap();
+        assert!(written.contains("REGISTRY_PASSWORD=p"), "{written}");
+        // Not an update stack: the file is left as it came.
+        let body = json!({"Name": "plain", "DirEntries": [entry("docker-compose.yml", compose)],
+            "RegistryCredentials": [{"ServerURL": "127.0.0.1:5000", "Username": "u", "Secret": "p"}],
+            "FilesystemPath": "/mnt/stacks"});
+        let payload = parse_payload(body.to_string().as_bytes()).unwrap();
+        assert_eq!(payload.files[0].content, compose.as_bytes());
+        assert_eq!(payload.host_folder, None, "without SupportRelativePath");
+        for bad in ["relative/path", "/mnt/../etc"] {
+            let body = json!({"Name": "rel", "DirEntries": [entry("docker-compose.yml", "x")],
+                "SupportRelativePath": true, "FilesystemPath": bad});
+            let error = parse_payload(body.to_string().as_bytes()).unwrap_err();
+            assert!(error.0.contains("FilesystemPath"), "{bad}: {error}");
+        }
     }
 
     #[test]

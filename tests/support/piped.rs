@@ -1,0 +1,22 @@
+//! Running a program with what it reads on stdin given, and its output
+//! kept.
+
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
+
+/// Runs `command` with `input` on its stdin (closed after it).
+pub fn run_with_input(command: &mut Command, input: &str) -> Output {
+    let mut child = command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("run {command:?}: {e}"));
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
