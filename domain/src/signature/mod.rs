@@ -7,7 +7,7 @@
 //! `AGENT_SECRET`). berth also accepts Ed25519 keys, whose signature is over
 //! the message itself.
 
-mod cache;
+pub mod cache;
 mod keys;
 mod policy;
 

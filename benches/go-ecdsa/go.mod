@@ -1,0 +1,3 @@
+module berth.test/go-ecdsa
+
+go 1.26
