@@ -126,6 +126,17 @@ async fn the_agent_polls_and_tunnels_signed_requests_to_the_real_engine(
     portainer.set_status(json!({"status": "IDLE", "checkin": 0.2}));
     chisel.wait_for_nth("Closed connection", closed + 1, WAIT);
     wait_metric(metrics, "berth_edge_tunnel_state", "0").await;
+
+    // Two whole tunnel sessions logged at DEBUG: neither password is in
+    // the log (the messages do not name them, so neither does a failure).
+    let log = berth.log().join("\n");
+    assert!(log.contains("\"level\":\"DEBUG\""), "the log is at DEBUG");
+    for (n, grant) in chisel.tunnels[..2].iter().enumerate() {
+        assert!(
+            !log.contains(grant.password.as_str()),
+            "tunnel {n}'s password is in berth's log"
+        );
+    }
     drop(berth);
 }
 

@@ -172,7 +172,7 @@ async fn start(inactivity: Duration, failing_opens: u32) -> Loop {
     let sealed = credentials::encrypt(
         &TunnelCredentials {
             user: "edgeuser".into(),
-            password: "s3cret".into(),
+            password: String::from("s3cret").into(),
         },
         EDGE_ID,
         [4; 12],

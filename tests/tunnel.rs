@@ -197,7 +197,7 @@ async fn a_wrong_fingerprint_is_refused_before_logging_in(binary: PathBuf) {
 async fn wrong_credentials_are_refused_by_chisel(binary: PathBuf) {
     let chisel = Chisel::start(&binary, EDGE_ID, ChiselOptions::default());
     let mut spec = grant_spec(&chisel, &chisel.tunnels[0], "127.0.0.1:9");
-    spec.password = "not-the-password".into();
+    spec.password = String::from("not-the-password").into();
     let error = client().open(spec).await.err().expect("refused");
     assert_eq!(error, TunnelError::Credentials);
     let refused = chisel.wait_for("Login failed for user: ", WAIT);
@@ -323,7 +323,7 @@ async fn an_unreachable_server_is_an_error_not_a_hang() {
         server: format!("127.0.0.1:{}", free_port()),
         fingerprint: "x".into(),
         user: "u".into(),
-        password: "p".into(),
+        password: String::from("p").into(),
         remote_port: 1,
         local_target: "127.0.0.1:9".into(),
         proxy: None,

@@ -11,7 +11,8 @@ pub struct TunnelSpec {
     /// The Edge key's host key fingerprint.
     pub fingerprint: String,
     pub user: String,
-    pub password: String,
+    /// Wiped when dropped; never in `Debug`.
+    pub password: berth_domain::edge::credentials::Zeroizing<String>,
     /// The port Portainer listens on for this agent.
     pub remote_port: u16,
     /// The agent API address (`host:port`) the server's channels reach.

@@ -209,7 +209,7 @@ impl Chisel {
                 let sealed = credentials::encrypt(
                     &TunnelCredentials {
                         user: user.clone(),
-                        password: password.clone(),
+                        password: password.clone().into(),
                     },
                     edge_id,
                     {

@@ -179,7 +179,7 @@ mod tests {
             server: "p:8000".into(),
             fingerprint: "f".into(),
             user: "u".into(),
-            password: "p".into(),
+            password: String::from("p").into(),
             remote_port: 49152,
             local_target: "10.0.0.2:9001".into(),
             proxy: None,
@@ -192,5 +192,38 @@ mod tests {
         assert_eq!(remote["RemotePort"], "9001");
         assert_eq!(remote["Reverse"], true);
         assert_eq!(payload["Version"], CHISEL_VERSION);
+    }
+
+    #[test]
+    fn no_debug_output_shows_the_password() {
+        let password = "hunter2-secret";
+        let spec = TunnelSpec {
+            server: "p:8000".into(),
+            fingerprint: "f".into(),
+            user: "u".into(),
+            password: String::from(password).into(),
+            remote_port: 49152,
+            local_target: "10.0.0.2:9001".into(),
+            proxy: None,
+        };
+        let config = ClientConfig {
+            user: spec.user.clone(),
+            password: spec.password.clone(),
+            fingerprint: spec.fingerprint.clone(),
+            allowed_target: spec.local_target.clone(),
+            dial_timeout: std::time::Duration::from_secs(1),
+            keepalive: std::time::Duration::from_secs(1),
+        };
+        let credentials = berth_domain::edge::credentials::TunnelCredentials {
+            user: "u".into(),
+            password: String::from(password).into(),
+        };
+        for shown in [
+            format!("{spec:?}"),
+            format!("{config:?}"),
+            format!("{credentials:?}"),
+        ] {
+            assert!(!shown.contains(password), "{shown}");
+        }
     }
 }

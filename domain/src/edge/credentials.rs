@@ -10,6 +10,9 @@ use aes_gcm::{Aes256Gcm, KeyInit, Nonce};
 use base64::engine::general_purpose::STANDARD_NO_PAD;
 use base64::Engine as _;
 use md5::{Digest, Md5};
+/// A secret wiped from memory when dropped; re-exported so the crates
+/// that carry the tunnel password use this one.
+pub use zeroize::Zeroizing;
 
 const NONCE_LEN: usize = 12;
 const TAG_LEN: usize = 16;
@@ -17,7 +20,8 @@ const TAG_LEN: usize = 16;
 #[derive(Clone, PartialEq, Eq)]
 pub struct TunnelCredentials {
     pub user: String,
-    pub password: String,
+    /// Wiped when dropped; never in `Debug`.
+    pub password: Zeroizing<String>,
 }
 
 impl fmt::Debug for TunnelCredentials {
@@ -70,21 +74,23 @@ pub fn decrypt(credentials: &str, edge_id: &str) -> Result<TunnelCredentials, Cr
         return Err(CredentialsError::TooShort);
     }
     let (nonce, ciphertext) = sealed.split_at(NONCE_LEN);
-    let plain = cipher_for(edge_id)
-        .decrypt(&Nonce::from(nonce_array(nonce)), ciphertext)
-        .map_err(|_| CredentialsError::Undecryptable)?;
-    let text = String::from_utf8(plain).map_err(|_| CredentialsError::Malformed)?;
+    let plain = Zeroizing::new(
+        cipher_for(edge_id)
+            .decrypt(&Nonce::from(nonce_array(nonce)), ciphertext)
+            .map_err(|_| CredentialsError::Undecryptable)?,
+    );
+    let text = std::str::from_utf8(&plain).map_err(|_| CredentialsError::Malformed)?;
     let (user, password) = text.split_once(':').ok_or(CredentialsError::Malformed)?;
     Ok(TunnelCredentials {
         user: user.to_string(),
-        password: password.to_string(),
+        password: Zeroizing::new(password.to_string()),
     })
 }
 
 /// Seals credentials as Portainer does; the test servers use it, and it
 /// keeps `decrypt` honest.
 pub fn encrypt(credentials: &TunnelCredentials, edge_id: &str, nonce: [u8; NONCE_LEN]) -> String {
-    let plain = format!("{}:{}", credentials.user, credentials.password);
+    let plain = Zeroizing::new(format!("{}:{}", credentials.user, *credentials.password));
     let sealed = cipher_for(edge_id)
         .encrypt(&Nonce::from(nonce), plain.as_bytes())
         .expect("AES-GCM sealing does not fail for short inputs");
@@ -100,7 +106,7 @@ mod tests {
     fn creds() -> TunnelCredentials {
         TunnelCredentials {
             user: "abcdEFGH".into(),
-            password: "12345678".into(),
+            password: Zeroizing::new("12345678".into()),
         }
     }
 
@@ -120,7 +126,7 @@ mod tests {
         assert_eq!(decrypt("AAAA", "e"), Err(CredentialsError::TooShort));
         let no_colon = TunnelCredentials {
             user: "x".into(),
-            password: String::new(),
+            password: Zeroizing::new(String::new()),
         };
         let sealed = encrypt(&no_colon, "e", [1; 12]);
         assert!(decrypt(&sealed, "e").is_ok());

@@ -1,6 +1,7 @@
 //! From a fresh stream to an authenticated session: identification, the
 //! first key exchange, and password authentication.
 
+use berth_domain::edge::credentials::Zeroizing;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 
 use super::kex::{
@@ -195,16 +196,17 @@ where
     )
     .await?;
     hs.expect(MSG_SERVICE_ACCEPT, "SERVICE_ACCEPT").await?;
-    hs.send(
-        &Encoder::message(MSG_USERAUTH_REQUEST)
+    // The packet holds the password: wiped once sent.
+    let login = Zeroizing::new(
+        Encoder::message(MSG_USERAUTH_REQUEST)
             .string(user)
             .string("ssh-connection")
             .string("password")
             .boolean(false)
             .string(password)
             .finish(),
-    )
-    .await?;
+    );
+    hs.send(&login).await?;
     loop {
         let answer = hs.receive().await?;
         match answer[0] {

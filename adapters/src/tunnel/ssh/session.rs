@@ -88,10 +88,11 @@ impl From<Malformed> for SshError {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ClientConfig {
     pub user: String,
-    pub password: String,
+    /// Wiped when dropped; never in `Debug`.
+    pub password: berth_domain::edge::credentials::Zeroizing<String>,
     /// The Edge key's fingerprint of the server's host key.
     pub fingerprint: String,
     /// The only `host:port` the server may ask berth to dial.
@@ -100,6 +101,15 @@ pub struct ClientConfig {
     /// How often berth checks that the server still answers; two missed
     /// answers end the session, so a dead path is noticed and reopened.
     pub keepalive: Duration,
+}
+
+impl std::fmt::Debug for ClientConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientConfig")
+            .field("user", &self.user)
+            .field("allowed_target", &self.allowed_target)
+            .finish_non_exhaustive()
+    }
 }
 
 /// A global request's answer: success or failure, each with its payload.
@@ -143,7 +153,7 @@ impl SshSession {
             read_half,
             write_half,
             &config.user,
-            &config.password,
+            config.password.as_str(),
             &config.fingerprint,
         )
         .await?;
