@@ -67,10 +67,12 @@ async fn run_container(target: &Target, name: &str, cmd: &[&str]) -> String {
 /// Creates and starts a container from `spec` (the image is added).
 pub async fn run_container_from(target: &Target, name: &str, spec: serde_json::Value) -> String {
     let id = create_container_from(target, name, spec).await;
-    let (response, _) = target
+    let (response, body) = target
         .fetch("POST", &format!("/v1.41/containers/{id}/start"), "")
         .await;
-    assert_eq!(response.status(), 204);
+    // The engine's own words when it fails to start one (Podman 5.4 once
+    // answered 500 here in CI).
+    assert_eq!(response.status(), 204, "{}", String::from_utf8_lossy(&body));
     id
 }
 
