@@ -306,15 +306,14 @@ async fn start_metrics_server(
 /// poll uses, verified with the system's CAs.
 fn dockerhub_probe(options: &Options) -> Option<DockerHubProbe<PortainerHttp>> {
     let client = |url: &str| {
-        let tls = PortainerTls {
-            insecure: false,
-            ca: None,
-            cert: None,
-            key: None,
-        };
-        PortainerHttp::new(url, tls, edge_setup::proxy_settings(options))
-            .map_err(|why| warn!(%why, "POST /v2/dockerhub will answer 501"))
-            .ok()
+        // Docker Hub's own certificates, checked against the system's CAs.
+        PortainerHttp::new(
+            url,
+            PortainerTls::default(),
+            edge_setup::proxy_settings(options),
+        )
+        .map_err(|why| warn!(%why, "POST /v2/dockerhub will answer 501"))
+        .ok()
     };
     Some(DockerHubProbe::new(
         client(&options.dockerhub_auth_url)?,

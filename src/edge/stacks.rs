@@ -37,6 +37,8 @@ const RUNNING_WITHIN: Duration = Duration::from_secs(60);
 struct Deployed {
     version: u64,
     deployment: Deployment,
+    /// A relative-path stack's copy on the host, removed with the stack.
+    host_copy: Option<Vec<String>>,
 }
 
 /// A stack whose pull or deploy failed and is tried again later.
@@ -271,6 +273,7 @@ impl<D: Deployer, R: Reports, F: Files> EdgeStacks<D, R, F> {
             Deployed {
                 version,
                 deployment,
+                host_copy: payload.host_folder.as_ref().map(|c| host_copy(c, id)),
             },
         );
     }
@@ -367,7 +370,7 @@ impl<D: Deployer, R: Reports, F: Files> EdgeStacks<D, R, F> {
         let Some(deployed) = self.deployed.remove(&id) else {
             return;
         };
-        self.remove_deployment(endpoint_id, id, &deployed.deployment, None)
+        self.remove_deployment(endpoint_id, id, &deployed.deployment, deployed.host_copy)
             .await;
     }
 
@@ -375,6 +378,10 @@ impl<D: Deployer, R: Reports, F: Files> EdgeStacks<D, R, F> {
     /// earlier run of it (async mode: the command carries the stack).
     pub async fn remove_payload(&mut self, endpoint_id: u64, payload: &StackPayload) {
         self.retrying.remove(&payload.id);
+        let host_copy = payload
+            .host_folder
+            .as_ref()
+            .map(|c| host_copy(c, payload.id));
         let deployment = match self.deployed.remove(&payload.id) {
             Some(deployed) => deployed.deployment,
             None => {
@@ -387,11 +394,7 @@ impl<D: Deployer, R: Reports, F: Files> EdgeStacks<D, R, F> {
                 deployment
             }
         };
-        let copy = payload
-            .host_folder
-            .as_ref()
-            .map(|c| host_copy(c, payload.id));
-        self.remove_deployment(endpoint_id, payload.id, &deployment, copy)
+        self.remove_deployment(endpoint_id, payload.id, &deployment, host_copy)
             .await;
     }
 
@@ -419,7 +422,6 @@ impl<D: Deployer, R: Reports, F: Files> EdgeStacks<D, R, F> {
             }
         }
         let _ = tokio::fs::remove_dir_all(&deployment.folder).await;
-        let host_copy = host_copy.or_else(|| relative_copy_of(&deployment.folder, id));
         if let (Some(copy), false) = (host_copy, self.settings.host_is_root) {
             if let Err(why) = remove_tree_on_host(&self.settings.host, &copy).await {
                 warn!(stack = id, %why, "cannot remove the stack's files from the host");
@@ -451,19 +453,6 @@ fn host_copy(filesystem_path: &[String], id: u64) -> Vec<String> {
     components.push(UNPACKER_FOLDER.to_string());
     components.push(id.to_string());
     components
-}
-
-/// The host copy's components when `folder` is a relative-path stack's.
-fn relative_copy_of(folder: &Path, id: u64) -> Option<Vec<String>> {
-    let components: Vec<String> = folder
-        .strip_prefix("/")
-        .ok()?
-        .iter()
-        .map(|c| c.to_string_lossy().into_owned())
-        .collect();
-    let n = components.len();
-    (n >= 2 && components[n - 1] == id.to_string() && components[n - 2] == UNPACKER_FOLDER)
-        .then_some(components)
 }
 
 /// Writes the payload's files under `folder`, replacing what was there.
