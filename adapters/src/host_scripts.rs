@@ -150,7 +150,10 @@ impl ScriptHost for HostScripts {
             .map_err(|e| failed("open", &path, e))?;
         file.write_all(format!("{text}\n").as_bytes())
             .await
-            .map_err(|e| failed("write", &path, e))
+            .map_err(|e| failed("write", &path, e))?;
+        // tokio's write_all returns once the bytes are handed to a blocking
+        // thread; without the flush a read right after can miss the note.
+        file.flush().await.map_err(|e| failed("write", &path, e))
     }
 
     async fn remove(&self, id: u64) -> Result<(), ScriptError> {
