@@ -24,6 +24,28 @@ pub enum Invocation {
     /// Check the local agent's `/ping` and exit 0 or 1 (the image's
     /// HEALTHCHECK, which has no shell to run curl with).
     Healthcheck(Options),
+    /// One of the operator's commands, with the agent's options.
+    Operator(OperatorCommand, Options),
+    /// Text made from the command line's own definition.
+    Generated(Generated),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OperatorCommand {
+    Doctor,
+    Status {
+        json: bool,
+    },
+    KeysNew {
+        dir: std::path::PathBuf,
+        ed25519: bool,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Generated {
+    Completions(clap_complete::Shell),
+    Man,
 }
 
 pub fn command() -> Command {
@@ -42,6 +64,57 @@ pub fn command() -> Command {
                 .about("The docker credential helper of Edge stacks (also run as docker-credential-portainer): get, store, erase, list")
                 .arg(Arg::new("action").required(true)),
         )
+        .subcommand(
+            Command::new("doctor").about(
+                "Checks the engine, the advertise address, the cluster's gossip paths, the certificate, \
+                 Edge and the mounts, with the agent's options; exits 1 if any check failed",
+            ),
+        )
+        .subcommand(
+            Command::new("status")
+                .about("Shows the running agent's state, read from its control socket under DATA_PATH")
+                .arg(
+                    Arg::new("json")
+                        .long("json")
+                        .action(ArgAction::SetTrue)
+                        .help("The status document as JSON, for scripts"),
+                ),
+        )
+        .subcommand(
+            Command::new("keys")
+                .about("Signature keys for clients other than Portainer")
+                .subcommand_required(true)
+                .subcommand(
+                    Command::new("new")
+                        .about(
+                            "Makes a key pair and a docker CLI config.json that signs with it \
+                             (over AGENT_SECRET when set); beware: an agent without AGENT_SECRET \
+                             pairs with the first key that signs",
+                        )
+                        .arg(
+                            Arg::new("ed25519")
+                                .long("ed25519")
+                                .action(ArgAction::SetTrue)
+                                .help("An Ed25519 key (berth only) instead of Portainer's P-256"),
+                        )
+                        .arg(
+                            Arg::new("dir")
+                                .required(true)
+                                .value_parser(clap::value_parser!(std::path::PathBuf))
+                                .help("Where to write config.json, signing-key.pem and ca.pem"),
+                        ),
+                ),
+        )
+        .subcommand(
+            Command::new("completions")
+                .about("Prints shell completions")
+                .arg(
+                    Arg::new("shell")
+                        .required(true)
+                        .value_parser(clap::value_parser!(clap_complete::Shell)),
+                ),
+        )
+        .subcommand(Command::new("man").about("Prints the man page (roff)"))
         .args_conflicts_with_subcommands(false);
     for spec in OPTION_SPECS {
         let help = match spec.default {
@@ -82,6 +155,15 @@ where
     let matches = command()
         .try_get_matches_from(args)
         .map_err(CliOutcome::Clap)?;
+    match matches.subcommand() {
+        Some(("completions", sub)) => {
+            if let Some(shell) = sub.get_one::<clap_complete::Shell>("shell") {
+                return Ok(Invocation::Generated(Generated::Completions(*shell)));
+            }
+        }
+        Some(("man", _)) => return Ok(Invocation::Generated(Generated::Man)),
+        _ => {}
+    }
     let mut raw = RawOptions::new();
     for spec in OPTION_SPECS {
         let Some(value) = matches.get_one::<String>(spec.env) else {
@@ -94,10 +176,44 @@ where
         raw.set(spec.env, value.clone(), source);
     }
     let options = Options::from_raw(&raw).map_err(CliOutcome::Invalid)?;
-    Ok(match matches.subcommand_name() {
-        Some("healthcheck") => Invocation::Healthcheck(options),
+    Ok(match matches.subcommand() {
+        Some(("healthcheck", _)) => Invocation::Healthcheck(options),
+        Some(("doctor", _)) => Invocation::Operator(OperatorCommand::Doctor, options),
+        Some(("status", sub)) => Invocation::Operator(
+            OperatorCommand::Status {
+                json: sub.get_flag("json"),
+            },
+            options,
+        ),
+        Some(("keys", keys)) => match keys.subcommand() {
+            Some(("new", new)) => Invocation::Operator(
+                OperatorCommand::KeysNew {
+                    dir: new
+                        .get_one::<std::path::PathBuf>("dir")
+                        .cloned()
+                        .unwrap_or_default(),
+                    ed25519: new.get_flag("ed25519"),
+                },
+                options,
+            ),
+            _ => Invocation::Run(options),
+        },
         _ => Invocation::Run(options),
     })
+}
+
+/// Writes completions for `shell`, or the man page, to `out`.
+///
+/// # Errors
+/// When `out` cannot be written.
+pub fn generate(what: Generated, out: &mut dyn std::io::Write) -> std::io::Result<()> {
+    match what {
+        Generated::Completions(shell) => {
+            clap_complete::generate(shell, &mut command(), "berth", out);
+            Ok(())
+        }
+        Generated::Man => clap_mangen::Man::new(command()).render(out),
+    }
 }
 
 #[cfg(test)]
@@ -149,6 +265,55 @@ mod tests {
             }
             other => panic!("expected an invalid value, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn operator_commands_parse_with_the_agents_options() {
+        assert!(matches!(
+            parse(["berth", "status", "--json"]),
+            Ok(Invocation::Operator(
+                OperatorCommand::Status { json: true },
+                _
+            ))
+        ));
+        assert!(matches!(
+            parse(["berth", "--port", "9443", "doctor"]),
+            Ok(Invocation::Operator(OperatorCommand::Doctor, o)) if o.port == 9443
+        ));
+        match parse(["berth", "keys", "new", "--ed25519", "/tmp/k"]) {
+            Ok(Invocation::Operator(OperatorCommand::KeysNew { dir, ed25519: true }, _)) => {
+                assert_eq!(dir, std::path::PathBuf::from("/tmp/k"));
+            }
+            other => panic!("expected keys new, got {other:?}"),
+        }
+        assert!(matches!(parse(["berth", "keys"]), Err(CliOutcome::Clap(_))));
+    }
+
+    #[test]
+    fn completions_and_the_man_page_come_from_the_same_definitions() {
+        for shell in ["bash", "zsh", "fish"] {
+            let Ok(Invocation::Generated(what)) = parse(["berth", "completions", shell]) else {
+                panic!("completions {shell}");
+            };
+            let mut out = Vec::new();
+            generate(what, &mut out).unwrap();
+            let text = String::from_utf8(out).unwrap();
+            assert!(
+                text.contains("doctor") && text.contains("edge-id"),
+                "{shell}"
+            );
+        }
+        let mut man = Vec::new();
+        generate(Generated::Man, &mut man).unwrap();
+        let man = String::from_utf8(man).unwrap();
+        assert!(
+            man.contains(".TH berth") && man.contains("AGENT_SECRET"),
+            "{man}"
+        );
+        assert!(matches!(
+            parse(["berth", "completions", "tcsh"]),
+            Err(CliOutcome::Clap(_))
+        ));
     }
 
     #[test]

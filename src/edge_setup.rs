@@ -14,6 +14,7 @@ use berth::edge::key_page::{self, PAGE_LIFETIME};
 use berth::edge::keys::EdgeKeys;
 use berth::edge::peer_key::fetch_from_peers;
 use berth::edge::poll::{follow, local_time_zone, PollIdentity, Poller};
+use berth::edge::poll_record::PollRecord;
 use berth::edge::reports::{PortainerReports, Reports, SharedOutbox};
 use berth::edge::stacks::{EdgeStacks, StackSettings, SyncStacks};
 use berth::edge::tunnel::{self, Activity, TunnelGauge, TunnelHandle, TunnelSettings};
@@ -47,6 +48,7 @@ const ASYNC_CURSOR_FILE: &str = "edge_async_command_timestamp";
 pub struct EdgeMode {
     pub gate: EdgeGate,
     pub gauge: TunnelGauge,
+    pub polls: PollRecord,
 }
 
 /// Loads the key (or opens the key page) and starts polling once a key is
@@ -77,6 +79,8 @@ pub async fn start(
     }
     let activity = Activity::default();
     let gauge = TunnelGauge::default();
+    let polls = PollRecord::default();
+    let poll_record = polls.clone();
     let proxies = proxy_settings(options);
     // Where the tunnel goes comes with the key, once one is set.
     let tunnel = TunnelSettings {
@@ -132,7 +136,9 @@ pub async fn start(
             }
         };
         if asynchronous {
-            let poller = work.start_async(api_client, engine, keys, identity, meta, cursor);
+            let poller = work
+                .start_async(api_client, engine, keys, identity, meta, cursor)
+                .with_record(poll_record);
             poller.run().await;
             return;
         }
@@ -147,11 +153,12 @@ pub async fn start(
         } else {
             TunnelHandle::disabled()
         };
-        let poller = Poller::new(api_client.clone(), keys, identity, handle, poll_facts);
+        let poller = Poller::new(api_client.clone(), keys, identity, handle, poll_facts)
+            .with_record(poll_record);
         work.start_sync(&api_client, &poller);
         poller.run().await;
     });
-    Ok(EdgeMode { gate, gauge })
+    Ok(EdgeMode { gate, gauge, polls })
 }
 
 /// The proxies of outbound calls, from `HTTPS_PROXY`, `HTTP_PROXY` and

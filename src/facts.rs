@@ -1,6 +1,7 @@
 //! Keeps the engine facts fresh: read at start, then every interval, so a
 //! node promoted, demoted or renamed is seen without a restart.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,12 +13,49 @@ use tracing::{info, warn};
 /// The latest facts; cheap to clone and to read.
 pub type FactsReceiver = watch::Receiver<Arc<EngineFacts>>;
 
+/// Whether the engine answered its last facts read (the facts themselves
+/// stay the last good ones): for `/metrics`, `berth status` and alerts.
+#[derive(Debug, Clone)]
+pub struct EngineHealth(Arc<AtomicBool>);
+
+impl Default for EngineHealth {
+    fn default() -> Self {
+        EngineHealth(Arc::new(AtomicBool::new(true)))
+    }
+}
+
+impl EngineHealth {
+    pub fn answers(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    fn set(&self, answers: bool) {
+        self.0.store(answers, Ordering::Relaxed);
+    }
+}
+
 /// Reads the facts once (bounded by `first_read_timeout`), then refreshes
 /// them every `interval` in a task that ends when every receiver is gone.
 pub async fn watch_engine_facts<E: DockerEngine>(
     engine: E,
     interval: Duration,
     first_read_timeout: Duration,
+) -> FactsReceiver {
+    watch_engine_facts_with(
+        engine,
+        interval,
+        first_read_timeout,
+        EngineHealth::default(),
+    )
+    .await
+}
+
+/// [`watch_engine_facts`], keeping `health` current.
+pub async fn watch_engine_facts_with<E: DockerEngine>(
+    engine: E,
+    interval: Duration,
+    first_read_timeout: Duration,
+    health: EngineHealth,
 ) -> FactsReceiver {
     let mut healthy = true;
     let first = match tokio::time::timeout(first_read_timeout, engine.facts()).await {
@@ -34,8 +72,9 @@ pub async fn watch_engine_facts<E: DockerEngine>(
         }
     };
     log_facts(&first);
+    health.set(healthy);
     let (sender, receiver) = watch::channel(Arc::new(first));
-    tokio::spawn(refresh(engine, sender, interval, healthy));
+    tokio::spawn(refresh(engine, sender, interval, health));
     receiver
 }
 
@@ -43,9 +82,10 @@ async fn refresh<E: DockerEngine>(
     engine: E,
     sender: watch::Sender<Arc<EngineFacts>>,
     interval: Duration,
-    mut healthy: bool,
+    health: EngineHealth,
 ) {
     loop {
+        let healthy = health.answers();
         tokio::select! {
             () = sender.closed() => return,
             () = tokio::time::sleep(interval) => {}
@@ -55,7 +95,7 @@ async fn refresh<E: DockerEngine>(
             Ok(Ok(facts)) => {
                 if !healthy {
                     info!("the engine answers again");
-                    healthy = true;
+                    health.set(true);
                 }
                 if **sender.borrow() != facts {
                     log_facts(&facts);
@@ -65,11 +105,11 @@ async fn refresh<E: DockerEngine>(
             // Logged once per change of state, not once per try.
             Ok(Err(error)) if healthy => {
                 warn!(%error, "cannot refresh the engine's facts");
-                healthy = false;
+                health.set(false);
             }
             Err(_) if healthy => {
                 warn!(endpoint = %engine.endpoint(), "the engine did not answer GET /info in time");
-                healthy = false;
+                health.set(false);
             }
             _ => {}
         }

@@ -23,6 +23,7 @@
 //! - [`dockerhub`]: Docker Hub's pull limits for `POST /v2/dockerhub`.
 //! - [`cli`] and [`logging`]: options from flags and environment, tracing.
 
+pub mod advertise;
 pub mod agent;
 pub mod browse;
 pub mod cli;
@@ -35,10 +36,12 @@ pub mod edge;
 pub mod facts;
 pub mod logging;
 pub mod metrics;
+pub mod operator;
 pub mod proxy;
 pub mod registry_lookup;
 pub mod responses;
 pub mod security;
 pub mod signature;
+pub mod status;
 
 pub use agent::Agent;

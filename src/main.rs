@@ -9,21 +9,23 @@ use std::time::Duration;
 
 mod edge_setup;
 
-use berth::cli::{self, CliOutcome, Invocation};
+use berth::cli::{self, CliOutcome, Invocation, OperatorCommand};
 use berth::cluster::Cluster;
 use berth::dockerhub::DockerHubProbe;
 use berth::edge::agent_update;
 use berth::edge::engine_calls::EngineCalls;
 use berth::metrics::{Metrics, MetricsEndpoint};
+use berth::operator;
 use berth::registry_lookup::{CredentialLookup, CredentialsInUse};
 use berth::signature::SignatureGuard;
+use berth::status::{self, StatusSources};
 use berth::{credential_helper, facts, logging, security, Agent};
 use berth_adapters::clock::TokioClock;
 use berth_adapters::docker::{DockerSocket, OwnContainer};
 use berth_adapters::fs::ConfinedFiles;
 use berth_adapters::gossip::memberlist::MemberlistMembership;
 use berth_adapters::gossip::{AnyMembership, GossipConfig};
-use berth_adapters::host::{self, SysfsHostProbe};
+use berth_adapters::host::SysfsHostProbe;
 use berth_adapters::http::tls::{self, TlsIdentity};
 use berth_adapters::http::{probe, HttpServer, ServerLimits};
 use berth_adapters::peers::HttpsPeers;
@@ -32,6 +34,7 @@ use berth_domain::cluster::{agent_tags, Seed};
 use berth_domain::gossip::keyring::Keyring;
 use berth_domain::headers::{AGENT_API_VERSION, AGENT_VERSION};
 use berth_domain::options::{GossipKind, Options};
+use berth_domain::signature::signing::KeyKind;
 use berth_ports::Membership;
 use tracing::{error, info, warn};
 
@@ -50,6 +53,16 @@ fn main() -> ExitCode {
     let options = match cli::parse(args) {
         Ok(Invocation::Run(options)) => options,
         Ok(Invocation::Healthcheck(options)) => return healthcheck(&options),
+        Ok(Invocation::Operator(command, options)) => return operator_command(command, &options),
+        Ok(Invocation::Generated(what)) => {
+            return match cli::generate(what, &mut std::io::stdout().lock()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(error) => {
+                    eprintln!("berth: {error}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Err(CliOutcome::Clap(error)) => error.exit(),
         Err(CliOutcome::Invalid(error)) => {
             eprintln!("berth: {error}");
@@ -103,21 +116,80 @@ fn healthcheck(options: &Options) -> ExitCode {
     }
 }
 
+/// `berth doctor`, `berth status`, `berth keys new`: no logging, a small
+/// runtime, and the exit status the command gives.
+fn operator_command(command: OperatorCommand, options: &Options) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("berth: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match command {
+        OperatorCommand::Doctor => {
+            let findings = runtime.block_on(operator::doctor::examine(options));
+            print!("{}", berth_domain::doctor::render(&findings));
+            ExitCode::from(berth_domain::doctor::exit_code(&findings))
+        }
+        OperatorCommand::Status { json } => {
+            let path = status::socket_path(&options.data_path);
+            match runtime.block_on(operator::status::read(&path)) {
+                Ok(doc) if json => {
+                    println!("{doc}");
+                    ExitCode::SUCCESS
+                }
+                Ok(doc) => {
+                    print!("{}", operator::status::render(&doc));
+                    ExitCode::SUCCESS
+                }
+                Err(why) => {
+                    eprintln!("berth status: {why}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        OperatorCommand::KeysNew { dir, ed25519 } => {
+            let kind = if ed25519 {
+                KeyKind::Ed25519
+            } else {
+                KeyKind::P256
+            };
+            match operator::keys::new_keys(&dir, kind, options.secret.as_deref()) {
+                Ok(keys) => {
+                    print!("{}", operator::keys::report(&keys));
+                    ExitCode::SUCCESS
+                }
+                Err(why) => {
+                    eprintln!("berth keys new: {why}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
 async fn run(options: Options) -> Result<(), String> {
     // Listening for the stop signals comes first: a SIGTERM while berth
     // starts (an orchestrator changing its mind) must take the graceful
     // path, not the default action that kills the process.
     let mut stop_signals = StopSignals::install();
+    let started = std::time::SystemTime::now();
     let platform = if options.podman { "Podman" } else { "Docker" };
     info!(
         version = AGENT_VERSION,
         "agent running on {platform} platform"
     );
     let engine = DockerSocket::new(options.docker_host.clone(), options.timeouts.connect);
-    let facts = facts::watch_engine_facts(
+    let engine_health = facts::EngineHealth::default();
+    let facts = facts::watch_engine_facts_with(
         engine.clone(),
         options.facts_interval,
         options.timeouts.connect,
+        engine_health.clone(),
     )
     .await;
     let hostname = host_name();
@@ -125,7 +197,7 @@ async fn run(options: Options) -> Result<(), String> {
         Some(name) => engine.own_container(name).await.unwrap_or_default(),
         None => OwnContainer::default(),
     };
-    let advertise = advertise_address(&options, &own_container);
+    let (advertise, _) = berth::advertise::choose(&options, own_container.address);
     if options.edge.update_id != 0 && !options.podman {
         tokio::spawn(agent_update::finish_update(
             EngineCalls::new(engine.clone()),
@@ -215,6 +287,7 @@ async fn run(options: Options) -> Result<(), String> {
             metrics.clone(),
             cluster.as_ref().map(|c| c.membership().clone()),
             server.open_connections(),
+            engine_health.clone(),
         );
         if let Some(mode) = &edge_mode {
             endpoint = endpoint.with_tunnel(mode.gauge.clone());
@@ -236,6 +309,23 @@ async fn run(options: Options) -> Result<(), String> {
     );
     let cluster = cluster.map(|c| c.with_metrics(metrics.clone()));
     let signatures = SignatureGuard::from_secret(options.secret.clone())?;
+    status::serve(
+        status::socket_path(&options.data_path),
+        StatusSources {
+            started,
+            edge,
+            api_address: bound,
+            facts: facts.clone(),
+            engine_health,
+            open_connections: server.open_connections(),
+            signatures: signatures.clone(),
+            secret_mode: options.secret.is_some(),
+            secret_timeout: options.secret_timeout,
+            membership: cluster.as_ref().map(|c| c.membership().clone()),
+            tunnel: edge_mode.as_ref().map(|mode| mode.gauge.clone()),
+            polls: edge_mode.as_ref().map(|mode| mode.polls.clone()),
+        },
+    );
     let agent = Agent::new(
         engine,
         SysfsHostProbe::new(&options.host_root),
@@ -420,20 +510,6 @@ async fn start_cluster(
         "agent running in cluster mode"
     );
     Ok(Some(cluster))
-}
-
-/// AGENT_ADVERTISE_ADDR, else the agent's container address, else the
-/// machine's first non-loopback IPv4, else AGENT_HOST.
-fn advertise_address(options: &Options, own_container: &OwnContainer) -> IpAddr {
-    options
-        .advertise_addr
-        .or(own_container.address)
-        .or_else(|| host::first_non_loopback_ipv4().map(IpAddr::V4))
-        .unwrap_or(if options.host.is_unspecified() {
-            IpAddr::V4(Ipv4Addr::LOCALHOST)
-        } else {
-            options.host
-        })
 }
 
 /// The machine's host name (in a container, by default its ID).

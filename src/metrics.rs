@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use crate::edge::tunnel::TunnelGauge;
+use crate::facts::EngineHealth;
 use berth_domain::cluster::MemberStatus;
 use berth_domain::routing::{DockerDispatch, Route};
 use berth_ports::{full_body, Body, Membership, RequestHandler};
@@ -143,6 +144,7 @@ pub struct MetricsEndpoint<M> {
     metrics: Metrics,
     membership: Option<M>,
     open_connections: Arc<AtomicUsize>,
+    engine: EngineHealth,
     tunnel: Option<TunnelGauge>,
 }
 
@@ -151,11 +153,13 @@ impl<M: Membership> MetricsEndpoint<M> {
         metrics: Metrics,
         membership: Option<M>,
         open_connections: Arc<AtomicUsize>,
+        engine: EngineHealth,
     ) -> Self {
         MetricsEndpoint {
             metrics,
             membership,
             open_connections,
+            engine,
             tunnel: None,
         }
     }
@@ -176,6 +180,9 @@ impl<M: Membership> MetricsEndpoint<M> {
             "berth_open_connections {}",
             self.open_connections.load(Ordering::Relaxed)
         );
+        out.push_str("# HELP berth_engine_up Whether the engine answered its last facts read.\n");
+        out.push_str("# TYPE berth_engine_up gauge\n");
+        let _ = writeln!(out, "berth_engine_up {}", u8::from(self.engine.answers()));
         out.push_str("# HELP berth_cluster_members Cluster members gossip knows, by status.\n");
         out.push_str("# TYPE berth_cluster_members gauge\n");
         if let Some(membership) = &self.membership {

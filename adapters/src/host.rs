@@ -29,6 +29,20 @@ pub fn first_non_loopback_ipv4() -> Option<Ipv4Addr> {
     })
 }
 
+/// Every address of this machine's interfaces, loopback included.
+pub fn local_addresses() -> Vec<IpAddr> {
+    let Ok(networks) = sysinfo::Networks::new_with_refreshed_list() else {
+        return Vec::new();
+    };
+    let mut addresses: Vec<IpAddr> = networks
+        .values()
+        .flat_map(|network| network.ip_networks().iter().map(|n| n.addr))
+        .collect();
+    addresses.sort();
+    addresses.dedup();
+    addresses
+}
+
 /// The `HostProbe` port over sysfs under the host's root mount (`/host` in
 /// the container), with names from the PCI ID database built into berth.
 #[derive(Debug, Clone)]

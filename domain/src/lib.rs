@@ -9,6 +9,7 @@ pub mod aggregate;
 pub mod browse;
 pub mod cluster;
 pub mod dockerhub;
+pub mod doctor;
 pub mod duration;
 pub mod edge;
 pub mod engine;

@@ -42,6 +42,7 @@ use super::async_work::{JobWork, StackWork};
 use super::engine_calls::EngineCalls;
 use super::keys::EdgeKeys;
 use super::poll::PollIdentity;
+use super::poll_record::PollRecord;
 use super::reports::SharedOutbox;
 use crate::facts::FactsReceiver;
 
@@ -78,6 +79,7 @@ pub struct AsyncPoller<A, E, C> {
     failing: Option<String>,
     failures: u32,
     started: Instant,
+    record: PollRecord,
 }
 
 fn millis_since(start: Instant) -> u64 {
@@ -120,7 +122,14 @@ impl<A: PortainerApi, E: DockerEngine, C: KeyStore> AsyncPoller<A, E, C> {
             failing: None,
             failures: 0,
             started: Instant::now(),
+            record: PollRecord::default(),
         }
+    }
+
+    /// Where each poll's outcome is kept for `berth status`.
+    pub fn with_record(mut self, record: PollRecord) -> Self {
+        self.record = record;
+        self
     }
 
     /// Polls until the process ends.
@@ -180,6 +189,7 @@ impl<A: PortainerApi, E: DockerEngine, C: KeyStore> AsyncPoller<A, E, C> {
     }
 
     fn recovered(&mut self) {
+        self.record.record(None);
         if self.failing.take().is_some() {
             info!("async polling works again");
         }
@@ -187,6 +197,7 @@ impl<A: PortainerApi, E: DockerEngine, C: KeyStore> AsyncPoller<A, E, C> {
     }
 
     fn failed(&mut self, why: String) -> Duration {
+        self.record.record(Some(&why));
         if self.failing.as_deref() != Some(why.as_str()) {
             warn!(error = %why, "async polling failed; retrying with backoff");
             self.failing = Some(why);

@@ -29,6 +29,7 @@ pub mod key_page;
 pub mod keys;
 pub mod peer_key;
 pub mod poll;
+pub mod poll_record;
 pub mod reports;
 pub mod stacks;
 pub mod tunnel;

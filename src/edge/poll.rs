@@ -17,6 +17,7 @@ use tokio::sync::watch;
 use tracing::{info, warn};
 
 use super::keys::EdgeKeys;
+use super::poll_record::PollRecord;
 use super::tunnel::TunnelHandle;
 use crate::facts::FactsReceiver;
 
@@ -113,6 +114,7 @@ pub struct Poller<A> {
     /// Each answer, for the jobs and stacks (which may take longer than a
     /// poll interval, so they follow on their own tasks).
     work: watch::Sender<Option<PollWork>>,
+    record: PollRecord,
 }
 
 impl<A: PortainerApi> Poller<A> {
@@ -136,7 +138,14 @@ impl<A: PortainerApi> Poller<A> {
             not_leader_logged: false,
             global: false,
             work: watch::channel(None).0,
+            record: PollRecord::default(),
         }
+    }
+
+    /// Where each poll's outcome is kept for `berth status`.
+    pub fn with_record(mut self, record: PollRecord) -> Self {
+        self.record = record;
+        self
     }
 
     /// Follows the poll answers, for the work they carry.
@@ -177,6 +186,7 @@ impl<A: PortainerApi> Poller<A> {
     }
 
     fn recovered(&mut self) -> Duration {
+        self.record.record(None);
         if self.failing.take().is_some() {
             info!("polling Portainer works again");
         }
@@ -185,6 +195,7 @@ impl<A: PortainerApi> Poller<A> {
     }
 
     fn failed(&mut self, why: String) -> Duration {
+        self.record.record(Some(&why));
         if self.failing.as_deref() != Some(why.as_str()) {
             warn!(error = %why, "polling Portainer failed; retrying with backoff");
             self.failing = Some(why);

@@ -217,3 +217,47 @@ fn the_cli_without_signature_headers_is_refused() {
     );
     std::fs::remove_dir_all(&cli.config).unwrap();
 }
+
+/// `berth keys new` writes what the docker CLI needs: with the agent's
+/// `AGENT_SECRET`, `docker ps` goes through; a key signed over another
+/// message is refused with Portainer's 403.
+#[test]
+fn keys_from_berth_keys_new_let_the_docker_cli_in() {
+    let Some(host) = crate::support::berth_process::engine_host() else {
+        return;
+    };
+    let berth = BerthProcess::start(&[("DOCKER_HOST", &host), ("AGENT_SECRET", "cli-secret")]);
+    let make = |args: &[&str], secret: Option<&str>| {
+        let dir = tempdir().join("keys");
+        let mut command = Command::new(env!("CARGO_BIN_EXE_berth"));
+        command
+            .env_clear()
+            .arg("keys")
+            .arg("new")
+            .args(args)
+            .arg(&dir);
+        if let Some(secret) = secret {
+            command.env("AGENT_SECRET", secret);
+        }
+        let output = command.output().unwrap();
+        assert!(output.status.success(), "{output:?}");
+        let said = String::from_utf8_lossy(&output.stdout).into_owned();
+        assert!(said.contains("pairs with the first key"), "{said}");
+        Cli {
+            host: format!("tcp://{}", berth.addr),
+            config: dir,
+        }
+    };
+    let paired = make(&[], Some("cli-secret"));
+    assert!(paired.ok(&["ps", "-a"], None).contains("CONTAINER ID"));
+    let ed25519 = make(&["--ed25519"], Some("cli-secret"));
+    assert!(ed25519
+        .ok(&["version", "--format", "{{.Server.APIVersion}}"], None)
+        .trim()
+        .starts_with('1'));
+    let other = make(&[], None);
+    let refused = other.run(&["ps"], None);
+    assert!(!refused.status.success());
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(said.contains("Invalid request signature"), "{said}");
+}

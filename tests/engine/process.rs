@@ -422,4 +422,6 @@ async fn metrics_count_requests_on_their_own_unsigned_endpoint() {
         "{answer}"
     );
     assert!(answer.contains("berth_open_connections "), "{answer}");
+    // The socket does not exist: the engine alert's metric says so.
+    assert!(answer.contains("\nberth_engine_up 0\n"), "{answer}");
 }

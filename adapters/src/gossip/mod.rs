@@ -4,6 +4,7 @@
 //! understand.
 
 pub mod memberlist;
+pub mod probe;
 #[cfg(feature = "serf-rs")]
 pub mod serf_rs;
 

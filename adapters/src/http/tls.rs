@@ -86,6 +86,75 @@ impl TlsIdentity {
     }
 }
 
+/// What `berth doctor` shows of a certificate: its names (SANs, else the
+/// common name) and validity, in seconds since the epoch.
+#[derive(Debug, Clone)]
+pub struct CertificateFacts {
+    pub names: Vec<String>,
+    pub not_before: i64,
+    pub not_after: i64,
+}
+
+/// The first certificate of a PEM file, read for [`CertificateFacts`].
+///
+/// # Errors
+/// An unreadable file, no certificate in it, or one that does not parse.
+pub fn certificate_facts(path: &str) -> Result<CertificateFacts, TlsError> {
+    use x509_parser::prelude::{FromDer as _, GeneralName, X509Certificate};
+    let chain = read_certificates(path)?;
+    let (_, certificate) = X509Certificate::from_der(chain[0].as_ref())
+        .map_err(|error| TlsError(format!("{path}: not an X.509 certificate: {error}")))?;
+    let mut names: Vec<String> = certificate
+        .subject_alternative_name()
+        .ok()
+        .flatten()
+        .map(|san| {
+            san.value
+                .general_names
+                .iter()
+                .filter_map(|name| match name {
+                    GeneralName::DNSName(dns) => Some((*dns).to_string()),
+                    GeneralName::IPAddress(bytes) => match bytes.len() {
+                        4 => <[u8; 4]>::try_from(*bytes)
+                            .ok()
+                            .map(|b| IpAddr::from(b).to_string()),
+                        16 => <[u8; 16]>::try_from(*bytes)
+                            .ok()
+                            .map(|b| IpAddr::from(b).to_string()),
+                        _ => None,
+                    },
+                    _ => None,
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    if names.is_empty() {
+        names.extend(
+            certificate
+                .subject()
+                .iter_common_name()
+                .filter_map(|cn| cn.as_str().ok().map(str::to_string)),
+        );
+    }
+    Ok(CertificateFacts {
+        names,
+        not_before: certificate.validity().not_before.timestamp(),
+        not_after: certificate.validity().not_after.timestamp(),
+    })
+}
+
+/// A throwaway self-signed certificate in PEM: the docker CLI's `--tls`
+/// wants a `ca.pem` in its certificate folder even though it verifies
+/// nothing with it.
+///
+/// # Errors
+/// When the certificate cannot be generated.
+pub fn placeholder_ca_pem() -> Result<String, TlsError> {
+    rcgen::generate_simple_self_signed(vec!["berth-placeholder".to_string()])
+        .map(|generated| generated.cert.pem())
+        .map_err(|error| TlsError(format!("cannot generate a certificate: {error}")))
+}
+
 fn read(path: &str) -> Result<Vec<u8>, TlsError> {
     std::fs::read(path).map_err(|error| TlsError(format!("cannot read {path}: {error}")))
 }

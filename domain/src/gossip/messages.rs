@@ -313,6 +313,32 @@ impl Ping {
     }
 }
 
+/// A ping to whichever node listens (`berth doctor`), padded with a field
+/// memberlist does not know and skips, so the packet is `size` bytes long
+/// (or as short as a ping can be): a large one that gets no ack while a
+/// small one does reveals a path that drops big datagrams (an MTU problem).
+pub fn probe_ping(seq: u32, size: usize) -> Vec<u8> {
+    let plain = Message::Ping(Ping {
+        seq,
+        node: String::new(),
+        source: None,
+    })
+    .encode();
+    // The padding field costs its name and a bin32 header: 12 bytes.
+    let pad = size.saturating_sub(plain.len() + 12);
+    if pad == 0 {
+        return plain;
+    }
+    framed(
+        PING,
+        &Value::record(vec![
+            ("SeqNo", Value::uint(seq)),
+            ("Node", Value::str("")),
+            ("Pad", Value::Raw(vec![0; pad])),
+        ]),
+    )
+}
+
 impl Message {
     /// The message with its type byte, ready for a packet or a compound.
     pub fn encode(&self) -> Vec<u8> {
@@ -667,6 +693,26 @@ mod tests {
         let (decoded, errors) = decode_packet(&compound(&parts));
         assert!(errors.is_empty());
         assert_eq!(decoded, messages);
+    }
+
+    #[test]
+    fn a_padded_probe_is_the_size_asked_and_still_a_ping() {
+        for size in [0, 1200, 1400] {
+            let packet = probe_ping(9, size);
+            if size > 0 {
+                assert!(
+                    packet.len().abs_diff(size) <= 8,
+                    "{} for {size}",
+                    packet.len()
+                );
+            }
+            let (messages, errors) = decode_packet(&packet);
+            assert!(errors.is_empty(), "{errors:?}");
+            assert!(matches!(
+                &messages[..],
+                [Message::Ping(Ping { seq: 9, .. })]
+            ));
+        }
     }
 
     #[test]

@@ -10,6 +10,7 @@
 pub mod cache;
 mod keys;
 mod policy;
+pub mod signing;
 
 pub use cache::VerifiedCache;
 pub use keys::{decode_signature, parse_public_key, PublicKey, SignatureError};

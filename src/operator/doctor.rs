@@ -1,0 +1,393 @@
+//! `berth doctor`: probes what the agent depends on, with the options the
+//! agent runs with, and says for each check what is wrong and what to do.
+//! The verdicts are the domain's (`berth_domain::doctor`); this gathers.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use berth_adapters::docker::DockerSocket;
+use berth_adapters::gossip::probe;
+use berth_adapters::host;
+use berth_adapters::http::tls::certificate_facts;
+use berth_adapters::key_file::KeyFile;
+use berth_domain::doctor::{judge_advertise, judge_certificate, judge_peer, Finding, PeerProbe};
+use berth_domain::edge::key::EdgeKey;
+use berth_domain::gossip::keyring::Keyring;
+use berth_domain::options::Options;
+use berth_ports::{DockerEngine as _, KeyStore as _};
+use serde_json::Value;
+
+use crate::operator::status;
+
+/// The bound on each network probe.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Every check, in the order a person would look.
+pub async fn examine(options: &Options) -> Vec<Finding> {
+    let mut findings = Vec::new();
+    let running = status::read(&crate::status::socket_path(&options.data_path)).await;
+    findings.push(match &running {
+        Ok(doc) => Finding::ok(
+            "agent",
+            format!(
+                "running here (pid {}, up {})",
+                doc["pid"],
+                status::duration_text(doc["uptime_seconds"].as_u64().unwrap_or(0))
+            ),
+        ),
+        Err(why) => Finding::warning(
+            "agent",
+            format!("no running agent answers its control socket: {why}"),
+            "run doctor where the agent runs (docker exec <agent> /berth doctor) with the same DATA_PATH; \
+             the checks below still run",
+        ),
+    });
+    let engine = DockerSocket::new(options.docker_host.clone(), options.timeouts.connect);
+    findings.push(check_engine(&engine, options).await);
+    let own = match std::fs::read_to_string("/proc/sys/kernel/hostname") {
+        Ok(name) => engine.own_container(name.trim()).await.unwrap_or_default(),
+        Err(_) => Default::default(),
+    };
+    let (advertise, reason) = crate::advertise::choose(options, own.address);
+    findings.push(judge_advertise(advertise, reason, &host::local_addresses()));
+    findings.extend(check_peers(options).await);
+    findings.push(check_certificate(options));
+    findings.push(check_signatures(options, running.as_ref().ok()));
+    if options.edge.enabled {
+        findings.extend(check_edge(options, running.as_ref().ok()).await);
+    }
+    for (name, root) in [
+        ("volumes root", &options.volumes_root),
+        ("host root", &options.host_root),
+    ] {
+        findings.push(check_root(name, root));
+    }
+    findings
+}
+
+async fn check_engine(engine: &DockerSocket, options: &Options) -> Finding {
+    match tokio::time::timeout(PROBE_TIMEOUT, engine.facts()).await {
+        Ok(Ok(facts)) => {
+            let role = match facts.role.tag() {
+                "" => "standalone".to_string(),
+                role => format!("swarm {role}"),
+            };
+            Finding::ok(
+                "engine",
+                format!("{} answers: node {}, {role}", options.docker_host, facts.node_name),
+            )
+        }
+        Ok(Err(error)) => Finding::failed(
+            "engine",
+            format!("{} does not answer: {error}", options.docker_host),
+            "mount the engine's socket into the agent (-v /var/run/docker.sock:/var/run/docker.sock) \
+             or point DOCKER_HOST at it, and check that the engine runs",
+        ),
+        Err(_) => Finding::failed(
+            "engine",
+            format!("{} took more than {PROBE_TIMEOUT:?} to answer", options.docker_host),
+            "the engine is overloaded or hung: check `systemctl status docker` and its log",
+        ),
+    }
+}
+
+async fn check_peers(options: &Options) -> Vec<Finding> {
+    if options.cluster_seeds.is_empty() {
+        return vec![Finding::ok(
+            "cluster peers",
+            "none configured (AGENT_CLUSTER_ADDR unset): in a swarm service the peers are the service's tasks",
+        )];
+    }
+    let keyring = options
+        .cluster_key
+        .as_ref()
+        .and_then(|key| Keyring::new(vec![key.clone()]).ok());
+    let mut findings = Vec::new();
+    for seed in &options.cluster_seeds {
+        let target = format!("{}:{}", seed.host, seed.port);
+        let addresses: Vec<SocketAddr> =
+            match tokio::time::timeout(PROBE_TIMEOUT, tokio::net::lookup_host(target.as_str()))
+                .await
+            {
+                Ok(Ok(found)) => found.collect(),
+                Ok(Err(error)) => {
+                    findings.push(Finding::failed(
+                        format!("peer {target}"),
+                        format!("the name does not resolve: {error}"),
+                        "fix AGENT_CLUSTER_ADDR, or the DNS the agent uses",
+                    ));
+                    continue;
+                }
+                Err(_) => {
+                    findings.push(Finding::failed(
+                        format!("peer {target}"),
+                        "resolving the name took too long",
+                        "check the DNS the agent uses",
+                    ));
+                    continue;
+                }
+            };
+        for address in addresses {
+            findings.push(judge_peer(&probe_peer(address, keyring.as_ref()).await));
+        }
+    }
+    findings
+}
+
+async fn probe_peer(address: SocketAddr, keyring: Option<&Keyring>) -> PeerProbe {
+    let tcp = probe::tcp(address, PROBE_TIMEOUT).await;
+    let small = probe::udp_ping(address, keyring, 0, PROBE_TIMEOUT)
+        .await
+        .ok()
+        .flatten();
+    let large = match small {
+        Some(_) => probe::udp_ping(address, keyring, probe::LARGE_PACKET, PROBE_TIMEOUT)
+            .await
+            .ok()
+            .flatten(),
+        None => None,
+    };
+    PeerProbe {
+        peer: address.to_string(),
+        tcp,
+        udp_small: small,
+        udp_large: large,
+    }
+}
+
+fn now_seconds() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+fn check_certificate(options: &Options) -> Finding {
+    if options.edge.enabled {
+        return Finding::ok(
+            "api certificate",
+            "none: an Edge agent serves plain HTTP inside its tunnel",
+        );
+    }
+    match &options.ssl_cert {
+        None => Finding::ok(
+            "api certificate",
+            "self-signed, made at each start (SSL_CERT unset); Portainer does not verify it",
+        ),
+        Some(path) => match certificate_facts(path) {
+            Ok(facts) => judge_certificate(
+                &facts.names,
+                facts.not_before,
+                facts.not_after,
+                now_seconds(),
+            ),
+            Err(error) => Finding::failed(
+                "api certificate",
+                error.to_string(),
+                "point SSL_CERT at a readable PEM certificate (and SSL_KEY at its key)",
+            ),
+        },
+    }
+}
+
+fn check_signatures(options: &Options, running: Option<&Value>) -> Finding {
+    if options.edge.enabled {
+        return Finding::ok(
+            "signatures",
+            "Edge mode: requests come through the tunnel, gated by the Edge key",
+        );
+    }
+    if options.secret.is_some() {
+        return Finding::ok(
+            "signatures",
+            "secret mode (AGENT_SECRET set): Portainer must use the same secret",
+        );
+    }
+    let Some(api) = running.map(|doc| &doc["api"]) else {
+        return Finding::ok(
+            "signatures",
+            "default mode: the first Portainer key to connect pairs the agent",
+        );
+    };
+    if api["paired"].as_bool() == Some(true) {
+        return Finding::ok("signatures", "default mode, paired with a Portainer key");
+    }
+    match api["shutdown_in_seconds"].as_u64() {
+        Some(0) => Finding::failed(
+            "signatures",
+            "no Portainer paired in time: the API is closed (security shutdown)",
+            "restart the agent and add the environment in Portainer within AGENT_SECRET_TIMEOUT",
+        ),
+        Some(left) => Finding::warning(
+            "signatures",
+            format!(
+                "not paired yet: the API closes in {} unless a Portainer connects",
+                status::duration_text(left)
+            ),
+            "add this environment in Portainer now, or set AGENT_SECRET on both sides",
+        ),
+        None => Finding::ok("signatures", "default mode, not paired yet"),
+    }
+}
+
+async fn check_edge(options: &Options, running: Option<&Value>) -> Vec<Finding> {
+    let text = match &options.edge.key {
+        Some(key) => Some(key.clone()),
+        None => KeyFile::new(&options.data_path).load().await.ok().flatten(),
+    };
+    let Some(text) = text else {
+        return vec![Finding::warning(
+            "edge key",
+            "no Edge key yet (EDGE_KEY unset and none saved under DATA_PATH)",
+            "set EDGE_KEY from Portainer's environment page, or paste it on the agent's key page",
+        )];
+    };
+    let key = match EdgeKey::parse(&text) {
+        Ok(key) => key,
+        Err(error) => {
+            return vec![Finding::failed(
+                "edge key",
+                format!("the Edge key does not decode: {error}"),
+                "copy the key again from Portainer, whole and without quotes",
+            )]
+        }
+    };
+    let mut findings = vec![Finding::ok(
+        "edge key",
+        format!(
+            "Portainer {}, tunnel server {}, endpoint {}",
+            key.portainer_url,
+            key.tunnel_addr,
+            if key.endpoint_id == 0 {
+                "assigned by Portainer".to_string()
+            } else {
+                key.endpoint_id.to_string()
+            }
+        ),
+    )];
+    let proxy = if key.portainer_url.starts_with("https://") {
+        options
+            .edge
+            .https_proxy
+            .clone()
+            .or_else(|| options.edge.http_proxy.clone())
+    } else {
+        options.edge.http_proxy.clone()
+    };
+    findings.push(reach("portainer", &key.portainer_url, proxy.as_deref()).await);
+    findings.push(
+        reach(
+            "tunnel server",
+            &format!("tcp://{}", key.tunnel_addr),
+            proxy.as_deref(),
+        )
+        .await,
+    );
+    if let Some(poll) = running.and_then(|doc| doc["edge"]["last_poll"].as_object()) {
+        findings.push(match poll.get("error").and_then(Value::as_str) {
+            None => Finding::ok("last poll", "succeeded"),
+            Some(error) => Finding::failed(
+                "last poll",
+                error.to_string(),
+                "see the checks above; a 403 means Portainer does not know this Edge ID or key",
+            ),
+        });
+    }
+    findings
+}
+
+/// A TCP connection to the URL's host and port, or to the proxy that
+/// carries it.
+async fn reach(check: &str, url: &str, proxy: Option<&str>) -> Finding {
+    let target = match host_port(url) {
+        Some(target) => target,
+        None => {
+            return Finding::failed(
+                check,
+                format!("{url} names no host"),
+                "fix the URL in the Edge key or options",
+            )
+        }
+    };
+    let (via, connect_to) = match proxy.and_then(host_port) {
+        Some(proxy) => (format!(" through the proxy {proxy}"), proxy),
+        None => (String::new(), target.clone()),
+    };
+    let reached = async {
+        let address = tokio::net::lookup_host(connect_to.as_str())
+            .await?
+            .next()
+            .ok_or_else(|| std::io::Error::other("no address"))?;
+        tokio::net::TcpStream::connect(address).await.map(|_| ())
+    };
+    match tokio::time::timeout(PROBE_TIMEOUT, reached).await {
+        Ok(Ok(())) => Finding::ok(check, format!("{target} reachable{via}")),
+        Ok(Err(error)) => Finding::failed(
+            check,
+            format!("{target} unreachable{via}: {error}"),
+            "check that Portainer runs and listens there, the firewall between, and HTTPS_PROXY/HTTP_PROXY/NO_PROXY",
+        ),
+        Err(_) => Finding::failed(
+            check,
+            format!("{target}{via}: no answer within {PROBE_TIMEOUT:?}"),
+            "a firewall drops the traffic, or a proxy is needed (HTTPS_PROXY)",
+        ),
+    }
+}
+
+/// `host:port` of a URL, with the scheme's default port.
+fn host_port(url: &str) -> Option<String> {
+    let uri: http::Uri = url.parse().ok()?;
+    let host = uri.host()?;
+    let port = uri.port_u16().unwrap_or(match uri.scheme_str() {
+        Some("https") => 443,
+        _ => 80,
+    });
+    Some(if host.contains(':') && !host.starts_with('[') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    })
+}
+
+fn check_root(name: &str, root: &str) -> Finding {
+    match std::fs::read_dir(Path::new(root)) {
+        Ok(_) => Finding::ok(name, format!("{root} present and readable")),
+        Err(error) => Finding::warning(
+            name,
+            format!("{root}: {error}"),
+            format!(
+                "mount it into the agent container if Portainer should browse it (-v ...:{root})"
+            ),
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_give_their_host_and_default_port() {
+        assert_eq!(
+            host_port("https://portainer.example").as_deref(),
+            Some("portainer.example:443")
+        );
+        assert_eq!(
+            host_port("http://10.0.0.1:9000/x").as_deref(),
+            Some("10.0.0.1:9000")
+        );
+        assert_eq!(
+            host_port("tcp://127.0.0.1:8000").as_deref(),
+            Some("127.0.0.1:8000")
+        );
+        assert_eq!(host_port("not a url"), None);
+    }
+
+    #[test]
+    fn a_missing_root_is_a_warning_with_the_mount_to_add() {
+        let finding = check_root("host root", "/nonexistent-berth-root");
+        assert_eq!(finding.verdict, berth_domain::doctor::Verdict::Warning);
+        assert!(finding.fix.unwrap().contains("/nonexistent-berth-root"));
+    }
+}

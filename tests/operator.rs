@@ -1,0 +1,290 @@
+//! The operator's commands run as a person runs them, against a real
+//! agent: `berth status` through the control socket, and `berth doctor`
+//! with each failure made real (a dead engine, a wrong advertise address,
+//! a Portainer that refuses, UDP blocked and large datagrams dropped by
+//! nftables rules inside a network namespace this test creates).
+
+mod support;
+
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use berth_domain::edge::key::EdgeKey;
+use serde_json::Value;
+use support::berth_process::{engine_host, free_port, BerthProcess};
+use support::client::Target;
+use support::unique::unique;
+
+fn berth(env: &[(&str, &str)], args: &[&str]) -> Output {
+    berth_in(None, env, args)
+}
+
+/// Runs the berth binary with only `env`, in the network namespace
+/// `netns` when given, bounded in time.
+fn berth_in(netns: Option<&str>, env: &[(&str, &str)], args: &[&str]) -> Output {
+    let mut command = Command::new("timeout");
+    command.arg("60");
+    if let Some(netns) = netns {
+        command.args(["/usr/bin/nsenter", &format!("--net={netns}"), "--"]);
+    }
+    command
+        .arg(env!("CARGO_BIN_EXE_berth"))
+        .args(args)
+        .env_clear()
+        .envs(env.iter().copied());
+    command.output().expect("run berth")
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(unique(name));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn status_json(data: &Path) -> Value {
+    let data = data.to_str().unwrap();
+    let output = berth(&[("DATA_PATH", data)], &["status", "--json"]);
+    assert!(output.status.success(), "{output:?}");
+    serde_json::from_slice(&output.stdout).expect("a JSON status")
+}
+
+#[tokio::test]
+async fn status_shows_the_running_agent_its_cluster_and_its_pairing() {
+    let data = temp_dir("status");
+    let gossip = free_port().to_string();
+    let seed = format!("127.0.0.1:{gossip}");
+    let real_engine = engine_host();
+    let engine = real_engine
+        .clone()
+        .unwrap_or_else(|| "unix:///nonexistent/docker.sock".into());
+    let agent = BerthProcess::start(&[
+        ("DOCKER_HOST", &engine),
+        ("DATA_PATH", data.to_str().unwrap()),
+        ("AGENT_CLUSTER_PORT", &gossip),
+        ("AGENT_CLUSTER_ADDR", &seed),
+        ("AGENT_ADVERTISE_ADDR", "127.0.0.1"),
+    ]);
+    assert!(agent.logged_within("serving berth status", Duration::from_secs(10)));
+    let socket = data.join("berth.sock");
+    let mode = std::fs::metadata(&socket).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "only root may read the control socket");
+
+    let doc = status_json(&data);
+    assert_eq!(doc["mode"], "standard");
+    assert_eq!(doc["engine"]["reachable"], real_engine.is_some(), "{doc}");
+    assert_eq!(doc["pid"], agent.pid());
+    assert_eq!(doc["api"]["address"], agent.addr.to_string());
+    assert_eq!(doc["api"]["paired"], false);
+    assert!(doc["api"]["shutdown_in_seconds"].as_u64().unwrap() > 0);
+    let members = doc["cluster"]["members"].as_array().unwrap();
+    assert_eq!(members.len(), 1, "{doc}");
+    assert_eq!(members[0]["status"], "alive");
+    assert_eq!(members[0]["address"], "127.0.0.1");
+    assert_eq!(members[0]["agent_port"], agent.addr.port());
+
+    // A signed request pairs the agent, and status says so.
+    Target::Berth(agent.addr).fetch("GET", "/ping", "").await;
+    Target::Berth(agent.addr).fetch("GET", "/agents", "").await;
+    let doc = status_json(&data);
+    assert_eq!(doc["api"]["paired"], true, "{doc}");
+    assert!(doc["api"]["shutdown_in_seconds"].is_null());
+
+    let text = berth(&[("DATA_PATH", data.to_str().unwrap())], &["status"]);
+    let text = stdout(&text);
+    assert!(text.contains("paired with a Portainer key"), "{text}");
+    assert!(text.contains("1 member, 1 alive"), "{text}");
+
+    drop(agent);
+    let gone = berth(&[("DATA_PATH", data.to_str().unwrap())], &["status"]);
+    assert!(!gone.status.success());
+    assert!(
+        String::from_utf8_lossy(&gone.stderr).contains("no agent answers"),
+        "{gone:?}"
+    );
+    let _ = std::fs::remove_dir_all(data);
+}
+
+#[test]
+fn doctor_names_a_dead_engine_a_wrong_advertise_address_and_a_refusing_portainer() {
+    let data = temp_dir("doctor");
+    // Two loopback ports that were free a moment ago: nothing listens.
+    let (portainer, tunnel) = (free_port(), free_port());
+    let key = EdgeKey {
+        portainer_url: format!("http://127.0.0.1:{portainer}"),
+        tunnel_addr: format!("127.0.0.1:{tunnel}"),
+        fingerprint: "SHA256:x".into(),
+        endpoint_id: 3,
+    }
+    .encode();
+    let output = berth(
+        &[
+            ("DATA_PATH", data.to_str().unwrap()),
+            ("DOCKER_HOST", "unix:///nonexistent/docker.sock"),
+            // TEST-NET-2: on no machine's interface; doctor sends it nothing.
+            ("AGENT_ADVERTISE_ADDR", "198.51.100.77"),
+            ("EDGE", "1"),
+            ("EDGE_ID", "doctor-test"),
+            ("EDGE_KEY", &key),
+        ],
+        &["doctor"],
+    );
+    let report = stdout(&output);
+    assert_eq!(output.status.code(), Some(1), "{report}");
+    for line in [
+        "FAILED  engine",
+        "FAILED  advertise address  198.51.100.77 (set by AGENT_ADVERTISE_ADDR) is not an address of this machine",
+        "FAILED  portainer",
+        "FAILED  tunnel server",
+        "ok      edge key",
+        "warning agent",
+    ] {
+        assert!(report.contains(line), "no {line:?} in\n{report}");
+    }
+    assert!(
+        report.contains(&format!("127.0.0.1:{portainer} unreachable")),
+        "{report}"
+    );
+    assert!(
+        report.contains("fix: mount the engine's socket"),
+        "{report}"
+    );
+    let _ = std::fs::remove_dir_all(data);
+}
+
+/// Two network namespaces joined by a veth pair, removed (with the
+/// nftables rules inside them) when dropped.
+struct Pair {
+    names: [String; 2],
+}
+
+impl Pair {
+    fn new() -> Pair {
+        let id = std::process::id();
+        let pair = Pair {
+            names: [format!("bda{id}"), format!("bdb{id}")],
+        };
+        let (a, b) = (&pair.names[0], &pair.names[1]);
+        let subnet = id % 200 + 20;
+        for args in [
+            vec!["netns", "add", a],
+            vec!["netns", "add", b],
+            vec![
+                "link", "add", "vda", "netns", a, "type", "veth", "peer", "name", "vdb", "netns", b,
+            ],
+        ] {
+            ip(&args);
+        }
+        for (n, name, link) in [(1, a, "vda"), (2, b, "vdb")] {
+            let address = format!("10.233.{subnet}.{n}/24");
+            ip(&["-n", name, "addr", "add", &address, "dev", link]);
+            ip(&["-n", name, "link", "set", link, "up"]);
+            ip(&["-n", name, "link", "set", "lo", "up"]);
+        }
+        pair
+    }
+
+    fn address(&self, n: u8) -> std::net::IpAddr {
+        let subnet = (std::process::id() % 200 + 20) as u8;
+        std::net::Ipv4Addr::new(10, 233, subnet, n).into()
+    }
+
+    fn netns(&self, n: usize) -> String {
+        format!("/run/netns/{}", self.names[n])
+    }
+
+    /// Replaces the first namespace's input filter with `rule`.
+    fn filter(&self, rule: &str) {
+        let script = format!(
+            "flush ruleset\ntable inet doctor {{\n chain input {{ type filter hook input priority 0; {rule} }}\n}}\n"
+        );
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", &self.names[0], "nft", "-f", "-"])
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .expect("run nft");
+        use std::io::Write as _;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(script.as_bytes())
+            .unwrap();
+        assert!(child.wait().unwrap().success(), "nft {rule}");
+    }
+}
+
+impl Drop for Pair {
+    fn drop(&mut self) {
+        for name in &self.names {
+            let _ = Command::new("ip").args(["netns", "delete", name]).status();
+        }
+    }
+}
+
+fn ip(args: &[&str]) {
+    let status = Command::new("ip").args(args).status().expect("run ip");
+    assert!(status.success(), "ip {args:?}");
+}
+
+#[test]
+fn doctor_tells_a_udp_block_and_dropped_large_datagrams_from_a_healthy_path() {
+    if std::env::var("BERTH_SKIP_ENGINE_TESTS").is_ok_and(|v| v == "1") {
+        eprintln!(
+            "BERTH_SKIP_ENGINE_TESTS=1: skipping a test that needs network namespaces and nftables"
+        );
+        return;
+    }
+    assert!(
+        Path::new("/usr/sbin/nft").exists(),
+        "this test needs nftables (scripts/test installs it)"
+    );
+    let pair = Pair::new();
+    let peer = pair.address(1);
+    let seed = format!("{peer}:7946");
+    let _agent = BerthProcess::start_in_netns(
+        &pair.netns(0),
+        peer,
+        &[
+            ("DOCKER_HOST", "unix:///nonexistent/docker.sock"),
+            ("AGENT_CLUSTER_ADDR", &seed),
+            ("AGENT_ADVERTISE_ADDR", &peer.to_string()),
+        ],
+    );
+    let doctor = || {
+        let output = berth_in(
+            Some(&pair.netns(1)),
+            &[
+                ("DOCKER_HOST", "unix:///nonexistent/docker.sock"),
+                ("AGENT_CLUSTER_ADDR", &seed),
+            ],
+            &["doctor"],
+        );
+        let report = stdout(&output);
+        report
+            .lines()
+            .find(|line| line.contains(&format!("peer {seed}")))
+            .unwrap_or_else(|| panic!("no peer line in\n{report}"))
+            .to_string()
+    };
+    let healthy = doctor();
+    assert!(
+        healthy.starts_with("ok") && healthy.contains("large packets too"),
+        "{healthy}"
+    );
+
+    pair.filter("udp dport 7946 drop;");
+    let blocked = doctor();
+    assert!(blocked.contains("UDP is blocked"), "{blocked}");
+
+    // What an overlay with a smaller MTU does to memberlist's 1400-byte
+    // packets, made with a length rule since a local MTU would fragment.
+    pair.filter("udp dport 7946 meta length > 1200 drop;");
+    let large = doctor();
+    assert!(large.contains("large ones (1400 bytes) are not"), "{large}");
+}
