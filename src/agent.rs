@@ -10,7 +10,10 @@ use berth_domain::engine::EngineFacts;
 use berth_domain::error::AgentError;
 use berth_domain::headers::{REQUEST_HOP, REQUEST_MANAGER_OPERATION, REQUEST_TARGET};
 use berth_domain::routing::{self, DockerDispatch, LocalView, RequestHead, Route, WebsocketKind};
-use berth_ports::{Body, DockerEngine, Files, HostProbe, Membership, PeerAgents, RequestHandler};
+use berth_ports::{
+    Body, DockerEngine, Files, HostProbe, Membership, PeerAgents, RequestHandler,
+    VerifiedClientCertificate,
+};
 use http::{HeaderMap, Method, Request, Response};
 use tracing::{debug, warn};
 
@@ -35,6 +38,9 @@ pub struct Agent<E, M, P, H, F> {
     metrics: Metrics,
     edge: Option<EdgeGate>,
     dockerhub: Option<Arc<dyn LimitsProbe>>,
+    /// `AGENT_CLIENT_CERT_AUTH`: a verified client certificate stands in
+    /// for a signature.
+    certificates_authorise: bool,
 }
 
 /// A `POST /v2/dockerhub` body is a few credentials.
@@ -59,6 +65,7 @@ impl<E: DockerEngine, M: Membership, P: PeerAgents, H: HostProbe, F: Files> Agen
             metrics: Metrics::default(),
             edge: None,
             dockerhub: None,
+            certificates_authorise: false,
         }
     }
 
@@ -77,6 +84,14 @@ impl<E: DockerEngine, M: Membership, P: PeerAgents, H: HostProbe, F: Files> Agen
     /// Counts requests in `metrics` (the `METRICS_ADDR` endpoint shows them).
     pub fn with_metrics(mut self, metrics: Metrics) -> Self {
         self.metrics = metrics;
+        self
+    }
+
+    /// `AGENT_CLIENT_CERT_AUTH=1`: requests on a connection whose client
+    /// certificate the server's CA verified need no signature (they pair
+    /// nothing); every other request still does.
+    pub fn with_client_certificates(mut self) -> Self {
+        self.certificates_authorise = true;
         self
     }
 
@@ -200,7 +215,12 @@ impl<E: DockerEngine, M: Membership, P: PeerAgents, H: HostProbe, F: Files> Agen
             .edge
             .as_ref()
             .is_some_and(|gate| gate.is_peer_key_request(&request));
-        if route != Route::Ping && !peer_key_request {
+        let certified = self.certificates_authorise
+            && request
+                .extensions()
+                .get::<VerifiedClientCertificate>()
+                .is_some();
+        if route != Route::Ping && !peer_key_request && !certified {
             if let Err(refused) = self.signatures.authorize(request.headers()) {
                 return (Some(route), Err(refused));
             }

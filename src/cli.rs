@@ -40,6 +40,12 @@ pub enum OperatorCommand {
         dir: std::path::PathBuf,
         ed25519: bool,
     },
+    KeysClientCert {
+        dir: std::path::PathBuf,
+        ca_cert: String,
+        ca_key: String,
+        name: String,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -102,6 +108,37 @@ pub fn command() -> Command {
                                 .required(true)
                                 .value_parser(clap::value_parser!(std::path::PathBuf))
                                 .help("Where to write config.json, signing-key.pem and ca.pem"),
+                        ),
+                )
+                .subcommand(
+                    Command::new("client-cert")
+                        .about(
+                            "Issues a client certificate from the SSL_CACERT CA for docker's own tools \
+                             (agents with AGENT_CLIENT_CERT_AUTH=1 take it instead of a signature)",
+                        )
+                        .arg(
+                            Arg::new("ca-cert")
+                                .long("ca-cert")
+                                .required(true)
+                                .help("The CA certificate (PEM)"),
+                        )
+                        .arg(
+                            Arg::new("ca-key")
+                                .long("ca-key")
+                                .required(true)
+                                .help("The CA's private key (PKCS#8 PEM)"),
+                        )
+                        .arg(
+                            Arg::new("name")
+                                .long("name")
+                                .default_value("berth-client")
+                                .help("The certificate's common name"),
+                        )
+                        .arg(
+                            Arg::new("dir")
+                                .required(true)
+                                .value_parser(clap::value_parser!(std::path::PathBuf))
+                                .help("Where to write cert.pem, key.pem and ca.pem"),
                         ),
                 ),
         )
@@ -196,6 +233,21 @@ where
                 },
                 options,
             ),
+            Some(("client-cert", cert)) => {
+                let text = |id: &str| cert.get_one::<String>(id).cloned().unwrap_or_default();
+                Invocation::Operator(
+                    OperatorCommand::KeysClientCert {
+                        dir: cert
+                            .get_one::<std::path::PathBuf>("dir")
+                            .cloned()
+                            .unwrap_or_default(),
+                        ca_cert: text("ca-cert"),
+                        ca_key: text("ca-key"),
+                        name: text("name"),
+                    },
+                    options,
+                )
+            }
             _ => Invocation::Run(options),
         },
         _ => Invocation::Run(options),

@@ -152,6 +152,21 @@ fn operator_command(command: OperatorCommand, options: &Options) -> ExitCode {
                 }
             }
         }
+        OperatorCommand::KeysClientCert {
+            dir,
+            ca_cert,
+            ca_key,
+            name,
+        } => match operator::keys::client_certificate(&dir, &ca_cert, &ca_key, &name) {
+            Ok(report) => {
+                print!("{report}");
+                ExitCode::SUCCESS
+            }
+            Err(why) => {
+                eprintln!("berth keys client-cert: {why}");
+                ExitCode::FAILURE
+            }
+        },
         OperatorCommand::KeysNew { dir, ed25519 } => {
             let kind = if ed25519 {
                 KeyKind::Ed25519
@@ -211,8 +226,12 @@ async fn run(options: Options) -> Result<(), String> {
         _ => TlsIdentity::self_signed(hostname.as_deref(), &[advertise, options.host]),
     }
     .map_err(|error| error.to_string())?;
-    let tls_config = tls::server_config(&identity, options.ssl_ca.as_deref())
-        .map_err(|error| error.to_string())?;
+    let tls_config = tls::server_config_with(
+        &identity,
+        options.ssl_ca.as_deref(),
+        options.client_cert_auth,
+    )
+    .map_err(|error| error.to_string())?;
 
     let limits = ServerLimits {
         header_timeout: options.timeouts.header,
@@ -338,6 +357,11 @@ async fn run(options: Options) -> Result<(), String> {
     let agent = match dockerhub_probe(&options) {
         Some(probe) => agent.with_dockerhub(probe),
         None => agent,
+    };
+    let agent = if options.client_cert_auth {
+        agent.with_client_certificates()
+    } else {
+        agent
     };
     let agent = match edge_mode {
         Some(mode) => agent.with_edge(mode.gate),

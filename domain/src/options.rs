@@ -170,6 +170,13 @@ pub const OPTION_SPECS: &[OptionSpec] = &[
         "PEM CA certificate: when set, clients must present a certificate it signed (mutual TLS) (berth)",
     ),
     spec(
+        "AGENT_CLIENT_CERT_AUTH",
+        "client-cert-auth",
+        K::Flag,
+        Some("false"),
+        "With SSL_CACERT: a client certificate from that CA authorises its requests without a signature; clients without one may connect and must sign (berth)",
+    ),
+    spec(
         "METRICS_ADDR",
         "metrics-addr",
         K::SocketAddress,
@@ -682,6 +689,9 @@ pub struct Options {
     pub ssl_key: Option<String>,
     /// Mutual TLS: the CA that client certificates must chain to.
     pub ssl_ca: Option<String>,
+    /// With `ssl_ca`: a verified client certificate stands in for a
+    /// signature, and clients without one may connect (and must sign).
+    pub client_cert_auth: bool,
     /// Where the Prometheus endpoint listens; off when `None`.
     pub metrics_addr: Option<SocketAddr>,
     /// Where the registry credential lookup listens (loopback only: it
@@ -968,6 +978,7 @@ impl Options {
             ssl_cert: r.optional_text("SSL_CERT"),
             ssl_key: r.optional_text("SSL_KEY"),
             ssl_ca: r.optional_text("SSL_CACERT"),
+            client_cert_auth: r.flag("AGENT_CLIENT_CERT_AUTH")?,
             metrics_addr: r.parsed("METRICS_ADDR", EXPECT_SOCKET_ADDRESS, |v| {
                 v.parse::<SocketAddr>().ok()
             })?,
@@ -1081,6 +1092,13 @@ impl Options {
                 "SSL_CERT",
                 "",
                 "a certificate file (and SSL_KEY), since SSL_CACERT is set: clients check the agent too",
+            ));
+        }
+        if self.client_cert_auth && self.ssl_ca.is_none() {
+            return Err(pair_error(
+                "SSL_CACERT",
+                "",
+                "the CA whose client certificates authorise, since AGENT_CLIENT_CERT_AUTH is set",
             ));
         }
         Ok(())
@@ -1288,6 +1306,20 @@ mod tests {
         let mutual =
             check(&[("SSL_CERT", "/c"), ("SSL_KEY", "/k"), ("SSL_CACERT", "/ca")]).unwrap();
         assert_eq!(mutual.ssl_ca.as_deref(), Some("/ca"));
+        assert!(!mutual.client_cert_auth);
+        let alone = check(&[
+            ("SSL_CERT", "/c"),
+            ("SSL_KEY", "/k"),
+            ("AGENT_CLIENT_CERT_AUTH", "1"),
+        ]);
+        assert_eq!(alone.unwrap_err().env, "SSL_CACERT");
+        let certs = check(&[
+            ("SSL_CERT", "/c"),
+            ("SSL_KEY", "/k"),
+            ("SSL_CACERT", "/ca"),
+            ("AGENT_CLIENT_CERT_AUTH", "true"),
+        ]);
+        assert!(certs.unwrap().client_cert_auth);
     }
 
     #[test]

@@ -30,7 +30,7 @@ pub use key_store::{KeyStore, KeyStoreError};
 pub use membership::{Membership, MembershipError};
 pub use peer_agents::{PeerAgents, PeerError};
 pub use portainer_api::{EdgeAnswer, EdgeCall, PortainerApi, PortainerError};
-pub use request_handler::RequestHandler;
+pub use request_handler::{RequestHandler, VerifiedClientCertificate};
 pub use scheduler::{JobRun, Scheduler, SchedulerError};
 pub use script_host::{ScriptError, ScriptHost, ScriptOutcome};
 pub use tunnel_client::{OpenTunnel, TunnelClient, TunnelError, TunnelSpec};

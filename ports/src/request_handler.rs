@@ -16,3 +16,9 @@ pub trait RequestHandler: Clone + Send + Sync + 'static {
         peer: SocketAddr,
     ) -> impl Future<Output = Response<Body>> + Send;
 }
+
+/// A request extension: the connection presented a client certificate
+/// that the server's CA verified during the TLS handshake (a handshake
+/// with a certificate that does not verify never gets this far).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VerifiedClientCertificate;

@@ -197,10 +197,17 @@ fn check_signatures(options: &Options, running: Option<&Value>) -> Finding {
             "Edge mode: requests come through the tunnel, gated by the Edge key",
         );
     }
+    let certificates = if options.client_cert_auth {
+        "; client certificates from SSL_CACERT authorise without a signature"
+    } else {
+        ""
+    };
     if options.secret.is_some() {
         return Finding::ok(
             "signatures",
-            "secret mode (AGENT_SECRET set): Portainer must use the same secret",
+            format!(
+                "secret mode (AGENT_SECRET set): Portainer must use the same secret{certificates}"
+            ),
         );
     }
     let Some(api) = running.map(|doc| &doc["api"]) else {
@@ -210,7 +217,10 @@ fn check_signatures(options: &Options, running: Option<&Value>) -> Finding {
         );
     };
     if api["paired"].as_bool() == Some(true) {
-        return Finding::ok("signatures", "default mode, paired with a Portainer key");
+        return Finding::ok(
+            "signatures",
+            format!("default mode, paired with a Portainer key{certificates}"),
+        );
     }
     match api["shutdown_in_seconds"].as_u64() {
         Some(0) => Finding::failed(

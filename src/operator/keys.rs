@@ -109,6 +109,71 @@ pub fn report(keys: &NewKeys) -> String {
     )
 }
 
+/// `berth keys client-cert`: a client certificate from the agent's
+/// `SSL_CACERT` CA, written as the docker CLI and docker-py read them from
+/// `DOCKER_CERT_PATH`: `cert.pem`, `key.pem` (0600) and the CA as `ca.pem`.
+///
+/// # Errors
+/// A `key.pem` already in `dir` (never overwritten), or what issuing
+/// refuses (see `issue_client_certificate`).
+pub fn client_certificate(
+    dir: &Path,
+    ca_cert: &str,
+    ca_key: &str,
+    name: &str,
+) -> Result<String, String> {
+    let key_path = dir.join("key.pem");
+    if key_path.exists() {
+        return Err(format!(
+            "{} already exists: berth keys client-cert never replaces a key; choose another folder",
+            key_path.display()
+        ));
+    }
+    let issued = berth_adapters::http::tls::issue_client_certificate(
+        ca_cert,
+        ca_key,
+        name,
+        civil_date(std::time::SystemTime::now()),
+    )
+    .map_err(|error| error.to_string())?;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .create(dir)
+        .map_err(|error| format!("cannot create {}: {error}", dir.display()))?;
+    write_new(&key_path, issued.key_pem.as_bytes(), 0o600)?;
+    write_replacing(
+        &dir.join("cert.pem"),
+        issued.certificate_pem.as_bytes(),
+        0o644,
+    )?;
+    write_replacing(&dir.join("ca.pem"), issued.ca_pem.as_bytes(), 0o644)?;
+    let dir = dir.display();
+    Ok(format!(
+        "wrote {dir}/cert.pem (a client certificate for {name:?}, valid for a year), {dir}/key.pem (0600) and {dir}/ca.pem\n\
+         an agent started with SSL_CACERT={ca_cert} and AGENT_CLIENT_CERT_AUTH=1 takes it instead of a signature:\n  \
+         DOCKER_CERT_PATH={dir} docker -H tcp://HOST:9001 --tlsverify ps\n\
+         (--tlsverify checks the agent's certificate against the same CA: start the agent with an SSL_CERT it issued)\n",
+    ))
+}
+
+/// (year, month, day) of `at` in UTC.
+pub fn civil_date(at: std::time::SystemTime) -> (i32, u8, u8) {
+    let days = at
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() / 86_400) as i64;
+    // Howard Hinnant's days-to-civil, for the proleptic Gregorian calendar.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u8;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u8;
+    let year = (yoe + era * 400 + i64::from(month <= 2)) as i32;
+    (year, month, day)
+}
+
 fn read_config(path: &Path) -> Result<serde_json::Map<String, serde_json::Value>, String> {
     match std::fs::read(path) {
         Ok(bytes) => match serde_json::from_slice(&bytes) {
@@ -211,6 +276,14 @@ mod tests {
         assert!(again.contains("never replaces"), "{again}");
         assert_eq!(std::fs::read(dir.join(SIGNING_KEY_FILE)).unwrap(), before);
         std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn civil_dates_of_known_days() {
+        let day = |d: u64| std::time::UNIX_EPOCH + std::time::Duration::from_secs(d * 86_400);
+        assert_eq!(civil_date(day(0)), (1970, 1, 1));
+        assert_eq!(civil_date(day(11_016)), (2000, 2, 29));
+        assert_eq!(civil_date(day(20_788)), (2026, 12, 1));
     }
 
     #[test]

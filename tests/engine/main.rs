@@ -7,6 +7,7 @@ mod support;
 
 mod api;
 mod browse;
+mod client_certs;
 mod cluster;
 mod console;
 mod docker_cli;

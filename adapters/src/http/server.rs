@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use berth_ports::RequestHandler;
+use berth_ports::{RequestHandler, VerifiedClientCertificate};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
@@ -220,19 +220,36 @@ impl Connection {
         let activity = Activity::new();
         let watched = Watched::new(stream, Arc::clone(&activity));
         let Some(acceptor) = self.acceptor.clone() else {
-            return self.serve_http(watched, peer, handler, activity).await;
+            return self
+                .serve_http(watched, peer, handler, activity, false)
+                .await;
         };
         let handshake = acceptor.accept(watched);
         match tokio::time::timeout(self.limits.header_timeout, handshake).await {
-            Ok(Ok(tls)) => self.serve_http(tls, peer, handler, activity).await,
+            Ok(Ok(tls)) => {
+                // rustls keeps a client's certificates only once they verified.
+                let certified = tls
+                    .get_ref()
+                    .1
+                    .peer_certificates()
+                    .is_some_and(|chain| !chain.is_empty());
+                self.serve_http(tls, peer, handler, activity, certified)
+                    .await;
+            }
             // Probes and port scanners end handshakes all the time: not worth a warning.
             Ok(Err(error)) => debug!(%peer, %error, "TLS handshake failed"),
             Err(_) => debug!(%peer, "TLS handshake timed out"),
         }
     }
 
-    async fn serve_http<I, H>(self, io: I, peer: SocketAddr, handler: H, activity: Arc<Activity>)
-    where
+    async fn serve_http<I, H>(
+        self,
+        io: I,
+        peer: SocketAddr,
+        handler: H,
+        activity: Arc<Activity>,
+        certified: bool,
+    ) where
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
         H: RequestHandler,
     {
@@ -241,7 +258,10 @@ impl Connection {
             let handler = handler.clone();
             let in_flight = service_activity.request_started();
             async move {
-                let request = request.map(|body| body.map_err(Into::into).boxed_unsync());
+                let mut request = request.map(|body| body.map_err(Into::into).boxed_unsync());
+                if certified {
+                    request.extensions_mut().insert(VerifiedClientCertificate);
+                }
                 let response = handler.handle(request, peer).await;
                 let response = response.map(|body| TrackedBody::new(body, in_flight));
                 Ok::<_, Infallible>(response)

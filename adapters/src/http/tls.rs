@@ -143,6 +143,83 @@ pub fn certificate_facts(path: &str) -> Result<CertificateFacts, TlsError> {
     })
 }
 
+/// A client certificate and its key, issued by a CA, in PEM.
+pub struct IssuedClientCertificate {
+    pub certificate_pem: String,
+    pub key_pem: String,
+    pub ca_pem: String,
+}
+
+/// Issues a client certificate (extended key usage clientAuth, common name
+/// `name`) from the CA at `ca_cert_path` with its PKCS#8 key at
+/// `ca_key_path`, valid from `today` (year, month, day) for a year.
+///
+/// # Errors
+/// Unreadable files, a certificate or key that does not parse, or a key
+/// that is not the certificate's.
+pub fn issue_client_certificate(
+    ca_cert_path: &str,
+    ca_key_path: &str,
+    name: &str,
+    today: (i32, u8, u8),
+) -> Result<IssuedClientCertificate, TlsError> {
+    let text = |path: &str| {
+        String::from_utf8(read(path)?).map_err(|_| TlsError(format!("{path} is not PEM text")))
+    };
+    let (ca_pem, ca_key_pem) = (text(ca_cert_path)?, text(ca_key_path)?);
+    let ca_key = rcgen::KeyPair::from_pem(&ca_key_pem).map_err(|error| {
+        TlsError(format!(
+            "{ca_key_path} is not a PKCS#8 PEM private key: {error}"
+        ))
+    })?;
+    let issuer = rcgen::Issuer::from_ca_cert_pem(&ca_pem, ca_key).map_err(|error| {
+        TlsError(format!(
+            "{ca_cert_path} is not a usable CA certificate: {error}"
+        ))
+    })?;
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new())
+        .map_err(|error| TlsError(error.to_string()))?;
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, name);
+    params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+    params.key_usages = vec![rcgen::KeyUsagePurpose::DigitalSignature];
+    let (year, month, day) = today;
+    params.not_before = rcgen::date_time_ymd(year, month, day);
+    // 28 at most, so a year on is a real date.
+    params.not_after = rcgen::date_time_ymd(year + 1, month, day.min(28));
+    let key = rcgen::KeyPair::generate().map_err(|error| TlsError(error.to_string()))?;
+    let certificate = params
+        .signed_by(&key, &issuer)
+        .map_err(|error| TlsError(format!("cannot sign with {ca_key_path}: {error}")))?;
+    // The issued certificate must verify against the CA: a key that is not
+    // the CA certificate's signs one nobody accepts.
+    let roots = {
+        let mut roots = RootCertStore::empty();
+        for ca in read_certificates(ca_cert_path)? {
+            roots
+                .add(ca)
+                .map_err(|error| TlsError(format!("{ca_cert_path}: {error}")))?;
+        }
+        Arc::new(roots)
+    };
+    let verifier = WebPkiClientVerifier::builder_with_provider(roots, provider())
+        .build()
+        .map_err(|error| TlsError(error.to_string()))?;
+    verifier
+        .verify_client_cert(certificate.der(), &[], UnixTime::now())
+        .map_err(|error| {
+            TlsError(format!(
+                "{ca_key_path} does not belong to {ca_cert_path}: the certificate it signs does not verify ({error})"
+            ))
+        })?;
+    Ok(IssuedClientCertificate {
+        certificate_pem: certificate.pem(),
+        key_pem: key.serialize_pem(),
+        ca_pem,
+    })
+}
+
 /// A throwaway self-signed certificate in PEM: the docker CLI's `--tls`
 /// wants a `ca.pem` in its certificate folder even though it verifies
 /// nothing with it.
@@ -184,6 +261,20 @@ pub fn server_config(
     identity: &TlsIdentity,
     client_ca_path: Option<&str>,
 ) -> Result<Arc<ServerConfig>, TlsError> {
+    server_config_with(identity, client_ca_path, false)
+}
+
+/// [`server_config`]; with `certificate_optional`, clients without a
+/// certificate may connect too (`AGENT_CLIENT_CERT_AUTH`: they must then
+/// sign), while a certificate presented must still chain to the CA.
+///
+/// # Errors
+/// As [`server_config`].
+pub fn server_config_with(
+    identity: &TlsIdentity,
+    client_ca_path: Option<&str>,
+    certificate_optional: bool,
+) -> Result<Arc<ServerConfig>, TlsError> {
     let builder = ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
         .map_err(|error| TlsError(error.to_string()))?;
@@ -196,13 +287,16 @@ pub fn server_config(
                     TlsError(format!("{path} holds an unusable CA certificate: {error}"))
                 })?;
             }
-            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
-                .build()
-                .map_err(|error| {
-                    TlsError(format!(
-                        "cannot check client certificates against {path}: {error}"
-                    ))
-                })?;
+            let mut verifier =
+                WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider());
+            if certificate_optional {
+                verifier = verifier.allow_unauthenticated();
+            }
+            let verifier = verifier.build().map_err(|error| {
+                TlsError(format!(
+                    "cannot check client certificates against {path}: {error}"
+                ))
+            })?;
             builder.with_client_cert_verifier(verifier)
         }
     };
