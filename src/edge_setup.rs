@@ -27,11 +27,10 @@ use berth_adapters::fs::ConfinedFiles;
 use berth_adapters::host_scripts::HostScripts;
 use berth_adapters::http::ServerLimits;
 use berth_adapters::key_file::KeyFile;
-use berth_adapters::portainer::{PortainerHttp, PortainerTls};
+use berth_adapters::portainer::PortainerHttp;
 use berth_adapters::scheduler::CronScheduler;
 use berth_adapters::tunnel::{ChiselClient, TunnelTimeouts};
 use berth_domain::edge::async_protocol::MetaFields;
-use berth_domain::edge::proxy::{NoProxy, ProxySettings};
 use berth_domain::options::Options;
 use tokio::sync::mpsc;
 use tracing::{error, warn};
@@ -100,12 +99,7 @@ pub async fn start(
         environment_group: options.edge.environment_group,
     };
     let cursor = KeyFile::named(&options.data_path, ASYNC_CURSOR_FILE);
-    let tls = PortainerTls {
-        insecure: options.edge.insecure_poll,
-        ca: options.mtls.ca.clone(),
-        cert: options.mtls.cert.clone(),
-        key: options.mtls.key.clone(),
-    };
+    let tls = berth::edge::portainer_tls(options);
     let gate = EdgeGate {
         keys: keys.clone(),
         activity: activity.clone(),
@@ -161,15 +155,7 @@ pub async fn start(
     Ok(EdgeMode { gate, gauge, polls })
 }
 
-/// The proxies of outbound calls, from `HTTPS_PROXY`, `HTTP_PROXY` and
-/// `NO_PROXY`.
-pub fn proxy_settings(options: &Options) -> ProxySettings {
-    ProxySettings {
-        https: options.edge.https_proxy.clone(),
-        http: options.edge.http_proxy.clone(),
-        no_proxy: NoProxy::parse(options.edge.no_proxy.as_deref().unwrap_or_default()),
-    }
-}
+pub use berth::edge::proxy_settings;
 
 /// What Edge work (stacks, jobs, configurations) needs, in either mode.
 struct EdgeWork {

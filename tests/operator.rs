@@ -15,6 +15,7 @@ use berth_domain::edge::key::EdgeKey;
 use serde_json::Value;
 use support::berth_process::{engine_host, free_port, BerthProcess};
 use support::client::Target;
+use support::portainer_server::{Mode, TestPortainer};
 use support::unique::unique;
 
 fn berth(env: &[(&str, &str)], args: &[&str]) -> Output {
@@ -111,7 +112,7 @@ async fn status_shows_the_running_agent_its_cluster_and_its_pairing() {
 }
 
 #[test]
-fn doctor_names_a_dead_engine_a_wrong_advertise_address_and_a_refusing_portainer() {
+fn doctor_names_a_dead_engine_a_wrong_advertise_address_and_an_unreachable_portainer() {
     let data = temp_dir("doctor");
     // Two loopback ports that were free a moment ago: nothing listens.
     let (portainer, tunnel) = (free_port(), free_port());
@@ -152,6 +153,66 @@ fn doctor_names_a_dead_engine_a_wrong_advertise_address_and_a_refusing_portainer
     );
     assert!(
         report.contains("fix: mount the engine's socket"),
+        "{report}"
+    );
+    let _ = std::fs::remove_dir_all(data);
+}
+
+/// With the real chisel server at the key's tunnel address and a scripted
+/// Portainer: the poll answered, then refused (403, as for an environment
+/// Portainer no longer trusts), and chisel's websocket upgrade made.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn doctor_polls_portainer_and_opens_chisels_websocket() {
+    let Some(binary) = support::chisel::binary("1.10.0") else {
+        return;
+    };
+    let edge_id = "doctor-edge";
+    let chisel = support::chisel::Chisel::start(&binary, edge_id, Default::default());
+    let portainer = TestPortainer::start().await;
+    let key = EdgeKey {
+        portainer_url: portainer.url(),
+        tunnel_addr: chisel.address.clone(),
+        fingerprint: chisel.fingerprint.clone(),
+        endpoint_id: 7,
+    }
+    .encode();
+    let data = temp_dir("doctor-edge");
+    let doctor = {
+        let (data, key) = (data.clone(), key.clone());
+        move || {
+            let output = berth(
+                &[
+                    ("DATA_PATH", data.to_str().unwrap()),
+                    ("DOCKER_HOST", "unix:///nonexistent/docker.sock"),
+                    ("EDGE", "1"),
+                    ("EDGE_ID", edge_id),
+                    ("EDGE_KEY", &key),
+                ],
+                &["doctor"],
+            );
+            stdout(&output)
+        }
+    };
+    let report = tokio::task::spawn_blocking(doctor.clone()).await.unwrap();
+    assert!(report.contains("ok      portainer"), "{report}");
+    assert!(report.contains("answers this agent's poll"), "{report}");
+    assert!(
+        report.contains("upgrades to chisel's websocket"),
+        "{report}"
+    );
+    let polled = portainer.seen();
+    let poll = polled
+        .iter()
+        .find(|seen| seen.path == "/api/endpoints/7/edge/status")
+        .expect("the doctor polled");
+    assert_eq!(poll.headers["X-PortainerAgent-EdgeID"], edge_id);
+
+    portainer.set_mode(Mode::Forbidden);
+    let report = tokio::task::spawn_blocking(doctor).await.unwrap();
+    assert!(report.contains("FAILED  portainer"), "{report}");
+    assert!(report.contains("refuses the poll"), "{report}");
+    assert!(
+        report.contains("Permission denied to access environment"),
         "{report}"
     );
     let _ = std::fs::remove_dir_all(data);

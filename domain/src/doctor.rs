@@ -203,6 +203,41 @@ pub fn judge_advertise(chosen: IpAddr, reason: AdvertiseReason, local: &[IpAddr]
     )
 }
 
+/// In a swarm service, whether `advertise` is on one of the task's own
+/// networks (the overlays its peers share; `ingress` is not one): peers in
+/// other tasks reach the agent only there. `None` outside a service.
+pub fn judge_overlay(
+    advertise: IpAddr,
+    service: Option<&str>,
+    networks: &[(String, IpAddr)],
+) -> Option<Finding> {
+    let service = service?;
+    let overlays: Vec<&(String, IpAddr)> = networks
+        .iter()
+        .filter(|(name, _)| name != "ingress")
+        .collect();
+    let listed = overlays
+        .iter()
+        .map(|(name, address)| format!("{name} {address}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    Some(match overlays.iter().find(|(_, address)| *address == advertise) {
+        Some((name, _)) => Finding::ok(
+            "overlay network",
+            format!("{advertise} is the task's address on {name} (service {service})"),
+        ),
+        None => Finding::failed(
+            "overlay network",
+            format!(
+                "{advertise} is not on the service {service}'s networks ({})",
+                if listed.is_empty() { "none but ingress".to_string() } else { listed }
+            ),
+            "peers reach each other over the service's overlay network: attach the service to an \
+             overlay network and unset AGENT_ADVERTISE_ADDR (or set it to the task's address there)",
+        ),
+    })
+}
+
 /// A certificate's validity against `now` (seconds since the epoch).
 pub fn judge_certificate(names: &[String], not_before: i64, not_after: i64, now: i64) -> Finding {
     const DAY: i64 = 86_400;
@@ -284,6 +319,25 @@ mod tests {
             &local,
         );
         assert_eq!(loopback.verdict, Verdict::Warning);
+    }
+
+    #[test]
+    fn a_service_agent_must_advertise_its_overlay_address() {
+        let networks = vec![
+            ("ingress".to_string(), "10.0.0.5".parse().unwrap()),
+            ("agent_network".to_string(), "10.0.1.7".parse().unwrap()),
+        ];
+        assert!(judge_overlay("10.0.1.7".parse().unwrap(), None, &networks).is_none());
+        let on = judge_overlay("10.0.1.7".parse().unwrap(), Some("agent"), &networks).unwrap();
+        assert_eq!(on.verdict, Verdict::Ok);
+        assert!(on.detail.contains("agent_network"));
+        let ingress = judge_overlay("10.0.0.5".parse().unwrap(), Some("agent"), &networks).unwrap();
+        assert_eq!(ingress.verdict, Verdict::Failed);
+        assert!(
+            ingress.detail.contains("agent_network 10.0.1.7"),
+            "{}",
+            ingress.detail
+        );
     }
 
     #[test]

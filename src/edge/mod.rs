@@ -34,9 +34,12 @@ pub mod reports;
 pub mod stacks;
 pub mod tunnel;
 
+use berth_adapters::portainer::PortainerTls;
 use berth_domain::edge::key::is_peer_proof;
+use berth_domain::edge::proxy::{NoProxy, ProxySettings};
 use berth_domain::error::AgentError;
 use berth_domain::headers::REQUEST_EDGE_KEY_PROOF;
+use berth_domain::options::Options;
 use berth_ports::Body;
 use http::{Method, Request, Response};
 
@@ -135,5 +138,25 @@ pub async fn key_api(
             Ok(responses::no_content())
         }
         _ => Ok(responses::method_not_allowed()),
+    }
+}
+
+/// The proxies of outbound calls, from `HTTPS_PROXY`, `HTTP_PROXY` and
+/// `NO_PROXY`.
+pub fn proxy_settings(options: &Options) -> ProxySettings {
+    ProxySettings {
+        https: options.edge.https_proxy.clone(),
+        http: options.edge.http_proxy.clone(),
+        no_proxy: NoProxy::parse(options.edge.no_proxy.as_deref().unwrap_or_default()),
+    }
+}
+
+/// How the poll client checks Portainer and presents itself.
+pub fn portainer_tls(options: &Options) -> PortainerTls {
+    PortainerTls {
+        insecure: options.edge.insecure_poll,
+        ca: options.mtls.ca.clone(),
+        cert: options.mtls.cert.clone(),
+        key: options.mtls.key.clone(),
     }
 }

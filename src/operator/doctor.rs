@@ -11,17 +11,24 @@ use berth_adapters::gossip::probe;
 use berth_adapters::host;
 use berth_adapters::http::tls::certificate_facts;
 use berth_adapters::key_file::KeyFile;
-use berth_domain::doctor::{judge_advertise, judge_certificate, judge_peer, Finding, PeerProbe};
+use berth_adapters::portainer::PortainerHttp;
+use berth_domain::doctor::{
+    judge_advertise, judge_certificate, judge_overlay, judge_peer, Finding, PeerProbe,
+};
 use berth_domain::edge::key::EdgeKey;
+use berth_domain::edge::status::refusal_text;
 use berth_domain::gossip::keyring::Keyring;
+use berth_domain::headers::AGENT_VERSION;
 use berth_domain::options::Options;
-use berth_ports::{DockerEngine as _, KeyStore as _};
+use berth_ports::{DockerEngine as _, EdgeCall, KeyStore as _, PortainerApi as _};
 use serde_json::Value;
 
 use crate::operator::status;
 
 /// The bound on each network probe.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(3);
+/// The bound on the poll, which crosses Portainer's own work.
+const POLL_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Every check, in the order a person would look.
 pub async fn examine(options: &Options) -> Vec<Finding> {
@@ -51,6 +58,11 @@ pub async fn examine(options: &Options) -> Vec<Finding> {
     };
     let (advertise, reason) = crate::advertise::choose(options, own.address);
     findings.push(judge_advertise(advertise, reason, &host::local_addresses()));
+    findings.extend(judge_overlay(
+        advertise,
+        own.service_name.as_deref(),
+        &own.networks,
+    ));
     findings.extend(check_peers(options).await);
     findings.push(check_certificate(options));
     findings.push(check_signatures(options, running.as_ref().ok()));
@@ -275,24 +287,10 @@ async fn check_edge(options: &Options, running: Option<&Value>) -> Vec<Finding> 
             }
         ),
     )];
-    let proxy = if key.portainer_url.starts_with("https://") {
-        options
-            .edge
-            .https_proxy
-            .clone()
-            .or_else(|| options.edge.http_proxy.clone())
-    } else {
-        options.edge.http_proxy.clone()
-    };
-    findings.push(reach("portainer", &key.portainer_url, proxy.as_deref()).await);
-    findings.push(
-        reach(
-            "tunnel server",
-            &format!("tcp://{}", key.tunnel_addr),
-            proxy.as_deref(),
-        )
-        .await,
-    );
+    let proxies = crate::edge::proxy_settings(options);
+    let tls = crate::edge::portainer_tls(options);
+    findings.push(check_poll(options, &key, tls, proxies.clone()).await);
+    findings.push(check_tunnel(&key, proxies.for_tunnel()).await);
     if let Some(poll) = running.and_then(|doc| doc["edge"]["last_poll"].as_object()) {
         findings.push(match poll.get("error").and_then(Value::as_str) {
             None => Finding::ok("last poll", "succeeded"),
@@ -306,58 +304,94 @@ async fn check_edge(options: &Options, running: Option<&Value>) -> Vec<Finding> 
     findings
 }
 
-/// A TCP connection to the URL's host and port, or to the proxy that
-/// carries it.
-async fn reach(check: &str, url: &str, proxy: Option<&str>) -> Finding {
-    let target = match host_port(url) {
-        Some(target) => target,
-        None => {
+/// One status poll, as the agent makes it: Portainer reachable with the
+/// TLS and proxy settings in use, and answering for this Edge ID.
+async fn check_poll(
+    options: &Options,
+    key: &EdgeKey,
+    tls: berth_adapters::portainer::PortainerTls,
+    proxies: berth_domain::edge::proxy::ProxySettings,
+) -> Finding {
+    let via = key
+        .portainer_url
+        .parse::<http::Uri>()
+        .ok()
+        .and_then(|uri| {
+            let secure = uri.scheme_str() == Some("https");
+            let port = uri.port_u16().unwrap_or(if secure { 443 } else { 80 });
+            proxies
+                .for_portainer(secure, uri.host()?, port)
+                .map(|proxy| format!(" through the proxy {proxy}"))
+        })
+        .unwrap_or_default();
+    let client = match PortainerHttp::new(&key.portainer_url, tls, proxies) {
+        Ok(client) => client,
+        Err(why) => {
             return Finding::failed(
-                check,
-                format!("{url} names no host"),
-                "fix the URL in the Edge key or options",
+                "portainer",
+                format!("cannot make the poll client: {why}"),
+                "check the CA, certificate and key files (MTLS_*) and the proxy options",
             )
         }
     };
-    let (via, connect_to) = match proxy.and_then(host_port) {
-        Some(proxy) => (format!(" through the proxy {proxy}"), proxy),
-        None => (String::new(), target.clone()),
+    if key.endpoint_id == 0 {
+        return Finding::ok(
+            "portainer",
+            "a global key: Portainer assigns the environment at the first poll (not tried here)",
+        );
+    }
+    let call = EdgeCall {
+        method: http::Method::GET,
+        path: format!("/api/endpoints/{}/edge/status", key.endpoint_id),
+        headers: vec![
+            (
+                "X-PortainerAgent-EdgeID".into(),
+                options.edge.id.clone().unwrap_or_default(),
+            ),
+            ("Portainer-Agent".into(), AGENT_VERSION.into()),
+        ],
+        body: Vec::new(),
+        timeout: POLL_TIMEOUT,
     };
-    let reached = async {
-        let address = tokio::net::lookup_host(connect_to.as_str())
-            .await?
-            .next()
-            .ok_or_else(|| std::io::Error::other("no address"))?;
-        tokio::net::TcpStream::connect(address).await.map(|_| ())
-    };
-    match tokio::time::timeout(PROBE_TIMEOUT, reached).await {
-        Ok(Ok(())) => Finding::ok(check, format!("{target} reachable{via}")),
-        Ok(Err(error)) => Finding::failed(
-            check,
-            format!("{target} unreachable{via}: {error}"),
-            "check that Portainer runs and listens there, the firewall between, and HTTPS_PROXY/HTTP_PROXY/NO_PROXY",
+    let url = &key.portainer_url;
+    match client.call(call).await {
+        Ok(answer) if answer.status == 200 => {
+            Finding::ok("portainer", format!("{url} answers this agent's poll{via}"))
+        }
+        Ok(answer) => Finding::failed(
+            "portainer",
+            format!(
+                "{url} refuses the poll{via}: {}",
+                refusal_text(answer.status, &answer.body)
+            ),
+            "Portainer does not accept this agent: check that EDGE_ID and the key are the \
+             environment's in Portainer, and that the environment was not removed",
         ),
-        Err(_) => Finding::failed(
-            check,
-            format!("{target}{via}: no answer within {PROBE_TIMEOUT:?}"),
-            "a firewall drops the traffic, or a proxy is needed (HTTPS_PROXY)",
+        Err(error) => Finding::failed(
+            "portainer",
+            format!("{url} unreachable{via}: {error}"),
+            "check that Portainer runs and listens there, the firewall between, the TLS options \
+             (EDGE_INSECURE_POLL, MTLS_*) and HTTPS_PROXY/HTTP_PROXY/NO_PROXY",
         ),
     }
 }
 
-/// `host:port` of a URL, with the scheme's default port.
-fn host_port(url: &str) -> Option<String> {
-    let uri: http::Uri = url.parse().ok()?;
-    let host = uri.host()?;
-    let port = uri.port_u16().unwrap_or(match uri.scheme_str() {
-        Some("https") => 443,
-        _ => 80,
-    });
-    Some(if host.contains(':') && !host.starts_with('[') {
-        format!("[{host}]:{port}")
-    } else {
-        format!("{host}:{port}")
-    })
+/// chisel's websocket upgrade at the tunnel address, through the tunnel's
+/// proxy when one is set.
+async fn check_tunnel(key: &EdgeKey, proxy: Option<&str>) -> Finding {
+    let via = proxy.map_or(String::new(), |p| format!(" through the proxy {p}"));
+    match berth_adapters::tunnel::probe_upgrade(&key.tunnel_addr, proxy, PROBE_TIMEOUT).await {
+        Ok(()) => Finding::ok(
+            "tunnel server",
+            format!("{} upgrades to chisel's websocket{via}", key.tunnel_addr),
+        ),
+        Err(error) => Finding::failed(
+            "tunnel server",
+            format!("no websocket at {}{via}: {error}", key.tunnel_addr),
+            "Portainer's tunnel port (8000 by default) must be reachable from this node, and a \
+             proxy must allow CONNECT to it",
+        ),
+    }
 }
 
 fn check_root(name: &str, root: &str) -> Finding {
@@ -376,23 +410,6 @@ fn check_root(name: &str, root: &str) -> Finding {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn urls_give_their_host_and_default_port() {
-        assert_eq!(
-            host_port("https://portainer.example").as_deref(),
-            Some("portainer.example:443")
-        );
-        assert_eq!(
-            host_port("http://10.0.0.1:9000/x").as_deref(),
-            Some("10.0.0.1:9000")
-        );
-        assert_eq!(
-            host_port("tcp://127.0.0.1:8000").as_deref(),
-            Some("127.0.0.1:8000")
-        );
-        assert_eq!(host_port("not a url"), None);
-    }
 
     #[test]
     fn a_missing_root_is_a_warning_with_the_mount_to_add() {

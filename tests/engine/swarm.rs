@@ -183,6 +183,30 @@ fn the_image_runs_as_a_global_swarm_service() {
                 .then_some(())
         },
     );
+    // The operator's commands, as the README says to run them.
+    let doctor = swarm.docker(&["exec", &container, "/berth", "doctor"]);
+    let report = String::from_utf8_lossy(&doctor.stdout);
+    assert!(
+        doctor.status.success(),
+        "berth doctor in the task:\n{report}"
+    );
+    for line in ["ok      agent", "ok      engine", "ok      overlay network"] {
+        assert!(report.contains(line), "no {line:?} in\n{report}");
+    }
+    let on_overlay = format!("{overlay_ip} is the task's address on {STACK}_agent_network");
+    assert!(
+        report.contains(&on_overlay),
+        "no {on_overlay:?} in\n{report}"
+    );
+    let status = swarm.docker_ok(&["exec", &container, "/berth", "status", "--json"]);
+    let status: serde_json::Value = serde_json::from_str(&status).unwrap();
+    assert_eq!(
+        status["cluster"]["members"][0]["address"],
+        overlay_ip.as_str(),
+        "{status}"
+    );
+    assert_eq!(status["api"]["paired"], true, "{status}");
+
     let memory = swarm.docker_ok(&[
         "stats",
         "--no-stream",

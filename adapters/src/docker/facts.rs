@@ -89,6 +89,9 @@ pub struct OwnContainer {
     pub address: Option<std::net::IpAddr>,
     /// The `com.docker.swarm.service.name` label.
     pub service_name: Option<String>,
+    /// Each network the container is on, by name, with its IPv4 address
+    /// there (`berth doctor` shows them).
+    pub networks: Vec<(String, std::net::IpAddr)>,
 }
 
 /// Inspects the container named `hostname` (a container's default host
@@ -125,18 +128,24 @@ pub(super) async fn own_container(
         .unwrap_or_default();
     // A stable choice: networks by name, the ingress network never.
     networks.sort_by(|a, b| a.0.cmp(&b.0));
-    let address = networks
+    let networks: Vec<(String, std::net::IpAddr)> = networks
         .into_iter()
-        .filter(|(name, _)| name != "ingress")
-        .find_map(|(_, endpoint)| {
-            endpoint
+        .filter_map(|(name, endpoint)| {
+            let address = endpoint
                 .ip_address
                 .filter(|ip| !ip.is_empty())?
                 .parse()
-                .ok()
-        });
+                .ok()?;
+            Some((name, address))
+        })
+        .collect();
+    let address = networks
+        .iter()
+        .find(|(name, _)| name != "ingress")
+        .map(|(_, address)| *address);
     Some(OwnContainer {
         address,
         service_name,
+        networks,
     })
 }

@@ -61,6 +61,34 @@ impl ChiselClient {
     }
 }
 
+/// `berth doctor`: whether the tunnel server at `server` (an Edge key's
+/// tunnel address) upgrades to chisel's websocket, through `proxy` when
+/// given, as the tunnel's first step does. Nothing is sent after the 101.
+///
+/// # Errors
+/// What stopped the upgrade.
+pub async fn probe_upgrade(
+    server: &str,
+    proxy: Option<&str>,
+    timeout: Duration,
+) -> Result<(), String> {
+    let target = websocket::tunnel_url(server)?;
+    let attempt = async {
+        let stream = crate::dial::connect(&target.host, target.port, proxy).await?;
+        let roots = if target.secure {
+            Arc::new(crate::http::tls::system_roots())
+        } else {
+            Arc::new(rustls::RootCertStore::empty())
+        };
+        websocket::open(&target, stream, roots, timeout).await
+    };
+    match tokio::time::timeout(timeout, attempt).await {
+        Ok(Ok(_carrier)) => Ok(()),
+        Ok(Err(error)) => Err(format!("{}: {error}", target.url)),
+        Err(_) => Err(format!("{}: no websocket within {timeout:?}", target.url)),
+    }
+}
+
 pub struct ChiselTunnel {
     session: SshSession,
 }
