@@ -92,6 +92,7 @@ impl<M: Membership> StatusSources<M> {
                             "status": status_name(m.status),
                             "address": m.address.to_string(),
                             "agent_port": m.agent_port,
+                            "last_contact": m.last_contact,
                         })
                     })
                     .collect();

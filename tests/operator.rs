@@ -60,10 +60,12 @@ async fn status_shows_the_running_agent_its_cluster_and_its_pairing() {
     let data = temp_dir("status");
     let gossip = free_port().to_string();
     let seed = format!("127.0.0.1:{gossip}");
-    let real_engine = engine_host();
-    let engine = real_engine
-        .clone()
-        .unwrap_or_else(|| "unix:///nonexistent/docker.sock".into());
+    // The second agent below has none, so this one needs the engine for a
+    // gossip name of its own.
+    let Some(real_engine) = engine_host() else {
+        return;
+    };
+    let engine = real_engine;
     let agent = BerthProcess::start(&[
         ("DOCKER_HOST", &engine),
         ("DATA_PATH", data.to_str().unwrap()),
@@ -78,7 +80,7 @@ async fn status_shows_the_running_agent_its_cluster_and_its_pairing() {
 
     let doc = status_json(&data);
     assert_eq!(doc["mode"], "standard");
-    assert_eq!(doc["engine"]["reachable"], real_engine.is_some(), "{doc}");
+    assert_eq!(doc["engine"]["reachable"], true, "{doc}");
     assert_eq!(doc["pid"], agent.pid());
     assert_eq!(doc["api"]["address"], agent.addr.to_string());
     assert_eq!(doc["api"]["paired"], false);
@@ -96,10 +98,46 @@ async fn status_shows_the_running_agent_its_cluster_and_its_pairing() {
     assert_eq!(doc["api"]["paired"], true, "{doc}");
     assert!(doc["api"]["shutdown_in_seconds"].is_null());
 
+    // A second agent joins: listed, and its last contact appears once a
+    // probe of it is answered. Its gossip name comes from its engine's node
+    // name: without an engine it differs from the first agent's.
+    let gossip_b = free_port().to_string();
+    let _peer = BerthProcess::start(&[
+        ("DOCKER_HOST", "unix:///nonexistent/docker.sock"),
+        ("AGENT_CLUSTER_PORT", &gossip_b),
+        ("AGENT_CLUSTER_ADDR", &seed),
+        ("AGENT_ADVERTISE_ADDR", "127.0.0.1"),
+        ("DATA_PATH", temp_dir("status-peer").to_str().unwrap()),
+    ]);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let contacted = loop {
+        let doc = status_json(&data);
+        let members = doc["cluster"]["members"].as_array().unwrap().clone();
+        let other = members
+            .iter()
+            .find(|m| m["agent_port"] != agent.addr.port() && m["last_contact"].is_u64());
+        if let Some(other) = other {
+            break (
+                doc["now"].as_u64().unwrap(),
+                other["last_contact"].as_u64().unwrap(),
+            );
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no contact with the peer: {doc}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(contacted.0 - contacted.1 < 30, "{contacted:?}");
+
     let text = berth(&[("DATA_PATH", data.to_str().unwrap())], &["status"]);
     let text = stdout(&text);
     assert!(text.contains("paired with a Portainer key"), "{text}");
-    assert!(text.contains("1 member, 1 alive"), "{text}");
+    assert!(text.contains("2 members, 2 alive"), "{text}");
+    assert!(
+        text.contains("LAST CONTACT") && text.contains("s ago"),
+        "{text}"
+    );
 
     drop(agent);
     let gone = berth(&[("DATA_PATH", data.to_str().unwrap())], &["status"]);

@@ -36,6 +36,9 @@ pub struct Member {
     pub leader: bool,
     pub edge_key_set: bool,
     pub status: MemberStatus,
+    /// When this agent last had an answer from it (seconds since the
+    /// epoch); `None` for itself, or before the first probe answered.
+    pub last_contact: Option<u64>,
 }
 
 impl Member {
@@ -64,6 +67,7 @@ impl Member {
             leader: false,
             edge_key_set: false,
             status,
+            last_contact: None,
         };
         for (key, value) in tags {
             match key {
@@ -208,6 +212,7 @@ mod tests {
             leader,
             edge_key_set: false,
             status,
+            last_contact: None,
         }
     }
 

@@ -122,8 +122,8 @@ pub fn render(doc: &Value) -> String {
             );
             let _ = writeln!(
                 out,
-                "  {:<24} {:<8} {:<8} {:<16} PORT",
-                "NODE", "ROLE", "STATUS", "ADDRESS"
+                "  {:<24} {:<8} {:<8} {:<16} {:<6} LAST CONTACT",
+                "NODE", "ROLE", "STATUS", "ADDRESS", "PORT"
             );
             for member in members {
                 let role = if member["leader"].as_bool() == Some(true) {
@@ -131,14 +131,20 @@ pub fn render(doc: &Value) -> String {
                 } else {
                     text(&member["role"]).to_string()
                 };
+                let contact = match (doc["now"].as_u64(), member["last_contact"].as_u64()) {
+                    (Some(now), Some(at)) => {
+                        format!("{} ago", duration_text(now.saturating_sub(at)))
+                    }
+                    _ => "-".to_string(),
+                };
                 let _ = writeln!(
                     out,
-                    "  {:<24} {:<8} {:<8} {:<16} {}",
+                    "  {:<24} {:<8} {:<8} {:<16} {:<6} {contact}",
                     text(&member["node"]),
                     role,
                     text(&member["status"]),
                     text(&member["address"]),
-                    member["agent_port"]
+                    member["agent_port"].to_string()
                 );
             }
         }
@@ -190,7 +196,7 @@ mod tests {
                     "paired": false, "shutdown_in_seconds": 0},
             "cluster": {"members": [
                 {"node": "n1", "role": "manager", "leader": true, "status": "alive", "address": "10.0.0.1", "agent_port": 9001},
-                {"node": "n2", "role": "worker", "leader": false, "status": "failed", "address": "10.0.0.2", "agent_port": 9001}
+                {"node": "n2", "role": "worker", "leader": false, "status": "failed", "address": "10.0.0.2", "agent_port": 9001, "last_contact": 940}
             ]},
             "edge": {"tunnel": "retrying", "last_poll": {"at": 990, "ok": false, "error": "connection refused"}}
         });
@@ -200,6 +206,7 @@ mod tests {
         assert!(text.contains("security shutdown"), "{text}");
         assert!(text.contains("2 members, 1 alive"), "{text}");
         assert!(text.contains("manager*"), "{text}");
+        assert!(text.contains("1m00s ago"), "{text}");
         assert!(
             text.contains("tunnel retrying; last poll 10s ago: FAILED: connection refused"),
             "{text}"

@@ -124,6 +124,7 @@ pub fn member(n: u16, name: &str, role: &str, swarm: bool, leader: bool) -> Memb
         leader,
         edge_key_set: false,
         status: MemberStatus::Alive,
+        last_contact: None,
     }
 }
 

@@ -53,6 +53,8 @@ struct Inner {
     probe_interval: Duration,
     probe_timeout: Duration,
     acks: Mutex<HashMap<u32, AckWaiter>>,
+    /// When each node last answered a probe, in seconds since the epoch.
+    contacts: Mutex<HashMap<String, u64>>,
     seq: AtomicU32,
     started: Instant,
     stop: watch::Sender<bool>,
@@ -113,6 +115,7 @@ impl MemberlistMembership {
             probe_interval: config.probe_interval,
             probe_timeout: config.probe_timeout,
             acks: Mutex::new(HashMap::new()),
+            contacts: Mutex::new(HashMap::new()),
             seq: AtomicU32::new(random_u32()),
             started: Instant::now(),
             stop,
@@ -340,6 +343,7 @@ impl Inner {
             .await
             .is_ok()
         {
+            self.contacted(&target.node);
             return;
         }
         let helpers = self
@@ -360,12 +364,33 @@ impl Inner {
         }
         let rest = self.probe_interval.saturating_sub(self.probe_timeout);
         if tokio::time::timeout(rest, &mut acked).await.is_ok() {
+            self.contacted(&target.node);
             return;
         }
         self.forget_ack(seq);
         debug!(node = %target.node, "no ack: suspecting");
         let now = self.now();
         self.state().probe_failed(&target.node, now);
+    }
+
+    /// A probe of `node` was answered (for `berth status`'s last contact).
+    fn contacted(&self, node: &str) {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let mut contacts = self
+            .contacts
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        contacts.insert(node.to_string(), now);
+    }
+
+    fn last_contact(&self, node: &str) -> Option<u64> {
+        self.contacts
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(node)
+            .copied()
     }
 
     async fn gossip_loop(self: Arc<Self>) {
@@ -596,11 +621,13 @@ impl Membership for MemberlistMembership {
             .into_iter()
             .filter_map(|member| {
                 let tags = decode_tags(&member.meta);
-                Member::from_tags(
+                let mut found = Member::from_tags(
                     member.addr,
                     member.status,
                     tags.iter().map(|(k, v)| (k.as_str(), v.as_str())),
-                )
+                )?;
+                found.last_contact = self.inner.last_contact(&member.name);
+                Some(found)
             })
             .collect()
     }
