@@ -238,6 +238,7 @@ async fn run(options: Options) -> Result<(), String> {
         idle_timeout: options.timeouts.idle,
         shutdown_timeout: options.timeouts.shutdown,
         max_connections: options.max_connections,
+        max_header_bytes: options.max_header_bytes,
     };
     let edge = options.edge.enabled;
     // An Edge agent is reached through its tunnel: plain HTTP on its own

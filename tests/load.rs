@@ -128,18 +128,34 @@ async fn headers_trickled_slowly_are_cut_by_the_header_timeout() {
     assert!(started.elapsed() < Duration::from_secs(10));
 }
 
-#[tokio::test]
-async fn oversized_headers_get_431() {
-    let berth = BerthProcess::start(&[NO_ENGINE]);
-    let huge = "a".repeat(512 * 1024);
-    let mut sender = connect(&berth).await;
+/// `/ping` with one header `x-big` of `size` bytes; the status and body.
+async fn ping_with_header(berth: &BerthProcess, size: usize) -> (u16, String) {
+    let mut sender = connect(berth).await;
     let request = Request::get("/ping")
         .header("host", "berth")
-        .header("x-huge", huge)
+        .header("x-big", "a".repeat(size))
         .body(Full::new(Bytes::new()))
         .unwrap();
     let response = sender.send_request(request).await.unwrap();
-    assert_eq!(response.status().as_u16(), 431);
+    let status = response.status().as_u16();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    (status, String::from_utf8_lossy(&body).into_owned())
+}
+
+#[tokio::test]
+async fn header_blocks_over_64_kib_get_a_431_in_portainers_shape() {
+    let berth = BerthProcess::start(&[NO_ENGINE]);
+    assert_eq!(ping_with_header(&berth, 60 * 1024).await.0, 204);
+    let (status, body) = ping_with_header(&berth, 70 * 1024).await;
+    assert_eq!(status, 431);
+    let error: serde_json::Value = serde_json::from_str(&body).expect("a JSON error");
+    assert_eq!(error["message"], "Request header fields too large");
+    assert!(
+        error["details"].as_str().unwrap().contains("65536"),
+        "{error}"
+    );
+    // Far beyond, hyper's buffer overflows first: a 431 without a body.
+    assert_eq!(ping_with_header(&berth, 512 * 1024).await.0, 431);
 
     let mut sender = connect(&berth).await;
     let mut request = ping();
@@ -151,4 +167,11 @@ async fn oversized_headers_get_431() {
     }
     let response = sender.send_request(request).await.unwrap();
     assert_eq!(response.status().as_u16(), 431);
+}
+
+#[tokio::test]
+async fn the_header_limit_is_an_option() {
+    let berth = BerthProcess::start(&[NO_ENGINE, ("AGENT_MAX_HEADER_BYTES", "262144")]);
+    assert_eq!(ping_with_header(&berth, 200 * 1024).await.0, 204);
+    assert_eq!(ping_with_header(&berth, 270 * 1024).await.0, 431);
 }

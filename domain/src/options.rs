@@ -170,6 +170,13 @@ pub const OPTION_SPECS: &[OptionSpec] = &[
         "PEM CA certificate: when set, clients must present a certificate it signed (mutual TLS) (berth)",
     ),
     spec(
+        "AGENT_MAX_HEADER_BYTES",
+        "max-header-bytes",
+        K::Integer,
+        Some("65536"),
+        "The largest request header block, in bytes (8192 to 16777216); larger ones get a 431 (berth)",
+    ),
+    spec(
         "AGENT_CLIENT_CERT_AUTH",
         "client-cert-auth",
         K::Flag,
@@ -703,6 +710,8 @@ pub struct Options {
     pub timeouts: Timeouts,
     pub facts_interval: Duration,
     pub max_connections: usize,
+    /// The largest request header block accepted, in bytes.
+    pub max_header_bytes: usize,
     pub assets_path: String,
     pub data_path: String,
     pub host_root: String,
@@ -819,6 +828,7 @@ pub const PODMAN_VOLUMES_ROOT: &str = "/var/lib/containers/storage/volumes";
 const EXPECT_DURATION: &str = "a duration such as 72h, 30m, 10s or 500ms";
 const EXPECT_PORT: &str = "a port number from 0 to 65535";
 const EXPECT_CONNECTIONS: &str = "a number of connections from 1 to 1000000";
+const EXPECT_HEADER_BYTES: &str = "a number of bytes from 8192 to 16777216";
 const EXPECT_IP: &str = "an IP address such as 0.0.0.0 or 10.0.0.5 (not a host name)";
 const EXPECT_FLAG: &str = "a boolean: 1, true, 0 or false";
 const EXPECT_INTEGER: &str = "a whole number";
@@ -1010,6 +1020,15 @@ impl Options {
                     .ok()
                     .filter(|n| (1..=1_000_000).contains(n))
             })?,
+            max_header_bytes: r.with_default(
+                "AGENT_MAX_HEADER_BYTES",
+                EXPECT_HEADER_BYTES,
+                |v| {
+                    v.parse::<usize>()
+                        .ok()
+                        .filter(|n| (8192..=16 << 20).contains(n))
+                },
+            )?,
             assets_path: r.required_text("ASSETS_PATH"),
             data_path: r.required_text("DATA_PATH"),
             host_root: r.required_text("AGENT_HOST_ROOT"),
@@ -1292,6 +1311,21 @@ mod tests {
         assert_eq!(error.env, "EDGE_ID");
         assert!(error.to_string().contains("EDGE=1 needs it"), "{error}");
         assert!(check(&[("EDGE", "1"), ("EDGE_ID", "abc")]).is_ok());
+    }
+
+    #[test]
+    fn the_header_limit_defaults_to_64_kib_and_stays_in_its_range() {
+        assert_eq!(check(&[]).unwrap().max_header_bytes, 65_536);
+        assert_eq!(
+            check(&[("AGENT_MAX_HEADER_BYTES", "262144")])
+                .unwrap()
+                .max_header_bytes,
+            262_144
+        );
+        for bad in ["100", "abc", "99999999"] {
+            let error = check(&[("AGENT_MAX_HEADER_BYTES", bad)]).unwrap_err();
+            assert_eq!(error.env, "AGENT_MAX_HEADER_BYTES");
+        }
     }
 
     #[test]

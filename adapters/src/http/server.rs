@@ -14,12 +14,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use berth_ports::{RequestHandler, VerifiedClientCertificate};
+use berth_ports::{full_body, Body, RequestHandler, VerifiedClientCertificate};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper::Request;
+use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 use rustls::ServerConfig;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -40,6 +40,43 @@ pub struct ServerLimits {
     /// How long in-flight requests may finish after the stop signal.
     pub shutdown_timeout: Duration,
     pub max_connections: usize,
+    /// The largest request header block (request line and headers).
+    pub max_header_bytes: usize,
+}
+
+/// hyper's read buffer holds a little more than the header limit, so a
+/// block just over it is read whole and answered in Portainer's shape;
+/// one that overflows even this gets hyper's own bodiless 431.
+const HEADER_SLACK: usize = 16 * 1024;
+
+/// A request's header block as it came on the wire, give or take the
+/// version and line ends hyper does not keep.
+fn header_block_len<B>(request: &Request<B>) -> usize {
+    let line =
+        request.method().as_str().len() + request.uri().to_string().len() + "  HTTP/1.1\r\n".len();
+    let fields: usize = request
+        .headers()
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + ": \r\n".len())
+        .sum();
+    line + fields + "\r\n".len()
+}
+
+fn headers_too_large(limit: usize) -> Response<Body> {
+    let body = format!(
+        r#"{{"message":"Request header fields too large","details":"The request's headers exceed {limit} bytes (AGENT_MAX_HEADER_BYTES)"}}"#
+    );
+    let mut response = Response::new(full_body(body));
+    *response.status_mut() = http::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE;
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    response.headers_mut().insert(
+        http::header::CONNECTION,
+        http::HeaderValue::from_static("close"),
+    );
+    response
 }
 
 pub struct HttpServer {
@@ -254,10 +291,17 @@ impl Connection {
         H: RequestHandler,
     {
         let service_activity = Arc::clone(&activity);
+        let limit = self.limits.max_header_bytes;
         let service = service_fn(move |request: Request<Incoming>| {
             let handler = handler.clone();
             let in_flight = service_activity.request_started();
             async move {
+                if header_block_len(&request) > limit {
+                    let response = headers_too_large(limit);
+                    return Ok::<_, Infallible>(
+                        response.map(|body| TrackedBody::new(body, in_flight)),
+                    );
+                }
                 let mut request = request.map(|body| body.map_err(Into::into).boxed_unsync());
                 if certified {
                     request.extensions_mut().insert(VerifiedClientCertificate);
@@ -268,6 +312,7 @@ impl Connection {
             }
         });
         let connection = http1::Builder::new()
+            .max_buf_size(self.limits.max_header_bytes + HEADER_SLACK)
             .keep_alive(true)
             .half_close(true)
             .serve_connection(TokioIo::new(io), service)
