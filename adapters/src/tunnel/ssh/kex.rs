@@ -269,6 +269,85 @@ fn fixed_scalar(mpint: &[u8]) -> Result<[u8; 32], KexError> {
     Ok(out)
 }
 
+/// A server's side of the exchange, for a scripted server (the session
+/// fuzz target and tests): a KEXINIT offering only Ed25519 host keys, and
+/// the KEX_ECDH_REPLY to a client's KEX_ECDH_INIT, signed with the host
+/// key whose seed is `host_seed`. berth itself never serves SSH.
+pub mod server {
+    use super::*;
+    use ed25519_dalek::Signer as _;
+
+    pub fn kexinit(cookie: [u8; 16]) -> Vec<u8> {
+        super::kexinit(
+            cookie,
+            KEX[0],
+            "ssh-ed25519",
+            &CIPHERS.join(","),
+            &MACS.join(","),
+        )
+    }
+
+    /// The host key blob, whose fingerprint a client must be given.
+    pub fn host_key_blob(host_seed: [u8; 32]) -> Vec<u8> {
+        let key = ed25519_dalek::SigningKey::from_bytes(&host_seed);
+        Encoder::default()
+            .string("ssh-ed25519")
+            .string(key.verifying_key().to_bytes())
+            .finish()
+    }
+
+    /// The reply to `client_init` and the exchange both sides derive keys
+    /// from (the client's `keys` are the server's, in and out swapped).
+    ///
+    /// # Errors
+    /// A `client_init` that is not a KEX_ECDH_INIT with a 32-byte share.
+    pub fn reply(
+        client_init: &[u8],
+        ephemeral: &Ephemeral,
+        transcript: &Transcript<'_>,
+        host_seed: [u8; 32],
+    ) -> Result<(Vec<u8>, Exchanged), KexError> {
+        let mut d = Decoder::new(client_init);
+        if d.byte()? != MSG_KEX_ECDH_INIT {
+            return Err(Malformed("expected KEX_ECDH_INIT").into());
+        }
+        let client_public: [u8; 32] = d
+            .string()?
+            .try_into()
+            .map_err(|_| Malformed("X25519 public key is not 32 bytes"))?;
+        let shared = MontgomeryPoint(client_public)
+            .mul_clamped(ephemeral.secret)
+            .to_bytes();
+        let shared_mpint = Encoder::default().mpint(&shared).finish();
+        let host_key = host_key_blob(host_seed);
+        let hash = Sha256::digest(
+            Encoder::default()
+                .string(transcript.client_version)
+                .string(transcript.server_version)
+                .string(transcript.client_kexinit)
+                .string(transcript.server_kexinit)
+                .string(&host_key)
+                .string(client_public)
+                .string(ephemeral.public)
+                .raw(&shared_mpint)
+                .finish(),
+        )
+        .to_vec();
+        let signature = ed25519_dalek::SigningKey::from_bytes(&host_seed).sign(&hash);
+        let reply = Encoder::message(MSG_KEX_ECDH_REPLY)
+            .string(&host_key)
+            .string(ephemeral.public)
+            .string(
+                Encoder::default()
+                    .string("ssh-ed25519")
+                    .string(signature.to_bytes())
+                    .finish(),
+            )
+            .finish();
+        Ok((reply, Exchanged { shared_mpint, hash }))
+    }
+}
+
 /// The keys of one exchange, both directions.
 pub struct SessionKeys {
     pub iv_out: Vec<u8>,
@@ -348,6 +427,30 @@ mod tests {
         let ab = MontgomeryPoint(b.public).mul_clamped(a.secret);
         let ba = MontgomeryPoint(a.public).mul_clamped(b.secret);
         assert_eq!(ab, ba);
+    }
+
+    #[test]
+    fn the_scripted_servers_reply_passes_the_clients_checks() {
+        let client = Ephemeral::new([3; 32]);
+        let server_side = Ephemeral::new([4; 32]);
+        let (ours, theirs) = (client_kexinit([1; 16]), server::kexinit([2; 16]));
+        let transcript = Transcript {
+            client_version: "SSH-chisel-v3-client",
+            server_version: "SSH-2.0-scripted",
+            client_kexinit: &ours,
+            server_kexinit: &theirs,
+        };
+        let (reply, at_server) =
+            server::reply(&client.init_message(), &server_side, &transcript, [5; 32]).unwrap();
+        let agreed = negotiate(&theirs).unwrap();
+        assert_eq!(agreed.host_key, "ssh-ed25519");
+        let at_client = finish(&reply, &client, &transcript, agreed.host_key, |_| Ok(())).unwrap();
+        assert_eq!(at_client.hash, at_server.hash);
+        let (c, s) = (
+            at_client.keys(&at_client.hash, &agreed),
+            at_server.keys(&at_server.hash, &agreed),
+        );
+        assert_eq!((c.key_out, c.iv_in), (s.key_out, s.iv_in));
     }
 
     #[test]
