@@ -7,10 +7,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use berth_adapters::tunnel::ssh::kex::{self, server, Ephemeral, Transcript};
+use berth_adapters::tunnel::ssh::kex::{self, Ephemeral, Transcript};
 use berth_adapters::tunnel::ssh::transport::{self, Sealing, CIPHERS, CLIENT_VERSION};
-use berth_adapters::tunnel::ssh::{ClientConfig, SshSession};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use berth_adapters::tunnel::ssh::SshSession;
+use tokio::io::BufReader;
+
+#[path = "scripted_ssh.rs"]
+mod scripted_ssh;
 
 fn runtime() -> &'static tokio::runtime::Runtime {
     static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
@@ -107,9 +110,6 @@ pub fn ssh_messages(data: &[u8]) {
     });
 }
 
-const HOST_SEED: [u8; 32] = [5; 32];
-const SERVER_VERSION: &str = "SSH-2.0-scripted";
-
 /// A whole session against a scripted server: a real key exchange, then
 /// (with the first byte odd, after the server accepts the login itself)
 /// fuzz-chosen messages, each a big-endian u16 length and its bytes,
@@ -133,17 +133,8 @@ pub fn session_outcome(data: &[u8]) -> Option<bool> {
     let script = script.to_vec();
     let ended = runtime.block_on(async move {
         let (client_end, server_end) = tokio::io::duplex(64 * 1024);
-        let config = ClientConfig {
-            user: "fuzz".into(),
-            password: String::from("secret").into(),
-            fingerprint: berth_domain::edge::fingerprint::sha256_fingerprint(
-                &server::host_key_blob(HOST_SEED),
-            ),
-            // Loopback, and nothing listens there: a dial fails at once.
-            allowed_target: "127.0.0.1:1".into(),
-            dial_timeout: Duration::from_secs(1),
-            keepalive: Duration::from_secs(5),
-        };
+        // Loopback, and nothing listens there: a dial fails at once.
+        let config = scripted_ssh::client_config("127.0.0.1:1");
         let mut client = tokio::spawn(SshSession::connect(client_end, config));
         let server_side = serve(server_end, mode & 1 == 1, &script).await;
         // Time to act on the script; a client still waiting for a message
@@ -172,90 +163,28 @@ pub fn session_outcome(data: &[u8]) -> Option<bool> {
     Some(ended.unwrap())
 }
 
-/// The server's side, kept until dropped.
-struct ServerSide {
-    _writer: Option<tokio::io::WriteHalf<tokio::io::DuplexStream>>,
-    drain: Option<tokio::task::JoinHandle<()>>,
-}
-
-impl Drop for ServerSide {
-    fn drop(&mut self) {
-        if let Some(drain) = &self.drain {
-            drain.abort();
-        }
-    }
-}
-
-/// The server's side: identification, one key exchange, the login when
-/// `accept_login`, then the script. Returned open: the caller decides when
-/// the server leaves.
-async fn serve(stream: tokio::io::DuplexStream, accept_login: bool, script: &[u8]) -> ServerSide {
-    let (read_half, mut writer) = tokio::io::split(stream);
-    let mut reader = BufReader::new(read_half);
-    let exchanged = async {
-        writer
-            .write_all(format!("{SERVER_VERSION}\r\n").as_bytes())
-            .await?;
-        let mut line = Vec::new();
-        reader.read_until(b'\n', &mut line).await?;
-        let mut clear_in = Sealing::clear();
-        let mut clear_out = Sealing::clear();
-        let theirs = clear_in.read_packet(&mut reader).await?;
-        let ours = server::kexinit([2; 16]);
-        writer.write_all(&clear_out.seal(&ours)).await?;
-        let init = clear_in.read_packet(&mut reader).await?;
-        let transcript = Transcript {
-            client_version: CLIENT_VERSION,
-            server_version: SERVER_VERSION,
-            client_kexinit: &theirs,
-            server_kexinit: &ours,
-        };
-        let ephemeral = Ephemeral::new([4; 32]);
-        let (reply, exchange) = server::reply(&init, &ephemeral, &transcript, HOST_SEED)
-            .map_err(std::io::Error::other)?;
-        writer.write_all(&clear_out.seal(&reply)).await?;
-        writer
-            .write_all(&clear_out.seal(&[kex::MSG_NEWKEYS]))
-            .await?;
-        let _newkeys = clear_in.read_packet(&mut reader).await?;
-        let agreed = kex::negotiate(&ours).map_err(std::io::Error::other)?;
-        let keys = exchange.keys(&exchange.hash, &agreed);
-        let mut outbound = Sealing::gcm(agreed.cipher_in, &keys.key_in, &keys.iv_in);
-        if accept_login {
-            let mut inbound = Sealing::gcm(agreed.cipher_out, &keys.key_out, &keys.iv_out);
-            let _service_request = inbound.read_packet(&mut reader).await?;
-            let accept = [&[6u8, 0, 0, 0, 12][..], b"ssh-userauth"].concat();
-            writer.write_all(&outbound.seal(&accept)).await?;
-            let _login = inbound.read_packet(&mut reader).await?;
-            writer.write_all(&outbound.seal(&[52])).await?;
-        }
-        std::io::Result::Ok(outbound)
-    };
-    let Ok(mut outbound) = exchanged.await else {
-        return ServerSide {
-            _writer: None,
-            drain: None,
-        };
-    };
-    // What the client sends from here on is read and dropped, so it never
-    // blocks on a full pipe.
-    let drain = tokio::spawn(async move {
-        let mut sink = [0u8; 4096];
-        while matches!(reader.read(&mut sink).await, Ok(n) if n > 0) {}
-    });
+/// The server's side: the handshake, then the script, each message a
+/// big-endian u16 length and its bytes. Returned open (`None` when the
+/// handshake failed): the caller decides when the server leaves.
+async fn serve(
+    stream: tokio::io::DuplexStream,
+    accept_login: bool,
+    script: &[u8],
+) -> Option<scripted_ssh::Sender> {
+    let server = scripted_ssh::ScriptedServer::handshake(stream, accept_login)
+        .await
+        .ok()?;
+    let mut sender = server.drain();
     let mut rest = script;
     while rest.len() >= 2 {
         let length = usize::from(u16::from_be_bytes([rest[0], rest[1]])).min(rest.len() - 2);
         let (message, tail) = rest[2..].split_at(length);
         rest = tail;
-        if writer.write_all(&outbound.seal(message)).await.is_err() {
+        if sender.send(message).await.is_err() {
             break;
         }
         // Let the client act on each message before the next.
         tokio::task::yield_now().await;
     }
-    ServerSide {
-        _writer: Some(writer),
-        drain: Some(drain),
-    }
+    Some(sender)
 }

@@ -22,6 +22,7 @@ pub mod own_engine;
 pub mod piped;
 pub mod portainer_server;
 pub mod registry;
+pub mod scripted_ssh;
 pub mod serf_peer;
 pub mod tinyproxy;
 pub mod unique;

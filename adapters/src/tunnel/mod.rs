@@ -89,6 +89,11 @@ pub async fn probe_upgrade(
     }
 }
 
+/// Channels a tunnel holds open at once: Portainer opens one per
+/// connection it makes through the tunnel, and the agent's API serves 4096
+/// by default.
+const MAX_CHANNELS: usize = 4096;
+
 pub struct ChiselTunnel {
     session: SshSession,
 }
@@ -175,6 +180,7 @@ impl TunnelClient for ChiselClient {
             allowed_target: spec.local_target.clone(),
             dial_timeout: self.timeouts.dial,
             keepalive: self.timeouts.keepalive,
+            max_channels: MAX_CHANNELS,
         };
         let payload = config_payload(&spec)?;
         let handshake = async {
@@ -241,6 +247,7 @@ mod tests {
             allowed_target: spec.local_target.clone(),
             dial_timeout: std::time::Duration::from_secs(1),
             keepalive: std::time::Duration::from_secs(1),
+            max_channels: 1,
         };
         let credentials = berth_domain::edge::credentials::TunnelCredentials {
             user: "u".into(),

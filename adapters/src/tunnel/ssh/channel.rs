@@ -52,6 +52,9 @@ pub struct Channel {
     /// `None` until dialled, and after the server's CLOSE.
     pub to_local: Option<mpsc::UnboundedSender<ToLocal>>,
     pub read_size: usize,
+    /// What the server may still send before berth grants more: data past
+    /// it is a protocol violation, not something to buffer.
+    pub local_window: u32,
     pub unacknowledged: u32,
     pub sent_eof: bool,
     pub received_eof: bool,
@@ -69,6 +72,7 @@ impl Channel {
             remote_window: Arc::new(Semaphore::new(remote_window as usize)),
             to_local: None,
             read_size,
+            local_window: LOCAL_WINDOW,
             unacknowledged: 0,
             sent_eof: false,
             received_eof: false,

@@ -37,7 +37,11 @@ const MSG_CHANNEL_FAILURE: u8 = 100;
 const OPEN_ADMINISTRATIVELY_PROHIBITED: u32 = 1;
 const OPEN_CONNECT_FAILED: u32 = 2;
 const OPEN_UNKNOWN_CHANNEL_TYPE: u32 = 3;
+const OPEN_RESOURCE_SHORTAGE: u32 = 4;
 const DISCONNECT_BY_APPLICATION: u32 = 11;
+/// A key exchange the server started must finish within this; keepalives
+/// pause meanwhile, so nothing else would notice a server that never does.
+const KEX_TIMEOUT: Duration = Duration::from_secs(30);
 
 #[derive(Debug)]
 pub enum SshError {
@@ -101,6 +105,8 @@ pub struct ClientConfig {
     /// How often berth checks that the server still answers; two missed
     /// answers end the session, so a dead path is noticed and reopened.
     pub keepalive: Duration,
+    /// Channels open at once; more are refused (resource shortage).
+    pub max_channels: usize,
 }
 
 impl std::fmt::Debug for ClientConfig {
@@ -332,12 +338,23 @@ impl<S: AsyncRead + AsyncWrite + Send> Loop<S> {
         keepalive.tick().await;
         let mut unanswered_keepalives = 0u32;
         let mut heard = false;
+        let mut kex_deadline: Option<tokio::time::Instant> = None;
         let result: Result<(), Stop> = loop {
             let in_kex = self.rekey.is_some() || self.inbound_next.is_some();
+            if !in_kex {
+                kex_deadline = None;
+            } else if kex_deadline.is_none() {
+                kex_deadline = Some(tokio::time::Instant::now() + KEX_TIMEOUT);
+            }
             let step = tokio::select! {
                 packet = packets.recv() => match packet {
                     Some(FromReader::Packet(payload)) => {
-                        heard = true;
+                        // Messages that carry nothing do not prove the
+                        // server alive: one sending only those is not.
+                        heard |= !matches!(
+                            payload.first(),
+                            Some(&(MSG_IGNORE | MSG_DEBUG | MSG_UNIMPLEMENTED))
+                        );
                         self.on_packet(&payload).await
                     }
                     Some(FromReader::Failed(why)) => Err(Stop(why)),
@@ -361,6 +378,15 @@ impl<S: AsyncRead + AsyncWrite + Send> Loop<S> {
                         break Err(Stop::from("closed by the agent"));
                     }
                 },
+                () = async {
+                    match kex_deadline {
+                        Some(deadline) => tokio::time::sleep_until(deadline).await,
+                        None => std::future::pending().await,
+                    }
+                }, if in_kex => Err(Stop(format!(
+                    "the tunnel server did not finish a key exchange within {}s",
+                    KEX_TIMEOUT.as_secs()
+                ))),
                 _ = keepalive.tick(), if !in_kex => {
                     // Anything heard proves the path alive; a busy link
                     // may hold a ping's answer behind a lot of data.
@@ -433,6 +459,13 @@ impl<S: AsyncRead + AsyncWrite + Send> Loop<S> {
                 let mut d = Decoder::new(&payload[1..]);
                 let (id, bytes) = (d.u32()?, d.u32()?);
                 if let Some(channel) = self.channels.get(&id) {
+                    let window =
+                        channel.remote_window.available_permits() as u64 + u64::from(bytes);
+                    if window > u64::from(u32::MAX) {
+                        return Err(Stop::from(
+                            "the tunnel server grew a channel's window past 2^32 - 1",
+                        ));
+                    }
                     channel.remote_window.add_permits(bytes as usize);
                 }
                 Ok(())
@@ -448,6 +481,16 @@ impl<S: AsyncRead + AsyncWrite + Send> Loop<S> {
                     return Err(Stop::from(
                         "the tunnel server sent a packet over the agreed size",
                     ));
+                }
+                if let Some(channel) = self.channels.get_mut(&id) {
+                    // Fits: data.len() is at most LOCAL_MAX_PACKET.
+                    let length = data.len() as u32;
+                    if length > channel.local_window {
+                        return Err(Stop::from(
+                            "the tunnel server sent more data than the channel's window allows",
+                        ));
+                    }
+                    channel.local_window -= length;
                 }
                 match self.channels.get(&id).and_then(|c| c.to_local.as_ref()) {
                     Some(to_local) if kind == MSG_CHANNEL_DATA => {
@@ -585,6 +628,19 @@ impl<S: AsyncRead + AsyncWrite + Send> Loop<S> {
             tracing::warn!(%text, "refused a tunnel channel");
             return self.send(&open_failure(remote_id, code, &text)).await;
         }
+        if self.channels.len() >= self.config.max_channels {
+            tracing::warn!(
+                open = self.channels.len(),
+                "refused a tunnel channel: too many open"
+            );
+            return self
+                .send(&open_failure(
+                    remote_id,
+                    OPEN_RESOURCE_SHORTAGE,
+                    "too many channels open",
+                ))
+                .await;
+        }
         let id = self.next_id;
         self.next_id = self.next_id.wrapping_add(1);
         self.channels
@@ -648,6 +704,7 @@ impl<S: AsyncRead + AsyncWrite + Send> Loop<S> {
                     channel.unacknowledged += bytes;
                     if channel.unacknowledged >= LOCAL_WINDOW / 2 {
                         let grant = std::mem::take(&mut channel.unacknowledged);
+                        channel.local_window = channel.local_window.saturating_add(grant);
                         let remote_id = channel.remote_id;
                         self.send(
                             &Encoder::message(MSG_CHANNEL_WINDOW_ADJUST)
