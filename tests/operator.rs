@@ -130,6 +130,25 @@ async fn status_shows_the_running_agent_its_cluster_and_its_pairing() {
     };
     assert!(contacted.0 - contacted.1 < 30, "{contacted:?}");
 
+    // The doctor beside it names the engine's version.
+    let doctor = berth(
+        &[
+            ("DATA_PATH", data.to_str().unwrap()),
+            ("DOCKER_HOST", &engine),
+        ],
+        &["doctor"],
+    );
+    let report = stdout(&doctor);
+    let engine_line = report
+        .lines()
+        .find(|l| l.contains("engine"))
+        .unwrap_or_default();
+    assert!(
+        engine_line.starts_with("ok") && engine_line.contains("(API 1."),
+        "{report}"
+    );
+    assert!(report.contains("running here (pid "), "{report}");
+
     let text = berth(&[("DATA_PATH", data.to_str().unwrap())], &["status"]);
     let text = stdout(&text);
     assert!(text.contains("paired with a Portainer key"), "{text}");

@@ -85,9 +85,13 @@ async fn check_engine(engine: &DockerSocket, options: &Options) -> Finding {
                 "" => "standalone".to_string(),
                 role => format!("swarm {role}"),
             };
+            let version = engine_version(engine).await.unwrap_or_else(|| "version unknown".into());
             Finding::ok(
                 "engine",
-                format!("{} answers: node {}, {role}", options.docker_host, facts.node_name),
+                format!(
+                    "{} answers: {version}, node {}, {role}",
+                    options.docker_host, facts.node_name
+                ),
             )
         }
         Ok(Err(error)) => Finding::failed(
@@ -102,6 +106,35 @@ async fn check_engine(engine: &DockerSocket, options: &Options) -> Finding {
             "the engine is overloaded or hung: check `systemctl status docker` and its log",
         ),
     }
+}
+
+/// `GET /version`'s engine and API versions, as `Docker 20.10.24 (API 1.41)`.
+async fn engine_version(engine: &DockerSocket) -> Option<String> {
+    use http_body_util::BodyExt as _;
+    // Go's HTTP server refuses an HTTP/1.1 request without a Host.
+    let request = http::Request::get("/version")
+        .header(http::header::HOST, "docker")
+        .body(berth_ports::empty_body())
+        .ok()?;
+    let answer = tokio::time::timeout(PROBE_TIMEOUT, engine.forward(request))
+        .await
+        .ok()?
+        .ok()?;
+    let body = tokio::time::timeout(PROBE_TIMEOUT, answer.into_body().collect())
+        .await
+        .ok()?
+        .ok()?
+        .to_bytes();
+    let version: Value = serde_json::from_slice(&body).ok()?;
+    let product = version["Components"][0]["Name"]
+        .as_str()
+        .filter(|name| name.contains("Podman"))
+        .map_or("Docker", |_| "Podman");
+    Some(format!(
+        "{product} {} (API {})",
+        version["Version"].as_str()?,
+        version["ApiVersion"].as_str()?
+    ))
 }
 
 async fn check_peers(options: &Options) -> Vec<Finding> {
