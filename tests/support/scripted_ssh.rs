@@ -75,32 +75,13 @@ impl ScriptedServer {
         Ok(server)
     }
 
-    /// One key exchange after the client's KEXINIT `theirs`, signed with
-    /// the host key of `host_seed`; the first sets the session ID.
+    /// One key exchange after the client's KEXINIT `theirs` (the first,
+    /// which sets the session ID), with this server's KEXINIT sent now.
     async fn exchange(&mut self, theirs: Vec<u8>, host_seed: [u8; 32]) -> io::Result<()> {
         let ours = server::kexinit([2; 16]);
         self.send(&ours).await?;
-        let init = self.receive_kind(MSG_KEX_ECDH_INIT).await?;
-        let transcript = Transcript {
-            client_version: CLIENT_VERSION,
-            server_version: SERVER_VERSION,
-            client_kexinit: &theirs,
-            server_kexinit: &ours,
-        };
-        let ephemeral = Ephemeral::new([4; 32]);
-        let (reply, exchange) =
-            server::reply(&init, &ephemeral, &transcript, host_seed).map_err(io::Error::other)?;
-        self.send(&reply).await?;
-        self.send(&[MSG_NEWKEYS]).await?;
-        let _newkeys = self.receive_kind(MSG_NEWKEYS).await?;
-        if self.session_id.is_empty() {
-            self.session_id = exchange.hash.clone();
-        }
-        let agreed = kex::negotiate(&ours).map_err(io::Error::other)?;
-        let keys = exchange.keys(&self.session_id, &agreed);
-        self.outbound = Sealing::gcm(agreed.cipher_in, &keys.key_in, &keys.iv_in);
-        self.inbound = Sealing::gcm(agreed.cipher_out, &keys.key_out, &keys.iv_out);
-        Ok(())
+        self.finish_exchange(&ours, &theirs, host_seed, [4; 32])
+            .await
     }
 
     /// A re-key the server starts, signed with `host_seed`'s key.
@@ -109,20 +90,35 @@ impl ScriptedServer {
         let ours = server::kexinit([3; 16]);
         self.send(&ours).await?;
         let theirs = self.receive_kind(MSG_KEXINIT).await?;
+        self.finish_exchange(&ours, &theirs, host_seed, [6; 32])
+            .await
+    }
+
+    /// Both KEXINITs known: the ECDH reply, NEWKEYS both ways, new keys.
+    async fn finish_exchange(
+        &mut self,
+        ours: &[u8],
+        theirs: &[u8],
+        host_seed: [u8; 32],
+        ephemeral_seed: [u8; 32],
+    ) -> io::Result<()> {
         let init = self.receive_kind(MSG_KEX_ECDH_INIT).await?;
         let transcript = Transcript {
             client_version: CLIENT_VERSION,
             server_version: SERVER_VERSION,
-            client_kexinit: &theirs,
-            server_kexinit: &ours,
+            client_kexinit: theirs,
+            server_kexinit: ours,
         };
-        let ephemeral = Ephemeral::new([6; 32]);
+        let ephemeral = Ephemeral::new(ephemeral_seed);
         let (reply, exchange) =
             server::reply(&init, &ephemeral, &transcript, host_seed).map_err(io::Error::other)?;
         self.send(&reply).await?;
         self.send(&[MSG_NEWKEYS]).await?;
         let _newkeys = self.receive_kind(MSG_NEWKEYS).await?;
-        let agreed = kex::negotiate(&ours).map_err(io::Error::other)?;
+        if self.session_id.is_empty() {
+            self.session_id = exchange.hash.clone();
+        }
+        let agreed = kex::negotiate(ours).map_err(io::Error::other)?;
         let keys = exchange.keys(&self.session_id, &agreed);
         self.outbound = Sealing::gcm(agreed.cipher_in, &keys.key_in, &keys.iv_in);
         self.inbound = Sealing::gcm(agreed.cipher_out, &keys.key_out, &keys.iv_out);

@@ -189,21 +189,38 @@ pub fn finish(
         return Err(KexError::BadHostKey("degenerate X25519 share".into()));
     }
     let shared_mpint = Encoder::default().mpint(&shared).finish();
-    let hash = Sha256::digest(
+    let hash = exchange_hash(
+        transcript,
+        host_key,
+        &ephemeral.public,
+        &server_public,
+        &shared_mpint,
+    );
+    verify_host_signature(host_key_kind, host_key, signature, &hash)?;
+    Ok(Exchanged { shared_mpint, hash })
+}
+
+/// RFC 4253 §8 / RFC 8731: the hash both sides sign and derive keys from.
+fn exchange_hash(
+    transcript: &Transcript<'_>,
+    host_key: &[u8],
+    client_public: &[u8; 32],
+    server_public: &[u8; 32],
+    shared_mpint: &[u8],
+) -> Vec<u8> {
+    Sha256::digest(
         Encoder::default()
             .string(transcript.client_version)
             .string(transcript.server_version)
             .string(transcript.client_kexinit)
             .string(transcript.server_kexinit)
             .string(host_key)
-            .string(ephemeral.public)
+            .string(client_public)
             .string(server_public)
-            .raw(&shared_mpint)
+            .raw(shared_mpint)
             .finish(),
     )
-    .to_vec();
-    verify_host_signature(host_key_kind, host_key, signature, &hash)?;
-    Ok(Exchanged { shared_mpint, hash })
+    .to_vec()
 }
 
 fn verify_host_signature(
@@ -320,19 +337,13 @@ pub mod server {
             .to_bytes();
         let shared_mpint = Encoder::default().mpint(&shared).finish();
         let host_key = host_key_blob(host_seed);
-        let hash = Sha256::digest(
-            Encoder::default()
-                .string(transcript.client_version)
-                .string(transcript.server_version)
-                .string(transcript.client_kexinit)
-                .string(transcript.server_kexinit)
-                .string(&host_key)
-                .string(client_public)
-                .string(ephemeral.public)
-                .raw(&shared_mpint)
-                .finish(),
-        )
-        .to_vec();
+        let hash = exchange_hash(
+            transcript,
+            &host_key,
+            &client_public,
+            &ephemeral.public,
+            &shared_mpint,
+        );
         let signature = ed25519_dalek::SigningKey::from_bytes(&host_seed).sign(&hash);
         let reply = Encoder::message(MSG_KEX_ECDH_REPLY)
             .string(&host_key)
