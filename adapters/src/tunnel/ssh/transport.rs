@@ -53,10 +53,15 @@ where
                 "the server's identification line is too long",
             ));
         }
-        let text = String::from_utf8_lossy(&line);
-        let text = text.trim_end_matches(['\r', '\n']);
-        if text.starts_with("SSH-") {
-            return Ok(text.to_string());
+        if line.starts_with(b"SSH-") {
+            // It goes into the exchange hash as sent: RFC 4253 §4.2 makes
+            // it printable ASCII, and anything else could not be hashed
+            // byte for byte as a String.
+            let text = std::str::from_utf8(&line)
+                .ok()
+                .filter(|text| text.is_ascii())
+                .ok_or_else(|| protocol_error("the server's identification is not ASCII"))?;
+            return Ok(text.trim_end_matches(['\r', '\n']).to_string());
         }
     }
     Err(protocol_error("the server sent no SSH identification"))
@@ -244,6 +249,9 @@ mod tests {
         let version = exchange_versions(&mut reader, &mut sent).await.unwrap();
         assert_eq!(version, "SSH-chisel-v3-server");
         assert_eq!(sent, b"SSH-chisel-v3-client\r\n");
+        let garbled = b"SSH-2.0-\xb2\xb2\r\n";
+        let refused = exchange_versions(&mut BufReader::new(&garbled[..]), &mut Vec::new()).await;
+        assert!(refused.unwrap_err().to_string().contains("not ASCII"));
         let mut silent = BufReader::new(&b""[..]);
         assert!(exchange_versions(&mut silent, &mut Vec::new())
             .await
