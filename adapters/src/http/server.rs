@@ -52,8 +52,15 @@ const HEADER_SLACK: usize = 16 * 1024;
 /// A request's header block as it came on the wire, give or take the
 /// version and line ends hyper does not keep.
 fn header_block_len<B>(request: &Request<B>) -> usize {
-    let line =
-        request.method().as_str().len() + request.uri().to_string().len() + "  HTTP/1.1\r\n".len();
+    // Measured without formatting the URI: this runs for every request.
+    let uri = request.uri();
+    let target = uri
+        .path_and_query()
+        .map_or(1, |target| target.as_str().len())
+        + uri
+            .authority()
+            .map_or(0, |authority| authority.as_str().len());
+    let line = request.method().as_str().len() + target + "  HTTP/1.1\r\n".len();
     let fields: usize = request
         .headers()
         .iter()
