@@ -7,6 +7,14 @@ use berth_adapters::host;
 use berth_domain::doctor::AdvertiseReason;
 use berth_domain::options::Options;
 
+/// The machine's host name (in a container, by default its ID, which is
+/// how the agent finds its own container).
+pub fn host_name() -> Option<String> {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|name| name.trim().to_string())
+}
+
 /// AGENT_ADVERTISE_ADDR, else the agent's container address, else the
 /// machine's first non-loopback IPv4, else AGENT_HOST.
 pub fn choose(options: &Options, container_address: Option<IpAddr>) -> (IpAddr, AdvertiseReason) {

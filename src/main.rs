@@ -70,15 +70,8 @@ fn main() -> ExitCode {
         }
     };
     logging::init(options.log_level, options.log_mode);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("berth: cannot start the async runtime: {error}");
-            return ExitCode::FAILURE;
-        }
+    let Some(runtime) = runtime(tokio::runtime::Builder::new_multi_thread()) else {
+        return ExitCode::FAILURE;
     };
     match runtime.block_on(run(options)) {
         Ok(()) => ExitCode::SUCCESS,
@@ -89,6 +82,15 @@ fn main() -> ExitCode {
     }
 }
 
+/// The async runtime from `builder`, or `None` once the reason is printed.
+fn runtime(mut builder: tokio::runtime::Builder) -> Option<tokio::runtime::Runtime> {
+    builder
+        .enable_all()
+        .build()
+        .map_err(|error| eprintln!("berth: cannot start the async runtime: {error}"))
+        .ok()
+}
+
 /// `berth healthcheck`: 0 when the local agent answers `/ping`, else 1.
 fn healthcheck(options: &Options) -> ExitCode {
     let host = if options.host.is_unspecified() {
@@ -97,15 +99,8 @@ fn healthcheck(options: &Options) -> ExitCode {
         options.host
     };
     let address = SocketAddr::new(host, options.port);
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("berth healthcheck: {error}");
-            return ExitCode::FAILURE;
-        }
+    let Some(runtime) = runtime(tokio::runtime::Builder::new_current_thread()) else {
+        return ExitCode::FAILURE;
     };
     match runtime.block_on(probe::ping(address, HEALTHCHECK_TIMEOUT)) {
         Ok(()) => ExitCode::SUCCESS,
@@ -119,15 +114,8 @@ fn healthcheck(options: &Options) -> ExitCode {
 /// `berth doctor`, `berth status`, `berth keys new`: no logging, a small
 /// runtime, and the exit status the command gives.
 fn operator_command(command: OperatorCommand, options: &Options) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("berth: cannot start the async runtime: {error}");
-            return ExitCode::FAILURE;
-        }
+    let Some(runtime) = runtime(tokio::runtime::Builder::new_current_thread()) else {
+        return ExitCode::FAILURE;
     };
     match command {
         OperatorCommand::Doctor => {
@@ -207,7 +195,7 @@ async fn run(options: Options) -> Result<(), String> {
         engine_health.clone(),
     )
     .await;
-    let hostname = host_name();
+    let hostname = berth::advertise::host_name();
     let own_container = match &hostname {
         Some(name) => engine.own_container(name).await.unwrap_or_default(),
         None => OwnContainer::default(),
@@ -535,13 +523,6 @@ async fn start_cluster(
         "agent running in cluster mode"
     );
     Ok(Some(cluster))
-}
-
-/// The machine's host name (in a container, by default its ID).
-fn host_name() -> Option<String> {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
-        .map(|name| name.trim().to_string())
 }
 
 /// SIGTERM and SIGINT, listened for from the moment this is made.

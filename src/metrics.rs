@@ -187,12 +187,8 @@ impl<M: Membership> MetricsEndpoint<M> {
         out.push_str("# TYPE berth_cluster_members gauge\n");
         if let Some(membership) = &self.membership {
             let members = membership.members().await;
-            for (label, status) in [
-                ("alive", MemberStatus::Alive),
-                ("leaving", MemberStatus::Leaving),
-                ("left", MemberStatus::Left),
-                ("failed", MemberStatus::Failed),
-            ] {
+            for status in MemberStatus::ALL {
+                let label = status.label();
                 let count = members.iter().filter(|m| m.status == status).count();
                 let _ = writeln!(out, "berth_cluster_members{{status=\"{label}\"}} {count}");
             }

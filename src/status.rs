@@ -9,7 +9,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use berth_domain::cluster::MemberStatus;
 use berth_domain::headers::AGENT_VERSION;
 use berth_ports::Membership;
 use serde_json::{json, Value};
@@ -51,24 +50,6 @@ fn unix_seconds(at: SystemTime) -> u64 {
     at.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
-fn tunnel_name(code: u8) -> &'static str {
-    match code {
-        0 => "closed",
-        1 => "opening",
-        2 => "open",
-        _ => "retrying",
-    }
-}
-
-fn status_name(status: MemberStatus) -> &'static str {
-    match status {
-        MemberStatus::Alive => "alive",
-        MemberStatus::Leaving => "leaving",
-        MemberStatus::Left => "left",
-        MemberStatus::Failed => "failed",
-    }
-}
-
 impl<M: Membership> StatusSources<M> {
     /// The document `berth status --json` prints.
     pub async fn document(&self) -> Value {
@@ -89,7 +70,7 @@ impl<M: Membership> StatusSources<M> {
                             "node": m.node_name,
                             "role": m.node_role,
                             "leader": m.leader,
-                            "status": status_name(m.status),
+                            "status": m.status.label(),
                             "address": m.address.to_string(),
                             "agent_port": m.agent_port,
                             "last_contact": m.last_contact,
@@ -109,7 +90,7 @@ impl<M: Membership> StatusSources<M> {
                 })
             });
             json!({
-                "tunnel": self.tunnel.as_ref().map(|gauge| tunnel_name(gauge.get())),
+                "tunnel": self.tunnel.as_ref().map(TunnelGauge::name),
                 "last_poll": last_poll,
             })
         } else {

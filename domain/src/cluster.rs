@@ -23,6 +23,25 @@ pub enum MemberStatus {
     Failed,
 }
 
+impl MemberStatus {
+    pub const ALL: [MemberStatus; 4] = [
+        MemberStatus::Alive,
+        MemberStatus::Leaving,
+        MemberStatus::Left,
+        MemberStatus::Failed,
+    ];
+
+    /// As metrics and `berth status` name it.
+    pub fn label(self) -> &'static str {
+        match self {
+            MemberStatus::Alive => "alive",
+            MemberStatus::Leaving => "leaving",
+            MemberStatus::Left => "left",
+            MemberStatus::Failed => "failed",
+        }
+    }
+}
+
 /// One agent of the cluster, as gossip reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Member {

@@ -46,12 +46,7 @@ impl Finding {
         detail: impl Into<String>,
         fix: impl Into<String>,
     ) -> Finding {
-        Finding {
-            check: check.into(),
-            verdict: Verdict::Warning,
-            detail: detail.into(),
-            fix: Some(fix.into()),
-        }
+        Finding::with_fix(Verdict::Warning, check.into(), detail.into(), fix.into())
     }
 
     pub fn failed(
@@ -59,11 +54,15 @@ impl Finding {
         detail: impl Into<String>,
         fix: impl Into<String>,
     ) -> Finding {
+        Finding::with_fix(Verdict::Failed, check.into(), detail.into(), fix.into())
+    }
+
+    fn with_fix(verdict: Verdict, check: String, detail: String, fix: String) -> Finding {
         Finding {
-            check: check.into(),
-            verdict: Verdict::Failed,
-            detail: detail.into(),
-            fix: Some(fix.into()),
+            check,
+            verdict,
+            detail,
+            fix: Some(fix),
         }
     }
 }

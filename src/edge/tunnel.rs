@@ -54,6 +54,10 @@ impl TunnelGauge {
         self.0.load(Ordering::Relaxed)
     }
 
+    pub fn name(&self) -> &'static str {
+        Phase::name_of_code(self.get())
+    }
+
     fn set(&self, phase: Phase) {
         self.0.store(phase.code(), Ordering::Relaxed);
     }

@@ -52,9 +52,9 @@ pub async fn examine(options: &Options) -> Vec<Finding> {
     });
     let engine = DockerSocket::new(options.docker_host.clone(), options.timeouts.connect);
     findings.push(check_engine(&engine, options).await);
-    let own = match std::fs::read_to_string("/proc/sys/kernel/hostname") {
-        Ok(name) => engine.own_container(name.trim()).await.unwrap_or_default(),
-        Err(_) => Default::default(),
+    let own = match crate::advertise::host_name() {
+        Some(name) => engine.own_container(&name).await.unwrap_or_default(),
+        None => Default::default(),
     };
     let (advertise, reason) = crate::advertise::choose(options, own.address);
     findings.push(judge_advertise(advertise, reason, &host::local_addresses()));

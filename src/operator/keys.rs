@@ -129,13 +129,8 @@ pub fn client_certificate(
             key_path.display()
         ));
     }
-    let issued = berth_adapters::http::tls::issue_client_certificate(
-        ca_cert,
-        ca_key,
-        name,
-        civil_date(std::time::SystemTime::now()),
-    )
-    .map_err(|error| error.to_string())?;
+    let issued = berth_adapters::http::tls::issue_client_certificate(ca_cert, ca_key, name)
+        .map_err(|error| error.to_string())?;
     std::fs::DirBuilder::new()
         .recursive(true)
         .create(dir)
@@ -154,24 +149,6 @@ pub fn client_certificate(
          DOCKER_CERT_PATH={dir} docker -H tcp://HOST:9001 --tlsverify ps\n\
          (--tlsverify checks the agent's certificate against the same CA: start the agent with an SSL_CERT it issued)\n",
     ))
-}
-
-/// (year, month, day) of `at` in UTC.
-pub fn civil_date(at: std::time::SystemTime) -> (i32, u8, u8) {
-    let days = at
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() / 86_400) as i64;
-    // Howard Hinnant's days-to-civil, for the proleptic Gregorian calendar.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = (doy - (153 * mp + 2) / 5 + 1) as u8;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u8;
-    let year = (yoe + era * 400 + i64::from(month <= 2)) as i32;
-    (year, month, day)
 }
 
 fn read_config(path: &Path) -> Result<serde_json::Map<String, serde_json::Value>, String> {
@@ -276,14 +253,6 @@ mod tests {
         assert!(again.contains("never replaces"), "{again}");
         assert_eq!(std::fs::read(dir.join(SIGNING_KEY_FILE)).unwrap(), before);
         std::fs::remove_dir_all(dir).unwrap();
-    }
-
-    #[test]
-    fn civil_dates_of_known_days() {
-        let day = |d: u64| std::time::UNIX_EPOCH + std::time::Duration::from_secs(d * 86_400);
-        assert_eq!(civil_date(day(0)), (1970, 1, 1));
-        assert_eq!(civil_date(day(11_016)), (2000, 2, 29));
-        assert_eq!(civil_date(day(20_788)), (2026, 12, 1));
     }
 
     #[test]

@@ -37,12 +37,48 @@ pub fn client_config(allowed_target: &str) -> ClientConfig {
     }
 }
 
-pub struct ScriptedServer {
-    reader: BufReader<ReadHalf<DuplexStream>>,
+/// The server's sending half: its writer and the sealing of the moment.
+pub struct Outgoing {
     writer: WriteHalf<DuplexStream>,
     outbound: Sealing,
+}
+
+impl Outgoing {
+    pub async fn send(&mut self, payload: &[u8]) -> io::Result<()> {
+        let packet = self.outbound.seal(payload);
+        self.send_raw(&packet).await
+    }
+
+    /// Bytes as they are, for what no well-behaved sealing would make.
+    pub async fn send_raw(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.writer.write_all(bytes).await?;
+        self.writer.flush().await
+    }
+
+    /// A sealed packet, as the next one would be sealed.
+    pub fn seal(&mut self, payload: &[u8]) -> Vec<u8> {
+        self.outbound.seal(payload)
+    }
+}
+
+pub struct ScriptedServer {
+    reader: BufReader<ReadHalf<DuplexStream>>,
+    out: Outgoing,
     inbound: Sealing,
     session_id: Vec<u8>,
+}
+
+impl std::ops::Deref for ScriptedServer {
+    type Target = Outgoing;
+    fn deref(&self) -> &Outgoing {
+        &self.out
+    }
+}
+
+impl std::ops::DerefMut for ScriptedServer {
+    fn deref_mut(&mut self) -> &mut Outgoing {
+        &mut self.out
+    }
 }
 
 impl ScriptedServer {
@@ -58,8 +94,10 @@ impl ScriptedServer {
         reader.read_until(b'\n', &mut line).await?;
         let mut server = ScriptedServer {
             reader,
-            writer,
-            outbound: Sealing::clear(),
+            out: Outgoing {
+                writer,
+                outbound: Sealing::clear(),
+            },
             inbound: Sealing::clear(),
             session_id: Vec::new(),
         };
@@ -120,20 +158,9 @@ impl ScriptedServer {
         }
         let agreed = kex::negotiate(ours).map_err(io::Error::other)?;
         let keys = exchange.keys(&self.session_id, &agreed);
-        self.outbound = Sealing::gcm(agreed.cipher_in, &keys.key_in, &keys.iv_in);
+        self.out.outbound = Sealing::gcm(agreed.cipher_in, &keys.key_in, &keys.iv_in);
         self.inbound = Sealing::gcm(agreed.cipher_out, &keys.key_out, &keys.iv_out);
         Ok(())
-    }
-
-    pub async fn send(&mut self, payload: &[u8]) -> io::Result<()> {
-        let packet = self.outbound.seal(payload);
-        self.send_raw(&packet).await
-    }
-
-    /// Bytes as they are, for what no well-behaved sealing would make.
-    pub async fn send_raw(&mut self, bytes: &[u8]) -> io::Result<()> {
-        self.writer.write_all(bytes).await?;
-        self.writer.flush().await
     }
 
     /// The next message the client sends.
@@ -155,45 +182,33 @@ impl ScriptedServer {
     /// blocks on a full pipe); the returned side only sends.
     pub fn drain(self) -> Sender {
         let ScriptedServer {
-            mut reader,
-            writer,
-            outbound,
-            ..
+            mut reader, out, ..
         } = self;
         let drain = tokio::spawn(async move {
             let mut sink = [0u8; 4096];
             while matches!(reader.read(&mut sink).await, Ok(n) if n > 0) {}
         });
-        Sender {
-            writer,
-            outbound,
-            drain,
-        }
+        Sender { out, drain }
     }
 }
 
 /// The sending side of a server whose input is drained; dropping it is
 /// the server going away.
 pub struct Sender {
-    writer: WriteHalf<DuplexStream>,
-    outbound: Sealing,
+    out: Outgoing,
     drain: tokio::task::JoinHandle<()>,
 }
 
-impl Sender {
-    pub async fn send(&mut self, payload: &[u8]) -> io::Result<()> {
-        let packet = self.outbound.seal(payload);
-        self.send_raw(&packet).await
+impl std::ops::Deref for Sender {
+    type Target = Outgoing;
+    fn deref(&self) -> &Outgoing {
+        &self.out
     }
+}
 
-    pub async fn send_raw(&mut self, bytes: &[u8]) -> io::Result<()> {
-        self.writer.write_all(bytes).await?;
-        self.writer.flush().await
-    }
-
-    /// A sealed packet, as the next one would be sealed.
-    pub fn seal(&mut self, payload: &[u8]) -> Vec<u8> {
-        self.outbound.seal(payload)
+impl std::ops::DerefMut for Sender {
+    fn deref_mut(&mut self) -> &mut Outgoing {
+        &mut self.out
     }
 }
 

@@ -152,7 +152,7 @@ pub struct IssuedClientCertificate {
 
 /// Issues a client certificate (extended key usage clientAuth, common name
 /// `name`) from the CA at `ca_cert_path` with its PKCS#8 key at
-/// `ca_key_path`, valid from `today` (year, month, day) for a year.
+/// `ca_key_path`, valid from now for a year.
 ///
 /// # Errors
 /// Unreadable files, a certificate or key that does not parse, or a key
@@ -161,7 +161,6 @@ pub fn issue_client_certificate(
     ca_cert_path: &str,
     ca_key_path: &str,
     name: &str,
-    today: (i32, u8, u8),
 ) -> Result<IssuedClientCertificate, TlsError> {
     let text = |path: &str| {
         String::from_utf8(read(path)?).map_err(|_| TlsError(format!("{path} is not PEM text")))
@@ -184,10 +183,8 @@ pub fn issue_client_certificate(
         .push(rcgen::DnType::CommonName, name);
     params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
     params.key_usages = vec![rcgen::KeyUsagePurpose::DigitalSignature];
-    let (year, month, day) = today;
-    params.not_before = rcgen::date_time_ymd(year, month, day);
-    // 28 at most, so a year on is a real date.
-    params.not_after = rcgen::date_time_ymd(year + 1, month, day.min(28));
+    params.not_before = time::OffsetDateTime::now_utc();
+    params.not_after = params.not_before + time::Duration::days(365);
     let key = rcgen::KeyPair::generate().map_err(|error| TlsError(error.to_string()))?;
     let certificate = params
         .signed_by(&key, &issuer)

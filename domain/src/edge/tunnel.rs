@@ -34,11 +34,16 @@ impl Phase {
     }
 
     pub fn name(&self) -> &'static str {
-        match self {
-            Phase::Closed => "closed",
-            Phase::Opening => "opening",
-            Phase::Open => "open",
-            Phase::Retrying { .. } => "retrying",
+        Phase::name_of_code(self.code())
+    }
+
+    /// The name of a phase known only by its [`Phase::code`] (the gauge).
+    pub fn name_of_code(code: u8) -> &'static str {
+        match code {
+            0 => "closed",
+            1 => "opening",
+            2 => "open",
+            _ => "retrying",
         }
     }
 }
