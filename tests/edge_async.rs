@@ -178,14 +178,25 @@ async fn snapshots_and_patches_keep_portainer_in_step_with_the_engine() {
         })
         .await;
     docker_cli(&world.engine, &["kill", &name]);
-    let state = portainer
+    portainer
         .wait("the stopped container in Portainer's copy", LONG, |s| {
             snapshot_containers(s)
                 .iter()
                 .any(|(c, st)| c == &id && st == "exited")
         })
         .await;
-    assert_eq!(snapshot_containers(&state), world.engine_containers().await);
+    // Other tests share the engine and change their containers meanwhile:
+    // Portainer's copy must catch up with the engine, not match one instant.
+    let deadline = Instant::now() + LONG;
+    let state = loop {
+        let engine = world.engine_containers().await;
+        let state = portainer.state().await;
+        if snapshot_containers(&state) == engine || Instant::now() > deadline {
+            assert_eq!(snapshot_containers(&state), engine);
+            break state;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
     assert_eq!(
         state["hash_mismatches"], 0,
         "every patch applied on its base"

@@ -94,10 +94,20 @@ async fn open_first(chisel: &Chisel) -> ChiselTunnel {
     let target = echo_server().await;
     let grant = &chisel.tunnels[0];
     let before = chisel.listened(grant.port).len();
-    let tunnel = client()
-        .open(grant_spec(chisel, grant, &target))
-        .await
-        .expect("the tunnel opens");
+    // The grant's port was free when chisel started; another test may hold
+    // it for a moment, and chisel then refuses the remote. The agent's
+    // driver retries as this does.
+    let mut tries = 0;
+    let tunnel = loop {
+        match client().open(grant_spec(chisel, grant, &target)).await {
+            Ok(tunnel) => break tunnel,
+            Err(error) if tries < 10 && format!("{error:?}").contains("cannot listen") => {
+                tries += 1;
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(error) => panic!("the tunnel opens: {error:?}"),
+        }
+    };
     chisel.wait_listening(grant.port, before + 1, WAIT);
     tunnel
 }
