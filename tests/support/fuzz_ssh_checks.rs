@@ -101,7 +101,9 @@ pub fn ssh_messages(data: &[u8]) {
     }
     runtime().block_on(async {
         let mut reader = BufReader::new(rest);
-        if let Ok(version) = transport::exchange_versions(&mut reader, &mut Vec::new()).await {
+        if let Ok(version) =
+            transport::exchange_versions(&mut reader, &mut Vec::new(), CLIENT_VERSION).await
+        {
             assert!(
                 version.starts_with("SSH-") && version.len() < 256,
                 "{version:?}"

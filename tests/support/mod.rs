@@ -17,6 +17,7 @@ pub mod fixtures;
 pub mod imitation_chisel;
 pub mod in_process;
 pub mod manual_clock;
+pub mod openssh;
 pub mod output_lines;
 pub mod own_engine;
 pub mod piped;

@@ -25,6 +25,7 @@ const MSG_KEX_ECDH_INIT: u8 = 30;
 /// and `allowed_target` as the only place it may dial.
 pub fn client_config(allowed_target: &str) -> ClientConfig {
     ClientConfig {
+        identification: CLIENT_VERSION.into(),
         user: "scripted".into(),
         password: String::from("secret").into(),
         fingerprint: berth_domain::edge::fingerprint::sha256_fingerprint(&server::host_key_blob(

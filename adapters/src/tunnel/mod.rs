@@ -174,6 +174,7 @@ impl TunnelClient for ChiselClient {
         .map_err(|_| TunnelError::Unreachable(format!("no websocket to {} in time", target.url)))?
         .map_err(|e| TunnelError::Unreachable(format!("{}: {e}", target.url)))?;
         let config = ClientConfig {
+            identification: ssh::transport::CLIENT_VERSION.into(),
             user: spec.user.clone(),
             password: spec.password.clone(),
             fingerprint: spec.fingerprint.clone(),
@@ -241,6 +242,7 @@ mod tests {
             proxy: None,
         };
         let config = ClientConfig {
+            identification: ssh::transport::CLIENT_VERSION.into(),
             user: spec.user.clone(),
             password: spec.password.clone(),
             fingerprint: spec.fingerprint.clone(),

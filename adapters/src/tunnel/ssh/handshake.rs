@@ -8,7 +8,7 @@ use super::kex::{
     self, Agreed, Ephemeral, Transcript, MSG_KEXINIT, MSG_KEX_ECDH_REPLY, MSG_NEWKEYS,
 };
 use super::session::SshError;
-use super::transport::{exchange_versions, Sealing, CLIENT_VERSION};
+use super::transport::{exchange_versions, Sealing};
 use super::wire::{Decoder, Encoder};
 
 pub const MSG_DISCONNECT: u8 = 1;
@@ -53,12 +53,13 @@ impl Rekey {
     pub fn finish(
         &self,
         reply: &[u8],
+        client_version: &str,
         server_version: &str,
         session_id: Option<&[u8]>,
         fingerprint: &str,
     ) -> Result<(Keys, Vec<u8>), SshError> {
         let transcript = Transcript {
-            client_version: CLIENT_VERSION,
+            client_version,
             server_version,
             client_kexinit: &self.ours,
             server_kexinit: &self.theirs,
@@ -162,6 +163,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Handshake<R, W> {
 pub async fn establish<R, W>(
     reader: R,
     writer: W,
+    identification: &str,
     user: &str,
     password: &str,
     fingerprint: &str,
@@ -176,14 +178,15 @@ where
         inbound: Sealing::clear(),
         outbound: Sealing::clear(),
     };
-    let server_version = exchange_versions(&mut hs.reader, &mut hs.writer).await?;
+    let server_version = exchange_versions(&mut hs.reader, &mut hs.writer, identification).await?;
     let ours = our_kexinit();
     hs.send(&ours).await?;
     let theirs = hs.expect(MSG_KEXINIT, "KEXINIT").await?;
     let rekey = Rekey::begin(ours, theirs)?;
     hs.send(&rekey.ephemeral.init_message()).await?;
     let reply = hs.expect(MSG_KEX_ECDH_REPLY, "KEX_ECDH_REPLY").await?;
-    let (keys, session_id) = rekey.finish(&reply, &server_version, None, fingerprint)?;
+    let (keys, session_id) =
+        rekey.finish(&reply, identification, &server_version, None, fingerprint)?;
     hs.send(&[MSG_NEWKEYS]).await?;
     hs.expect(MSG_NEWKEYS, "NEWKEYS").await?;
     hs.outbound = keys.outbound;

@@ -94,6 +94,9 @@ impl From<Malformed> for SshError {
 
 #[derive(Clone)]
 pub struct ClientConfig {
+    /// The identification line sent: chisel's (`CLIENT_VERSION`) for
+    /// chisel servers; other SSH servers need one starting `SSH-2.0-`.
+    pub identification: String,
     pub user: String,
     /// Wiped when dropped; never in `Debug`.
     pub password: berth_domain::edge::credentials::Zeroizing<String>,
@@ -158,6 +161,7 @@ impl SshSession {
         let established = handshake::establish(
             read_half,
             write_half,
+            &config.identification,
             &config.user,
             config.password.as_str(),
             &config.fingerprint,
@@ -565,6 +569,7 @@ impl<S: AsyncRead + AsyncWrite + Send> Loop<S> {
         let (keys, _) = rekey
             .finish(
                 reply,
+                &self.config.identification,
                 &self.server_version,
                 Some(&self.session_id),
                 &self.config.fingerprint,

@@ -8,7 +8,8 @@ use aes_gcm::aead::{Aead, Payload};
 use aes_gcm::{Aes128Gcm, Aes256Gcm, KeyInit, Nonce};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 
-/// chisel's client identification; chisel servers send `SSH-chisel-v3-server`.
+/// chisel's client identification, which berth sends as the Go agent does;
+/// chisel servers send `SSH-chisel-v3-server`.
 pub const CLIENT_VERSION: &str = "SSH-chisel-v3-client";
 
 /// Packets larger than this are refused (RFC 4253 asks for 35,000 at least).
@@ -27,14 +28,13 @@ fn protocol_error(what: impl Into<String>) -> io::Error {
 pub async fn exchange_versions<R, W>(
     reader: &mut BufReader<R>,
     writer: &mut W,
+    ours: &str,
 ) -> io::Result<String>
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
-    writer
-        .write_all(format!("{CLIENT_VERSION}\r\n").as_bytes())
-        .await?;
+    writer.write_all(format!("{ours}\r\n").as_bytes()).await?;
     writer.flush().await?;
     for _ in 0..MAX_PRELUDE_LINES {
         let mut line = Vec::new();
@@ -246,15 +246,24 @@ mod tests {
         let server = b"hello there\r\nSSH-chisel-v3-server\r\n";
         let mut reader = BufReader::new(&server[..]);
         let mut sent = Vec::new();
-        let version = exchange_versions(&mut reader, &mut sent).await.unwrap();
+        let version = exchange_versions(&mut reader, &mut sent, CLIENT_VERSION)
+            .await
+            .unwrap();
         assert_eq!(version, "SSH-chisel-v3-server");
         assert_eq!(sent, b"SSH-chisel-v3-client\r\n");
         let garbled = b"SSH-2.0-\xb2\xb2\r\n";
-        let refused = exchange_versions(&mut BufReader::new(&garbled[..]), &mut Vec::new()).await;
+        let refused = exchange_versions(
+            &mut BufReader::new(&garbled[..]),
+            &mut Vec::new(),
+            CLIENT_VERSION,
+        )
+        .await;
         assert!(refused.unwrap_err().to_string().contains("not ASCII"));
         let mut silent = BufReader::new(&b""[..]);
-        assert!(exchange_versions(&mut silent, &mut Vec::new())
-            .await
-            .is_err());
+        assert!(
+            exchange_versions(&mut silent, &mut Vec::new(), CLIENT_VERSION)
+                .await
+                .is_err()
+        );
     }
 }
