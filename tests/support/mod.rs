@@ -14,6 +14,7 @@ pub mod fake_engine;
 pub mod fake_host;
 pub mod files;
 pub mod fixtures;
+pub mod hostile_scripts;
 pub mod imitation_chisel;
 pub mod in_process;
 pub mod manual_clock;

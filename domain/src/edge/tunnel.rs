@@ -10,6 +10,12 @@ use std::time::Duration;
 use super::backoff::Backoff;
 use super::status::TunnelStatus;
 
+/// A tunnel open this long counts as healthy: its loss starts the backoff
+/// over. One lost sooner keeps counting, so a server that accepts and then
+/// drops every tunnel at once is retried with growing delays, not every
+/// second.
+pub const STABLE: Duration = Duration::from_secs(30);
+
 /// Where the tunnel is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Phase {
@@ -78,6 +84,7 @@ pub struct TunnelMachine {
     /// Portainer wants a tunnel (REQUIRED seen, not yet IDLE or closed by us).
     wanted: Option<TunnelRequest>,
     last_activity: Duration,
+    opened_at: Duration,
     inactivity: Duration,
     failures: u32,
     backoff: Backoff,
@@ -89,6 +96,7 @@ impl TunnelMachine {
             phase: Phase::Closed,
             wanted: None,
             last_activity: Duration::ZERO,
+            opened_at: Duration::ZERO,
             inactivity,
             failures: 0,
             backoff: Backoff::TUNNEL,
@@ -144,12 +152,15 @@ impl TunnelMachine {
     pub fn on_opened(&mut self, now: Duration) {
         self.phase = Phase::Open;
         self.last_activity = now;
-        self.failures = 0;
+        self.opened_at = now;
     }
 
     /// Opening failed, or an open tunnel dropped without being asked to.
     /// `unit` in [0, 1) is the jitter.
     pub fn on_lost(&mut self, now: Duration, unit: f64) {
+        if self.phase == Phase::Open && now.saturating_sub(self.opened_at) >= STABLE {
+            self.failures = 0;
+        }
         if self.wanted.is_some() {
             let delay = self.backoff.delay(self.failures, unit);
             self.failures = self.failures.saturating_add(1);
@@ -176,6 +187,7 @@ impl TunnelMachine {
         match self.phase {
             Phase::Open if now.saturating_sub(self.last_activity) >= self.inactivity => {
                 self.wanted = None;
+                self.failures = 0;
                 Action::Close(CloseReason::Inactive)
             }
             Phase::Retrying { at } if now >= at => match &self.wanted {
@@ -301,8 +313,18 @@ mod tests {
         m.on_lost(secs(20), 1.0);
         assert_eq!(
             m.phase(),
-            Phase::Retrying { at: secs(21) },
-            "success resets the backoff"
+            Phase::Retrying { at: secs(28) },
+            "a tunnel lost soon after opening does not reset the backoff"
+        );
+        m.tick(secs(28));
+        m.on_opened(secs(28));
+        m.on_lost(secs(28) + STABLE, 1.0);
+        assert_eq!(
+            m.phase(),
+            Phase::Retrying {
+                at: secs(29) + STABLE
+            },
+            "one that stayed up does"
         );
     }
 

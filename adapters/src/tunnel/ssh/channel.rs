@@ -7,7 +7,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, Semaphore};
 
@@ -100,26 +100,37 @@ pub fn spawn_pumps(
     events: mpsc::Sender<ChannelEvent>,
 ) -> mpsc::UnboundedSender<ToLocal> {
     let _ = stream.set_nodelay(true);
-    let (mut read_half, mut write_half) = stream.into_split();
+    let (read_half, mut write_half) = stream.into_split();
     let (to_local, mut from_session) = mpsc::unbounded_channel();
     let window = Arc::clone(&channel.remote_window);
     let read_size = channel.read_size;
     let read_events = events.clone();
     tokio::spawn(async move {
-        let mut buffer = vec![0u8; read_size];
         loop {
-            let n = match read_half.read(&mut buffer).await {
-                Ok(0) | Err(_) => {
-                    let _ = read_events.send(ChannelEvent::Eof { id }).await;
-                    return;
+            // A buffer only once the agent has bytes to send: an idle
+            // channel holds none, so thousands of open channels (all a
+            // server may ask for) cost little.
+            let mut bytes = Vec::new();
+            let read = match read_half.readable().await {
+                Ok(()) => {
+                    bytes.reserve_exact(read_size);
+                    read_half.try_read_buf(&mut bytes)
                 }
-                Ok(n) => n,
+                Err(error) => Err(error),
             };
+            let n = match read {
+                Ok(n) => n,
+                Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => continue,
+                Err(_) => 0,
+            };
+            if n == 0 {
+                let _ = read_events.send(ChannelEvent::Eof { id }).await;
+                return;
+            }
             match window.acquire_many(n as u32).await {
                 Ok(permit) => permit.forget(),
                 Err(_) => return,
             }
-            let bytes = buffer[..n].to_vec();
             if read_events
                 .send(ChannelEvent::Data { id, bytes })
                 .await
