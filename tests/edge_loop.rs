@@ -67,6 +67,10 @@ impl OpenTunnel for FakeTunnel {
         let reason = ended.wait_for(Option::is_some).await.map(|r| r.clone());
         reason.ok().flatten().unwrap_or_default()
     }
+
+    fn proven(&self) -> bool {
+        true
+    }
 }
 
 impl TunnelClient for RecordingTunnels {

@@ -27,7 +27,7 @@ use http_body_util::Full;
 use serde_json::json;
 use support::berth_process::{engine_host, free_port, BerthProcess};
 use support::edge_world::{
-    fetch, loopback, start_edge_berth, temp_dir, wait_metric, EDGE_ID, WAIT,
+    fetch, loopback, start_edge_berth, temp_dir, wait_metric, TempDir, EDGE_ID, WAIT,
 };
 use support::hostile_scripts::{self as script, MSG_GLOBAL_REQUEST, MSG_REQUEST_SUCCESS};
 use support::portainer_server::TestPortainer;
@@ -41,6 +41,9 @@ use tokio_tungstenite::tungstenite::Message;
 
 /// Connections each script must see: the first and two reconnects.
 const CONNECTIONS: usize = 3;
+/// How long a script may go on: past berth's longest wait (three
+/// keepalive ticks of 25 s).
+const SCRIPT_LIMIT: Duration = Duration::from_secs(150);
 /// Peak resident set over the agent's at the start, in every case: the
 /// tunnel's windows and buffers with room to spare, far below what the
 /// hostile servers name (4 GiB packets, 4 GiB windows, 64 MiB of data).
@@ -54,6 +57,9 @@ enum Script {
     DataOnUnknownChannels,
     ChannelFlood,
     HostKeyChanged,
+    RekeyNeverCompleted,
+    IgnoreForever,
+    StallMidPacket,
 }
 
 impl Script {
@@ -68,6 +74,9 @@ impl Script {
                 eprintln!("channel flood: {confirmed} confirmed, {refused} refused");
             }
             Script::HostKeyChanged => script::host_key_changed(server, target).await,
+            Script::RekeyNeverCompleted => script::rekey_never_completed(server, target).await,
+            Script::IgnoreForever => script::ignore_forever(server, target).await,
+            Script::StallMidPacket => script::stall_mid_packet(server, target).await,
         }
     }
 }
@@ -103,8 +112,9 @@ impl HostileServer {
                     let Some(target) = grant_config(&mut server).await else {
                         return;
                     };
-                    // Scripts may wait forever once the client has gone.
-                    let _ = tokio::time::timeout(WAIT, chosen.run(server, target)).await;
+                    // Scripts may wait forever once the client has gone;
+                    // none may end before berth's own timeouts do.
+                    let _ = tokio::time::timeout(SCRIPT_LIMIT, chosen.run(server, target)).await;
                 });
             }
         });
@@ -245,80 +255,93 @@ async fn ping_until(api: SocketAddr, done: impl Fn() -> bool) -> usize {
     answered
 }
 
-/// One case: the script on every connection until CONNECTIONS arrived,
-/// then Portainer says IDLE. Returns the reasons logged, the retry delays
-/// logged and the gaps between the server's connections.
-async fn case(
-    berth: &BerthProcess,
-    portainer: &TestPortainer,
-    hostile: &HostileServer,
+/// A berth process in Edge mode, a scripted Portainer and a hostile tunnel
+/// server its Edge key names.
+struct World {
+    portainer: TestPortainer,
+    hostile: HostileServer,
+    berth: BerthProcess,
     metrics: SocketAddr,
-    chosen: Script,
-) -> (Vec<String>, Vec<u64>, Vec<Duration>) {
-    *hostile.script.lock().unwrap() = chosen;
-    let (log_from, arrived_from) = (berth.log().len(), hostile.arrivals().len());
-    portainer.set_status(json!({"status": "REQUIRED", "port": free_port(),
-        "credentials": sealed_credentials(), "checkin": 0.2}));
-    let deadline = Instant::now() + 3 * WAIT;
-    let answered = ping_until(berth.addr, || {
-        assert!(Instant::now() < deadline, "{chosen:?}: too few connections");
-        hostile.arrivals().len() >= arrived_from + CONNECTIONS
-    })
-    .await;
-    portainer.set_status(json!({"status": "IDLE", "checkin": 0.2}));
-    wait_metric(metrics, "berth_edge_tunnel_state", "0").await;
-    let log: Vec<String> = berth.log()[log_from..].to_vec();
-    let reasons = log
-        .iter()
-        .filter(|line| line.contains("the Edge tunnel dropped; reconnecting"))
-        .filter_map(|line| field(line, "reason"))
-        .collect();
-    let retries = log
-        .iter()
-        .filter(|line| line.contains("Edge tunnel retry scheduled"))
-        .filter_map(|line| field(line, "retry_in_ms")?.parse().ok())
-        .collect();
-    let arrivals = hostile.arrivals()[arrived_from..].to_vec();
-    let gaps = arrivals.windows(2).map(|w| w[1] - w[0]).collect();
-    eprintln!("{chosen:?}: /ping answered {answered} times meanwhile");
-    (reasons, retries, gaps)
+    baseline_kib: u64,
+    _data: TempDir,
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn hostile_tunnel_servers_are_dropped_with_a_reason_and_retried_with_backoff() {
-    let Some(engine) = engine_host() else { return };
-    let portainer = TestPortainer::start().await;
-    let hostile = HostileServer::start().await;
-    let data = temp_dir("hostile-tunnel");
-    let metrics = loopback(free_port());
-    let metrics_addr = metrics.to_string();
-    let key = edge_key(&portainer, &hostile);
-    let berth = start_edge_berth(
-        &engine,
-        &data,
-        &[("EDGE_KEY", &key), ("METRICS_ADDR", &metrics_addr)],
-    );
-    wait_metric(metrics, "berth_edge_tunnel_state", "0").await;
-    let baseline = memory_kib(berth.pid(), "VmRSS");
-    eprintln!("resident at the start: {baseline} KiB");
-    for (chosen, expected) in [
-        (Script::FourGibPacket, "bad packet length"),
-        (Script::WindowPast2_32, "window past 2^32"),
-        (
-            Script::DataBeyondTheWindow,
-            "more data than the channel's window",
-        ),
-        (Script::DataOnUnknownChannels, "closed the connection"),
-        (Script::ChannelFlood, "closed the connection"),
-        (Script::HostKeyChanged, "fingerprint"),
-    ] {
-        let (reasons, retries, gaps) = case(&berth, &portainer, &hostile, metrics, chosen).await;
-        let peak = memory_kib(berth.pid(), "VmHWM");
+impl World {
+    async fn start(engine: &str, name: &str) -> World {
+        let portainer = TestPortainer::start().await;
+        let hostile = HostileServer::start().await;
+        let data = temp_dir(name);
+        let metrics = loopback(free_port());
+        let metrics_addr = metrics.to_string();
+        let key = edge_key(&portainer, &hostile);
+        let berth = start_edge_berth(
+            engine,
+            &data,
+            &[("EDGE_KEY", &key), ("METRICS_ADDR", &metrics_addr)],
+        );
+        wait_metric(metrics, "berth_edge_tunnel_state", "0").await;
+        let baseline_kib = memory_kib(berth.pid(), "VmRSS");
+        eprintln!("{name}: resident at the start: {baseline_kib} KiB");
+        World {
+            portainer,
+            hostile,
+            berth,
+            metrics,
+            baseline_kib,
+            _data: data,
+        }
+    }
+
+    /// One case: the script on every connection until CONNECTIONS
+    /// arrived (within `limit`), then Portainer says IDLE. Checks what
+    /// every case must show; `expected` is in every drop's reason.
+    async fn case(&self, chosen: Script, expected: &str, limit: Duration) {
+        *self.hostile.script.lock().unwrap() = chosen;
+        let (log_from, arrived_from) = (self.berth.log().len(), self.hostile.arrivals().len());
+        self.portainer
+            .set_status(json!({"status": "REQUIRED", "port": free_port(),
+            "credentials": sealed_credentials(), "checkin": 0.2}));
+        let deadline = Instant::now() + limit;
+        let answered = ping_until(self.berth.addr, || {
+            assert!(Instant::now() < deadline, "{chosen:?}: too few connections");
+            self.hostile.arrivals().len() >= arrived_from + CONNECTIONS
+        })
+        .await;
+        // The drops before the last connection are logged (the log trails).
+        let dropped = |log: &[String]| {
+            log.iter()
+                .filter(|line| line.contains("the Edge tunnel dropped; reconnecting"))
+                .count()
+        };
+        while dropped(&self.berth.log()[log_from..]) < CONNECTIONS {
+            assert!(
+                Instant::now() < deadline,
+                "{chosen:?}: the last drop not logged"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        self.portainer
+            .set_status(json!({"status": "IDLE", "checkin": 0.2}));
+        wait_metric(self.metrics, "berth_edge_tunnel_state", "0").await;
+        let log: Vec<String> = self.berth.log()[log_from..].to_vec();
+        let reasons: Vec<String> = log
+            .iter()
+            .filter(|line| line.contains("the Edge tunnel dropped; reconnecting"))
+            .filter_map(|line| field(line, "reason"))
+            .collect();
+        let retries: Vec<u64> = log
+            .iter()
+            .filter(|line| line.contains("Edge tunnel retry scheduled"))
+            .filter_map(|line| field(line, "retry_in_ms")?.parse().ok())
+            .collect();
+        let arrivals = self.hostile.arrivals()[arrived_from..].to_vec();
+        let gaps: Vec<Duration> = arrivals.windows(2).map(|w| w[1] - w[0]).collect();
+        let peak = memory_kib(self.berth.pid(), "VmHWM");
         eprintln!(
             "{chosen:?}: dropped with {:?}; retries in {retries:?} ms; connections {gaps:?} apart; \
-             peak resident {peak} KiB ({} KiB over the start)",
+             /ping answered {answered} times meanwhile; peak resident {peak} KiB ({} KiB over the start)",
             reasons.first(),
-            peak.saturating_sub(baseline)
+            peak.saturating_sub(self.baseline_kib)
         );
         assert!(reasons.len() >= CONNECTIONS - 1, "{chosen:?}: {reasons:?}");
         assert!(
@@ -339,8 +362,56 @@ async fn hostile_tunnel_servers_are_dropped_with_a_reason_and_retried_with_backo
             );
         }
         assert!(
-            peak.saturating_sub(baseline) < MEMORY_BOUND_KIB,
-            "{chosen:?}: peak resident {peak} KiB from {baseline} KiB"
+            peak.saturating_sub(self.baseline_kib) < MEMORY_BOUND_KIB,
+            "{chosen:?}: peak resident {peak} KiB from {} KiB",
+            self.baseline_kib
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_tunnel_servers_are_dropped_with_a_reason_and_retried_with_backoff() {
+    let Some(engine) = engine_host() else { return };
+    let world = World::start(&engine, "hostile-tunnel").await;
+    for (chosen, expected) in [
+        (Script::FourGibPacket, "bad packet length"),
+        (Script::WindowPast2_32, "window past 2^32"),
+        (
+            Script::DataBeyondTheWindow,
+            "more data than the channel's window",
+        ),
+        (Script::DataOnUnknownChannels, "closed the connection"),
+        (Script::ChannelFlood, "closed the connection"),
+        (Script::HostKeyChanged, "fingerprint"),
+    ] {
+        world.case(chosen, expected, 3 * WAIT).await;
+    }
+}
+
+/// The servers that only berth's own timeouts end (a key exchange must
+/// finish within 30 s; two unanswered keepalives of 25 s end a session),
+/// each against an agent of its own, side by side: some two and a half
+/// minutes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn servers_that_only_berths_timeouts_end_are_dropped_and_retried_with_backoff() {
+    let Some(engine) = engine_host() else { return };
+    let limit = 2 * SCRIPT_LIMIT;
+    let (rekey, ignore, stall) = tokio::join!(
+        World::start(&engine, "hostile-rekey"),
+        World::start(&engine, "hostile-ignore"),
+        World::start(&engine, "hostile-stall"),
+    );
+    tokio::join!(
+        rekey.case(
+            Script::RekeyNeverCompleted,
+            "did not finish a key exchange",
+            limit
+        ),
+        ignore.case(Script::IgnoreForever, "stopped answering keepalives", limit),
+        stall.case(
+            Script::StallMidPacket,
+            "stopped answering keepalives",
+            limit
+        ),
+    );
 }

@@ -62,6 +62,11 @@ pub trait OpenTunnel: Send + Sync + 'static {
     /// Resolves when the tunnel ends (closed, dropped by the server, or
     /// the connection lost), with the reason.
     fn closed(&self) -> impl Future<Output = String> + Send;
+    /// Whether the server showed it works, beyond letting the tunnel open
+    /// (it answered a keepalive). Only a drop after that starts the
+    /// reconnect backoff over, so a server that accepts every tunnel and
+    /// then fails it is retried with growing delays.
+    fn proven(&self) -> bool;
 }
 
 pub trait TunnelClient: Clone + Send + Sync + 'static {

@@ -83,7 +83,8 @@ struct StatusUpdate {
 
 enum Event<T> {
     Opened(u64, Result<T, berth_ports::TunnelError>),
-    Ended(u64, String),
+    /// The reason, and whether the server had proven itself.
+    Ended(u64, String, bool),
 }
 
 /// How the poller talks to the driver.
@@ -190,7 +191,8 @@ impl<C: TunnelClient> Driver<C> {
                     let events = self.events.clone();
                     tokio::spawn(async move {
                         let reason = watcher.closed().await;
-                        let _ = events.send(Event::Ended(generation, reason));
+                        let proven = watcher.proven();
+                        let _ = events.send(Event::Ended(generation, reason, proven));
                     });
                     self.current = Some(tunnel);
                     self.activity.record();
@@ -201,10 +203,13 @@ impl<C: TunnelClient> Driver<C> {
                     self.lost();
                 }
             },
-            Event::Ended(generation, reason) if generation == self.generation => {
+            Event::Ended(generation, reason, proven) if generation == self.generation => {
                 self.current = None;
                 if self.machine.phase() == Phase::Open {
-                    warn!(%reason, "the Edge tunnel dropped; reconnecting");
+                    warn!(%reason, proven, "the Edge tunnel dropped; reconnecting");
+                    if proven {
+                        self.machine.on_proven();
+                    }
                     self.lost();
                 } else {
                     self.machine.on_closed();

@@ -118,6 +118,10 @@ impl OpenTunnel for ChiselTunnel {
     async fn closed(&self) -> String {
         self.session.closed().await
     }
+
+    fn proven(&self) -> bool {
+        self.session.proven()
+    }
 }
 
 /// chisel's `config` request for one reverse remote.

@@ -10,12 +10,6 @@ use std::time::Duration;
 use super::backoff::Backoff;
 use super::status::TunnelStatus;
 
-/// A tunnel open this long counts as healthy: its loss starts the backoff
-/// over. One lost sooner keeps counting, so a server that accepts and then
-/// drops every tunnel at once is retried with growing delays, not every
-/// second.
-pub const STABLE: Duration = Duration::from_secs(30);
-
 /// Where the tunnel is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Phase {
@@ -84,7 +78,6 @@ pub struct TunnelMachine {
     /// Portainer wants a tunnel (REQUIRED seen, not yet IDLE or closed by us).
     wanted: Option<TunnelRequest>,
     last_activity: Duration,
-    opened_at: Duration,
     inactivity: Duration,
     failures: u32,
     backoff: Backoff,
@@ -96,7 +89,6 @@ impl TunnelMachine {
             phase: Phase::Closed,
             wanted: None,
             last_activity: Duration::ZERO,
-            opened_at: Duration::ZERO,
             inactivity,
             failures: 0,
             backoff: Backoff::TUNNEL,
@@ -148,19 +140,23 @@ impl TunnelMachine {
         }
     }
 
-    /// The tunnel is up; opening counts as activity.
+    /// The tunnel is up; opening counts as activity. The backoff does not
+    /// start over here: a server that accepts every tunnel and drops it at
+    /// once must not be retried every second.
     pub fn on_opened(&mut self, now: Duration) {
         self.phase = Phase::Open;
         self.last_activity = now;
-        self.opened_at = now;
+    }
+
+    /// The open tunnel's server showed it works (it answered a keepalive):
+    /// the backoff starts over.
+    pub fn on_proven(&mut self) {
+        self.failures = 0;
     }
 
     /// Opening failed, or an open tunnel dropped without being asked to.
     /// `unit` in [0, 1) is the jitter.
     pub fn on_lost(&mut self, now: Duration, unit: f64) {
-        if self.phase == Phase::Open && now.saturating_sub(self.opened_at) >= STABLE {
-            self.failures = 0;
-        }
         if self.wanted.is_some() {
             let delay = self.backoff.delay(self.failures, unit);
             self.failures = self.failures.saturating_add(1);
@@ -314,17 +310,16 @@ mod tests {
         assert_eq!(
             m.phase(),
             Phase::Retrying { at: secs(28) },
-            "a tunnel lost soon after opening does not reset the backoff"
+            "a tunnel that opened but proved nothing does not reset the backoff"
         );
         m.tick(secs(28));
         m.on_opened(secs(28));
-        m.on_lost(secs(28) + STABLE, 1.0);
+        m.on_proven();
+        m.on_lost(secs(100), 1.0);
         assert_eq!(
             m.phase(),
-            Phase::Retrying {
-                at: secs(29) + STABLE
-            },
-            "one that stayed up does"
+            Phase::Retrying { at: secs(101) },
+            "one whose server answered a keepalive does"
         );
     }
 

@@ -143,6 +143,8 @@ enum Pending {
 struct Counters {
     key_exchanges: AtomicU32,
     pings_answered: AtomicU32,
+    /// The server's answers to berth's keepalives.
+    keepalives_answered: AtomicU32,
 }
 
 /// A live session; dropping it closes the connection.
@@ -181,6 +183,7 @@ impl SshSession {
         let counters = Arc::new(Counters {
             key_exchanges: AtomicU32::new(1),
             pings_answered: AtomicU32::new(0),
+            keepalives_answered: AtomicU32::new(0),
         });
         let session = Loop {
             counters: Arc::clone(&counters),
@@ -234,6 +237,14 @@ impl SshSession {
     /// The server's `ping` requests answered so far (its keepalives).
     pub fn pings_answered(&self) -> u32 {
         self.counters.pings_answered.load(Ordering::Relaxed)
+    }
+
+    /// Whether the server answered one of berth's keepalives: a sign it
+    /// works, which a server cannot give without holding the session for
+    /// a keepalive interval. (Opening channels or sending data proves
+    /// nothing: a hostile server does both at once.)
+    pub fn proven(&self) -> bool {
+        self.counters.keepalives_answered.load(Ordering::Relaxed) > 0
     }
 
     /// Resolves when the session ends, with the reason.
@@ -448,13 +459,21 @@ impl<S: AsyncRead + AsyncWrite + Send> Loop<S> {
             MSG_GLOBAL_REQUEST => self.on_global_request(payload).await,
             MSG_REQUEST_SUCCESS | MSG_REQUEST_FAILURE => {
                 let rest = payload[1..].to_vec();
-                if let Some(Pending::Caller(reply)) = self.pending.pop_front() {
-                    let answer = if kind == MSG_REQUEST_SUCCESS {
-                        Ok(rest)
-                    } else {
-                        Err(rest)
-                    };
-                    let _ = reply.send(answer);
+                match self.pending.pop_front() {
+                    Some(Pending::Caller(reply)) => {
+                        let answer = if kind == MSG_REQUEST_SUCCESS {
+                            Ok(rest)
+                        } else {
+                            Err(rest)
+                        };
+                        let _ = reply.send(answer);
+                    }
+                    Some(Pending::Keepalive) => {
+                        self.counters
+                            .keepalives_answered
+                            .fetch_add(1, Ordering::Relaxed);
+                    }
+                    None => {}
                 }
                 Ok(())
             }
