@@ -68,12 +68,14 @@ async fn logs_in_with_each_host_key_type_and_keepalives_are_answered_both_ways()
         );
         wait_lines(&sshd, "Got 82/", 3);
         assert!(still_open(&quiet), "{kind}: the session ended");
+        assert!(!quiet.proven(), "no keepalive of berth's answered yet");
         drop(quiet);
         // ...then the client's `ping`s, which sshd answers with a failure
         // that counts as a sign of life.
         let session = connect(&sshd, PASSWORD).await.expect("the login");
         wait_lines(&sshd, "rtype ping want_reply 1", 6);
         assert!(still_open(&session), "{kind}: the session ended");
+        assert!(session.proven(), "sshd's answers prove the server works");
         let answer = session
             .request("berth-test@example.com", b"anything".to_vec())
             .await
