@@ -22,18 +22,6 @@ async fn connect(sshd: &Sshd, password: &str) -> Result<SshSession, SshError> {
     SshSession::connect(stream, sshd.client_config(password)).await
 }
 
-/// Waits until `count` of sshd's log lines contain `text`.
-fn wait_lines(sshd: &Sshd, text: &str, count: usize) {
-    let deadline = Instant::now() + WAIT;
-    while sshd.log().iter().filter(|line| line.contains(text)).count() < count {
-        assert!(
-            Instant::now() < deadline,
-            "fewer than {count} {text:?} lines"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 fn still_open(session: &SshSession) -> bool {
     let closed = session.closed();
     futures_util::FutureExt::now_or_never(closed).is_none()
@@ -66,14 +54,14 @@ async fn logs_in_with_each_host_key_type_and_keepalives_are_answered_both_ways()
             &format!("Accepted password for {USER} from 127.0.0.1"),
             WAIT,
         );
-        wait_lines(&sshd, "Got 82/", 3);
+        sshd.wait_nth_log("Got 82/", 3, WAIT);
         assert!(still_open(&quiet), "{kind}: the session ended");
         assert!(!quiet.proven(), "no keepalive of berth's answered yet");
         drop(quiet);
         // ...then the client's `ping`s, which sshd answers with a failure
         // that counts as a sign of life.
         let session = connect(&sshd, PASSWORD).await.expect("the login");
-        wait_lines(&sshd, "rtype ping want_reply 1", 6);
+        sshd.wait_nth_log("rtype ping want_reply 1", 6, WAIT);
         assert!(still_open(&session), "{kind}: the session ended");
         assert!(session.proven(), "sshd's answers prove the server works");
         let answer = session

@@ -177,7 +177,12 @@ impl Sshd {
 
     /// Waits for a log line containing `text`; returns it.
     pub fn wait_log(&self, text: &str, limit: Duration) -> String {
-        self.log.wait_for_nth(text, 1, limit, |line| {
+        self.wait_nth_log(text, 1, limit)
+    }
+
+    /// Waits for the `n`th log line containing `text`; returns it.
+    pub fn wait_nth_log(&self, text: &str, n: usize, limit: Duration) -> String {
+        self.log.wait_for_nth(text, n, limit, |line| {
             line.contains(text).then(|| line.to_string())
         })
     }
