@@ -2,11 +2,12 @@
 # nginx as the benchmarks' plain-proxy peer: TLS (a P-256 certificate made
 # here) in front of an engine socket, with a keep-alive upstream.
 #
-#   nginx_config DIR PORT SOCKET   writes DIR/nginx.conf (and DIR/cert.pem,
-#                                  DIR/key.pem); run it with
-#                                  nginx -c DIR/nginx.conf -g 'daemon off;'
+#   nginx_config DIR PORT SOCKET [PLAIN_PORT]
+#       writes DIR/nginx.conf (and DIR/cert.pem, DIR/key.pem); run it with
+#       nginx -c DIR/nginx.conf -g 'daemon off;'. With PLAIN_PORT, the same
+#       proxy also listens there without TLS: the hop's cost alone.
 nginx_config() {
-  local dir=$1 port=$2 socket=$3
+  local dir=$1 port=$2 socket=$3 plain=${4:-}
   openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=bench -days 1 \
     -keyout "$dir/key.pem" -out "$dir/cert.pem" 2>/dev/null
   # Workers run as root: the engine socket is root's.
@@ -21,6 +22,7 @@ http {
   upstream engine { server unix:$socket; keepalive 64; }
   server {
     listen 127.0.0.1:$port ssl;
+    ${plain:+listen 127.0.0.1:$plain;}
     ssl_certificate $dir/cert.pem;
     ssl_certificate_key $dir/key.pem;
     location / {

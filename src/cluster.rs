@@ -76,7 +76,7 @@ impl<M: Membership, P: PeerAgents> Cluster<M, P> {
                 })
             })
             .collect();
-        json_response(&serde_json::Value::Array(list), None)
+        responses::json(&serde_json::Value::Array(list))
     }
 
     /// A request with `X-PortainerAgent-Target` naming another node.
@@ -178,7 +178,7 @@ impl<M: Membership, P: PeerAgents> Cluster<M, P> {
         if let Some(summary) = &summary {
             warn!(path = %template.uri.path(), unavailable = %summary, "unable to retrieve node resources for aggregation");
         }
-        Ok(json_response(&merged.body, summary.as_deref()))
+        Ok(json_response(merged.body, summary.as_deref()))
     }
 
     async fn list_from<E: DockerEngine>(
@@ -294,8 +294,8 @@ fn header_name(name: &'static str) -> HeaderName {
     HeaderName::from_bytes(name.as_bytes()).expect("the protocol's header names are valid")
 }
 
-fn json_response(value: &serde_json::Value, unavailable: Option<&str>) -> Response<Body> {
-    let mut response = responses::json(value);
+fn json_response(body: Vec<u8>, unavailable: Option<&str>) -> Response<Body> {
+    let mut response = responses::json_text(body);
     if let Some(value) = unavailable.and_then(|v| HeaderValue::from_str(v).ok()) {
         response
             .headers_mut()

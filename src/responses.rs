@@ -30,7 +30,13 @@ pub fn error_response(error: &AgentError) -> Response<Body> {
 
 /// A 200 with a JSON body (no trailing newline, as libhttp writes it).
 pub fn json(value: &serde_json::Value) -> Response<Body> {
-    let mut response = Response::new(full_body(value.to_string()));
+    // Straight into bytes: `to_string` goes through `fmt` for every piece.
+    json_text(serde_json::to_vec(value).expect("a JSON value writes into memory"))
+}
+
+/// A 200 with a body that is JSON text already.
+pub fn json_text(body: Vec<u8>) -> Response<Body> {
+    let mut response = Response::new(full_body(body));
     response
         .headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));

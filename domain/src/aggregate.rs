@@ -1,7 +1,16 @@
 //! Merging the answers of every node into one cluster-wide list
 //! (reference §5.3), keeping Docker's format and saying which nodes are
 //! missing and why, instead of dropping them silently.
+//!
+//! The merged list is written as text, each object's own text kept and the
+//! node's tag spliced in before its closing brace: parsing every object
+//! into a map and printing it again cost the agent that fans a list out
+//! more than the rest of the request together (a 3-node container list,
+//! `scripts/bench-cluster`). Answers that are not a plain 2xx list take the
+//! parsing path, which names what is wrong with them.
 
+use serde::Deserialize;
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use crate::routing::ListKind;
@@ -23,10 +32,10 @@ pub struct NodeResult {
     pub answer: NodeAnswer,
 }
 
-/// The merged list and the nodes that are not in it.
+/// The merged list (JSON text) and the nodes that are not in it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Merged {
-    pub body: Value,
+    pub body: Vec<u8>,
     pub failures: Vec<(String, String)>,
 }
 
@@ -50,38 +59,140 @@ pub fn merge(kind: ListKind, results: Vec<NodeResult>) -> Merged {
     let mut warnings = Vec::new();
     let mut failures = Vec::new();
     for NodeResult { node, answer } in results {
-        match objects_of(kind, answer) {
-            Ok((objects, node_warnings)) => {
-                items.extend(
-                    objects
-                        .into_iter()
-                        .map(|object| tag_with_node(object, &node)),
-                );
-                warnings.extend(node_warnings);
+        let (status, body) = match answer {
+            NodeAnswer::Answered { status, body } => (status, body),
+            NodeAnswer::Failed(why) => {
+                failures.push((node, why));
+                continue;
             }
-            Err(why) => failures.push((node, why)),
+        };
+        let written = match raw_objects_of(kind, status, &body) {
+            Some((objects, node_warnings)) => {
+                objects
+                    .iter()
+                    .for_each(|object| push_tagged(&mut items, object.get(), &node));
+                node_warnings
+                    .iter()
+                    .for_each(|warning| push_item(&mut warnings, warning.get().as_bytes()));
+                Ok(())
+            }
+            None => objects_of(kind, status, &body).map(|(objects, node_warnings)| {
+                for object in objects {
+                    push_value(&mut items, &tag_with_node(object, &node));
+                }
+                node_warnings
+                    .iter()
+                    .for_each(|warning| push_value(&mut warnings, warning));
+            }),
+        };
+        if let Err(why) = written {
+            failures.push((node, why));
         }
     }
-    let body = match kind {
+    let mut body = Vec::with_capacity(items.len() + warnings.len() + 32);
+    match kind {
         ListKind::Volumes => {
-            let mut object = Map::new();
-            object.insert("Volumes".into(), Value::Array(items));
-            object.insert("Warnings".into(), Value::Array(warnings));
-            Value::Object(object)
+            body.extend_from_slice(b"{\"Volumes\":[");
+            body.extend_from_slice(&items);
+            body.extend_from_slice(b"],\"Warnings\":[");
+            body.extend_from_slice(&warnings);
+            body.extend_from_slice(b"]}");
         }
-        _ => Value::Array(items),
-    };
+        _ => {
+            body.push(b'[');
+            body.extend_from_slice(&items);
+            body.push(b']');
+        }
+    }
     Merged { body, failures }
+}
+
+/// A 2xx answer in the expected shape, its objects as they were written;
+/// `None` for anything else (the parsing path says what is wrong).
+fn raw_objects_of(
+    kind: ListKind,
+    status: u16,
+    body: &[u8],
+) -> Option<(Vec<&RawValue>, Vec<&RawValue>)> {
+    /// The engine's volume list; "message" present means an error.
+    #[derive(Deserialize)]
+    struct VolumeList<'a> {
+        #[serde(borrow, rename = "Volumes")]
+        volumes: Option<Vec<&'a RawValue>>,
+        #[serde(borrow, rename = "Warnings", default)]
+        warnings: Option<&'a RawValue>,
+        #[serde(borrow)]
+        message: Option<&'a RawValue>,
+    }
+    if !(200..300).contains(&status) {
+        return None;
+    }
+    let (objects, warnings) = match kind {
+        ListKind::Volumes => {
+            let list: VolumeList = serde_json::from_slice(body).ok()?;
+            if list.message.is_some() {
+                return None;
+            }
+            let warnings = list
+                .warnings
+                .and_then(|warnings| serde_json::from_str::<Vec<&RawValue>>(warnings.get()).ok())
+                .unwrap_or_default();
+            (list.volumes.unwrap_or_default(), warnings)
+        }
+        _ => (serde_json::from_slice(body).ok()?, Vec::new()),
+    };
+    objects
+        .iter()
+        .all(|object| object.get().starts_with('{'))
+        .then_some((objects, warnings))
+}
+
+/// Appends `object`'s text with the node's tag before its closing brace.
+/// An object that may already carry a "Portainer" key is parsed instead,
+/// so the tag replaces that key rather than repeating it.
+fn push_tagged(items: &mut Vec<u8>, object: &str, node: &str) {
+    if object.contains("\"Portainer\"") {
+        if let Ok(Value::Object(parsed)) = serde_json::from_str(object) {
+            push_value(items, &tag_with_node(parsed, node));
+            return;
+        }
+    }
+    let open = &object[..object.len() - 1];
+    separate(items);
+    items.extend_from_slice(open.as_bytes());
+    if !open[1..].trim().is_empty() {
+        items.push(b',');
+    }
+    items.extend_from_slice(b"\"Portainer\":{\"Agent\":{\"NodeName\":");
+    push_json(items, &Value::from(node));
+    items.extend_from_slice(b"}}}");
+}
+
+fn push_item(items: &mut Vec<u8>, text: &[u8]) {
+    separate(items);
+    items.extend_from_slice(text);
+}
+
+fn push_value(items: &mut Vec<u8>, value: &Value) {
+    separate(items);
+    push_json(items, value);
+}
+
+fn separate(items: &mut Vec<u8>) {
+    if !items.is_empty() {
+        items.push(b',');
+    }
+}
+
+fn push_json(out: &mut Vec<u8>, value: &Value) {
+    // Writing JSON into a Vec cannot fail.
+    serde_json::to_writer(out, value).expect("a JSON value writes into memory");
 }
 
 type Objects = (Vec<Map<String, Value>>, Vec<Value>);
 
-fn objects_of(kind: ListKind, answer: NodeAnswer) -> Result<Objects, String> {
-    let (status, body) = match answer {
-        NodeAnswer::Answered { status, body } => (status, body),
-        NodeAnswer::Failed(why) => return Err(why),
-    };
-    let value: Value = serde_json::from_slice(&body)
+fn objects_of(kind: ListKind, status: u16, body: &[u8]) -> Result<Objects, String> {
+    let value: Value = serde_json::from_slice(body)
         .map_err(|error| format!("HTTP {status} with a body that is not JSON: {error}"))?;
     if let Some(message) = value.get("message").filter(|m| !m.is_null()) {
         let message = message
@@ -139,6 +250,10 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    fn parsed(merged: &Merged) -> Value {
+        serde_json::from_slice(&merged.body).expect("the merged list is JSON")
+    }
+
     fn answered(node: &str, body: &str) -> NodeResult {
         NodeResult {
             node: node.into(),
@@ -160,7 +275,7 @@ mod tests {
             ],
         );
         assert_eq!(
-            merged.body,
+            parsed(&merged),
             json!([
                 {"Id":"1","Portainer":{"Agent":{"NodeName":"a"}}},
                 {"Id":"2","Portainer":{"Agent":{"NodeName":"a"}}},
@@ -182,7 +297,7 @@ mod tests {
             ],
         );
         assert_eq!(
-            merged.body,
+            parsed(&merged),
             json!({"Volumes":[{"Name":"v","Portainer":{"Agent":{"NodeName":"a"}}}],"Warnings":["w1","w2"]})
         );
     }
@@ -210,7 +325,7 @@ mod tests {
                 },
             ],
         );
-        assert_eq!(merged.body.as_array().unwrap().len(), 1);
+        assert_eq!(parsed(&merged).as_array().unwrap().len(), 1);
         let failed: Vec<&str> = merged.failures.iter().map(|(n, _)| n.as_str()).collect();
         assert_eq!(failed, ["error", "html", "object", "scalar", "down", "500"]);
         assert!(merged.failures[0].1.contains("Invalid request signature"));
@@ -223,12 +338,48 @@ mod tests {
     }
 
     #[test]
+    fn objects_keep_their_text_with_the_tag_spliced_in() {
+        let merged = merge(
+            ListKind::Networks,
+            vec![answered(
+                "n\"1",
+                "[ {\"Name\" : \"x\\u003c\", \"Size\": 1.50 } , { } ,{\"Labels\":{\"Portainer\":\"l\"}}]\n",
+            )],
+        );
+        assert_eq!(
+            String::from_utf8(merged.body).unwrap(),
+            concat!(
+                r#"[{"Name" : "x\u003c", "Size": 1.50 ,"Portainer":{"Agent":{"NodeName":"n\"1"}}},"#,
+                r#"{ "Portainer":{"Agent":{"NodeName":"n\"1"}}},"#,
+                r#"{"Labels":{"Portainer":"l"},"Portainer":{"Agent":{"NodeName":"n\"1"}}}]"#
+            )
+        );
+    }
+
+    #[test]
+    fn a_node_with_one_bad_object_adds_none_of_its_objects() {
+        let merged = merge(
+            ListKind::Containers,
+            vec![
+                answered("a", r#"[{"Id":"1"},"two"]"#),
+                answered("b", r#"[{"Id":"3"}]"#),
+            ],
+        );
+        assert_eq!(
+            parsed(&merged),
+            json!([{"Id":"3","Portainer":{"Agent":{"NodeName":"b"}}}])
+        );
+        assert_eq!(merged.failures.len(), 1);
+        assert!(merged.failures[0].1.contains(r#""two" is not an object"#));
+    }
+
+    #[test]
     fn big_numbers_survive() {
         let merged = merge(
             ListKind::Images,
             vec![answered("a", r#"[{"Size":9007199254740993}]"#)],
         );
-        assert_eq!(merged.body[0]["Size"], json!(9007199254740993u64));
+        assert_eq!(parsed(&merged)[0]["Size"], json!(9007199254740993u64));
     }
 }
 
@@ -291,7 +442,8 @@ mod recorded {
                 },
             ],
         );
-        let listed = merged.body.as_array().unwrap();
+        let merged_list: Value = serde_json::from_slice(&merged.body).unwrap();
+        let listed = merged_list.as_array().unwrap();
         assert_eq!(listed.len(), 2 * per_node);
         assert_eq!(listed[0]["Portainer"]["Agent"]["NodeName"], "a");
         assert_eq!(listed[per_node]["Portainer"]["Agent"]["NodeName"], "b");
@@ -302,6 +454,63 @@ mod recorded {
         let failed: Vec<&str> = merged.failures.iter().map(|(n, _)| n.as_str()).collect();
         assert_eq!(failed, ["c", "d"]);
         assert!(merged.failures[0].1.contains("No such container"));
+    }
+
+    /// Keeping each object's text gives what parsing and printing it
+    /// gave, compact or pretty-printed.
+    #[test]
+    fn recorded_lists_merge_as_the_parsed_path_merges_them() {
+        for (kind, recorded) in [
+            (ListKind::Containers, CONTAINERS),
+            (ListKind::Volumes, VOLUMES),
+        ] {
+            let compact = body(recorded);
+            let pretty =
+                serde_json::to_vec_pretty(&serde_json::from_slice::<Value>(&compact).unwrap())
+                    .unwrap();
+            for (a, b) in [
+                (&compact, &compact),
+                (&pretty, &compact),
+                (&compact, &pretty),
+            ] {
+                let merged = merge(
+                    kind,
+                    vec![
+                        node_with_body("a", a.clone()),
+                        node_with_body("b", b.clone()),
+                    ],
+                );
+                assert!(merged.failures.is_empty());
+                let kept: Value = serde_json::from_slice(&merged.body).unwrap();
+                assert_eq!(kept, parsed_merge(kind, &[("a", a), ("b", b)]));
+            }
+        }
+    }
+
+    fn node_with_body(name: &str, body: Vec<u8>) -> NodeResult {
+        NodeResult {
+            node: name.into(),
+            answer: NodeAnswer::Answered { status: 200, body },
+        }
+    }
+
+    /// The merge made by parsing every object: what berth did before.
+    fn parsed_merge(kind: ListKind, nodes: &[(&str, &Vec<u8>)]) -> Value {
+        let mut items = Vec::new();
+        let mut warnings = Vec::new();
+        for (node, body) in nodes {
+            let (objects, node_warnings) = objects_of(kind, 200, body).unwrap();
+            items.extend(
+                objects
+                    .into_iter()
+                    .map(|object| tag_with_node(object, node)),
+            );
+            warnings.extend(node_warnings);
+        }
+        match kind {
+            ListKind::Volumes => serde_json::json!({"Volumes": items, "Warnings": warnings}),
+            _ => Value::Array(items),
+        }
     }
 
     #[test]
@@ -320,12 +529,13 @@ mod recorded {
             ],
         );
         let recorded: Value = serde_json::from_slice(&body(VOLUMES)).unwrap();
-        let volumes = merged.body["Volumes"].as_array().unwrap();
+        let merged_list: Value = serde_json::from_slice(&merged.body).unwrap();
+        let volumes = merged_list["Volumes"].as_array().unwrap();
         assert_eq!(volumes.len(), recorded["Volumes"].as_array().unwrap().len());
         assert!(volumes
             .iter()
             .all(|v| v["Portainer"]["Agent"]["NodeName"] == "a"));
-        assert!(merged.body["Warnings"].is_array());
+        assert!(merged_list["Warnings"].is_array());
         assert!(merged.failures.is_empty());
     }
 }

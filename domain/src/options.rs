@@ -261,6 +261,13 @@ pub const OPTION_SPECS: &[OptionSpec] = &[
         "Client connections served at once; beyond, a clear 503 (berth)",
     ),
     spec(
+        "AGENT_WORKER_THREADS",
+        "worker-threads",
+        K::Text,
+        Some("auto"),
+        "Threads serving requests; auto is one fewer than the cores, at least one (berth)",
+    ),
+    spec(
         "ASSETS_PATH",
         "assets",
         K::Text,
@@ -710,6 +717,8 @@ pub struct Options {
     pub timeouts: Timeouts,
     pub facts_interval: Duration,
     pub max_connections: usize,
+    /// Threads of the async runtime; `None` is one fewer than the cores.
+    pub worker_threads: Option<usize>,
     /// The largest request header block accepted, in bytes.
     pub max_header_bytes: usize,
     pub assets_path: String,
@@ -828,6 +837,7 @@ pub const PODMAN_VOLUMES_ROOT: &str = "/var/lib/containers/storage/volumes";
 const EXPECT_DURATION: &str = "a duration such as 72h, 30m, 10s or 500ms";
 const EXPECT_PORT: &str = "a port number from 0 to 65535";
 const EXPECT_CONNECTIONS: &str = "a number of connections from 1 to 1000000";
+const EXPECT_WORKERS: &str = "auto, or a number of threads from 1 to 1024";
 const EXPECT_HEADER_BYTES: &str = "a number of bytes from 8192 to 16777216";
 const EXPECT_IP: &str = "an IP address such as 0.0.0.0 or 10.0.0.5 (not a host name)";
 const EXPECT_FLAG: &str = "a boolean: 1, true, 0 or false";
@@ -1020,6 +1030,18 @@ impl Options {
                     .ok()
                     .filter(|n| (1..=1_000_000).contains(n))
             })?,
+            worker_threads: r.with_default(
+                "AGENT_WORKER_THREADS",
+                EXPECT_WORKERS,
+                |v| match v {
+                    "auto" => Some(None),
+                    v => v
+                        .parse::<usize>()
+                        .ok()
+                        .filter(|n| (1..=1024).contains(n))
+                        .map(Some),
+                },
+            )?,
             max_header_bytes: r.with_default(
                 "AGENT_MAX_HEADER_BYTES",
                 EXPECT_HEADER_BYTES,
@@ -1325,6 +1347,28 @@ mod tests {
         for bad in ["100", "abc", "99999999"] {
             let error = check(&[("AGENT_MAX_HEADER_BYTES", bad)]).unwrap_err();
             assert_eq!(error.env, "AGENT_MAX_HEADER_BYTES");
+        }
+    }
+
+    #[test]
+    fn worker_threads_are_automatic_unless_counted() {
+        assert_eq!(check(&[]).unwrap().worker_threads, None);
+        assert_eq!(
+            check(&[("AGENT_WORKER_THREADS", "auto")])
+                .unwrap()
+                .worker_threads,
+            None
+        );
+        assert_eq!(
+            check(&[("AGENT_WORKER_THREADS", "1")])
+                .unwrap()
+                .worker_threads,
+            Some(1)
+        );
+        for bad in ["0", "-1", "two", "1025", ""] {
+            let error = check(&[("AGENT_WORKER_THREADS", bad)]).unwrap_err();
+            assert_eq!(error.env, "AGENT_WORKER_THREADS", "{bad:?}");
+            assert!(error.to_string().contains("auto, or a number"), "{error}");
         }
     }
 

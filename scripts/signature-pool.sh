@@ -1,0 +1,41 @@
+# shellcheck shell=bash
+# Portainer's request signatures for wrk. Portainer signs every request
+# anew (ECDSA's random k), so a pool of fresh signatures is made ahead by
+# Go's crypto/ecdsa (benches/go-ecdsa) and sent one per request: the load
+# generator, which shares the cores, does not sign.
+#
+#   signature_pool DIR COUNT        builds DIR/go-ecdsa and writes COUNT
+#                                   fresh signatures of the test identity
+#                                   to DIR/pool.txt
+#   signature_wrk_script POOL KEY   a wrk script sending POOL's signatures
+#                                   in turn (wrk's two threads take halves)
+
+signature_pool() {
+  local dir=$1 count=$2
+  (cd benches/go-ecdsa && go build -o "$dir/go-ecdsa" .)
+  "$dir/go-ecdsa" sign fixtures/signatures/keys/p256-a.pem Portainer-App "$count" >"$dir/pool.txt"
+}
+
+# The same script serves a pool of one (the repeated signature): a header
+# set per request costs wrk more than a fixed request, so both sides of a
+# comparison run it.
+signature_wrk_script() {
+  cat <<LUA
+local threads = 0
+function setup(thread)
+  thread:set("id", threads)
+  threads = threads + 1
+end
+function init(args)
+  signatures = {}
+  for line in io.lines("$1") do signatures[#signatures + 1] = line end
+  next_one = 1 + id * math.floor(#signatures / 2)
+  wrk.headers["X-PortainerAgent-PublicKey"] = "$2"
+end
+function request()
+  wrk.headers["X-PortainerAgent-Signature"] = signatures[next_one]
+  next_one = next_one % #signatures + 1
+  return wrk.format()
+end
+LUA
+}
