@@ -5,6 +5,8 @@
 #   free_port                        a loopback TCP port nothing answers on
 #   bench_engine_containers DIR      50 stopped containers on DIR's engine,
 #                                    so a list has something to carry
+#   cpu_ticks PID                    the CPU PID has spent (utime + stime),
+#                                    in clock ticks (getconf CLK_TCK a second)
 
 bench_tools() {
   local tool missing=()
@@ -26,3 +28,5 @@ bench_engine_containers() {
   cli="$(engine_cli) -H unix://$1/docker.sock"
   for i in $(seq 1 50); do $cli create --name "bench-$i" berth-test/busybox sleep 1 >/dev/null 2>&1; done
 }
+
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
