@@ -182,9 +182,32 @@ engine_swarm_init() {
 }
 
 # Stops the engine in DIR by the PID it was started with. dockerd stops
-# its containers first, which can take a while.
+# its containers first, which can take a while. It leaves the bridge
+# interfaces of its own networks behind (they are for its next start); an
+# engine in the host's network namespace never starts again with this data
+# root, so they are deleted, else they pile up over runs until Docker finds
+# no address pool that overlaps none of them.
 engine_stop() {
-  stop_by_pid_file "$1/dockerd.started-pid" 30
+  local dir=$1 bridges bridge
+  bridges=$(engine_bridges "$dir")
+  stop_by_pid_file "$dir/dockerd.started-pid" 30
+  for bridge in $bridges; do
+    ip link delete "$bridge" 2>/dev/null || true
+  done
+}
+
+# engine_bridges DIR: the interface names (br-<network id>) of the
+# user-defined bridge networks of the engine in DIR, if it answers. An
+# engine in a network namespace of its own has them there, where these
+# names never match a host interface.
+engine_bridges() {
+  local dir=$1 id
+  [ -S "$dir/docker.sock" ] || return 0
+  timeout 10 "$(engine_cli)" -H "unix://$dir/docker.sock" network ls -q --no-trunc \
+    --filter driver=bridge 2>/dev/null | while read -r id; do
+    [ -n "$id" ] && echo "br-${id:0:12}"
+  done
+  return 0
 }
 
 # stop_by_pid_file PID_FILE SECONDS: SIGTERM to the process, SIGKILL if it

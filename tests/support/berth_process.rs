@@ -49,7 +49,7 @@ pub fn from_env_or_skip(variable: &str, what: &str, hint: &str) -> Option<String
         eprintln!("BERTH_SKIP_ENGINE_TESTS=1: skipping a test that needs {what}");
         return None;
     }
-    panic!("no {what} for the tests: {hint} (BERTH_SKIP_ENGINE_TESTS=1 skips these tests)");
+    panic!("these tests need {what}: {hint} (BERTH_SKIP_ENGINE_TESTS=1 skips them)");
 }
 
 /// The socket path of `engine_host()`.
@@ -210,15 +210,33 @@ pub fn cluster_engine_hosts() -> Option<Vec<String>> {
     panic!("no cluster engines for the tests: run scripts/test, which starts them, or set BERTH_TEST_CLUSTER_HOSTS");
 }
 
-/// A port free on loopback for both TCP and UDP (gossip uses both).
+/// A port free on loopback for both TCP and UDP (gossip uses both), for a
+/// server the test starts later (chisel, serf, berth itself).
+///
+/// Taken at random below the kernel's ephemeral range rather than by
+/// binding port 0: a port from that range, once let go, can be the source
+/// port the kernel gives another test's outgoing connection before the
+/// server binds it ("cannot listen"). Below the range only listeners take
+/// ports, and the bind check skips those already taken.
 pub fn free_port() -> u16 {
-    loop {
-        let tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = tcp.local_addr().unwrap().port();
+    use std::hash::BuildHasher;
+    let ephemeral_start = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    let low = 10000u16.min(ephemeral_start / 2);
+    let span = u64::from(ephemeral_start - low).max(1);
+    let seed = std::collections::hash_map::RandomState::new();
+    for attempt in 0..10_000u32 {
+        let port = low + (seed.hash_one((std::process::id(), attempt)) % span) as u16;
+        let Ok(_tcp) = std::net::TcpListener::bind(("127.0.0.1", port)) else {
+            continue;
+        };
         if std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok() {
             return port;
         }
     }
+    panic!("no port free for TCP and UDP below {ephemeral_start} on 127.0.0.1");
 }
 
 /// The swarm engine and the image `scripts/test` built for the image test:
