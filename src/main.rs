@@ -307,6 +307,9 @@ async fn run(options: Options) -> Result<(), String> {
         );
     }
 
+    // What a burst of requests freed goes back to the kernel (see heap).
+    tokio::spawn(berth_adapters::heap::keep_releasing_free_pages());
+
     let metrics = Metrics::default();
     if let Some(address) = options.metrics_addr {
         let mut endpoint = MetricsEndpoint::new(

@@ -17,6 +17,7 @@
 //! - [`host_scripts`]: the `ScriptHost` port, Edge job scripts run inside
 //!   the host root.
 //! - [`host`]: facts about the machine (its addresses).
+//! - [`heap`]: the heap's free pages given back to the kernel.
 //! - [`http`]: the HTTPS server (hyper + rustls) that feeds every request to
 //!   a `RequestHandler`, with connection limits, timeouts and graceful
 //!   shutdown.
@@ -27,6 +28,7 @@ pub mod dial;
 pub mod docker;
 pub mod fs;
 pub mod gossip;
+pub mod heap;
 pub mod host;
 pub mod host_scripts;
 pub mod http;

@@ -15,7 +15,7 @@ use http::uri::{PathAndQuery, Scheme};
 use http::{Request, Response, Uri};
 use http_body_util::BodyExt;
 use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 use rustls::pki_types::ServerName;
 use rustls::ClientConfig;
 use tokio::net::TcpStream;
@@ -23,6 +23,10 @@ use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 
 use crate::io::{is_timeout, root_cause, timed_out, EitherStream, PooledIo};
+
+/// Idle connections kept to each peer: enough for the lists Portainer
+/// sends at once for one page (containers, images, volumes, networks...).
+pub const MAX_IDLE_PER_PEER: usize = 8;
 
 #[derive(Clone)]
 pub struct HttpsPeers {
@@ -53,10 +57,17 @@ impl HttpsPeers {
             tls,
             timeout: connect_timeout,
         };
+        // A cluster-wide list opens a connection to every peer, so a burst
+        // of N lists leaves N connections to each peer: about 50 KiB each
+        // (TLS and read buffers), 50 MiB after 32 lists in a 32-node
+        // cluster. Only a few stay pooled, and those are let go after a
+        // minute idle, which needs the timer: without it hyper evicts idle
+        // connections only when it next looks for one.
         let client = Client::builder(TokioExecutor::new())
             .set_host(false)
+            .pool_timer(TokioTimer::new())
             .pool_idle_timeout(Duration::from_secs(60))
-            .pool_max_idle_per_host(32)
+            .pool_max_idle_per_host(MAX_IDLE_PER_PEER)
             .build(connector);
         HttpsPeers {
             client,
@@ -152,5 +163,87 @@ impl tower_service::Service<Uri> for PeerConnector {
                 Err(_) => Err(timed_out()),
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use http_body_util::Full;
+    use hyper::service::service_fn;
+    use hyper_util::rt::TokioIo;
+    use tokio::net::TcpListener;
+    use tokio::sync::Barrier;
+
+    use super::*;
+
+    /// A plain HTTP peer that answers only once `burst` requests are in
+    /// flight at once, and counts its open connections.
+    async fn peer(burst: usize) -> (SocketAddr, Arc<AtomicUsize>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let open = Arc::new(AtomicUsize::new(0));
+        let all_in = Arc::new(Barrier::new(burst));
+        let counter = open.clone();
+        tokio::spawn(async move {
+            loop {
+                let (tcp, _) = listener.accept().await.unwrap();
+                counter.fetch_add(1, Ordering::SeqCst);
+                let (counter, all_in) = (counter.clone(), all_in.clone());
+                tokio::spawn(async move {
+                    let answer = service_fn(move |_| {
+                        let all_in = all_in.clone();
+                        async move {
+                            all_in.wait().await;
+                            Ok::<_, hyper::Error>(hyper::Response::new(Full::new(
+                                bytes::Bytes::from_static(b"[]"),
+                            )))
+                        }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(tcp), answer)
+                        .await;
+                    counter.fetch_sub(1, Ordering::SeqCst);
+                });
+            }
+        });
+        (address, open)
+    }
+
+    #[tokio::test]
+    async fn a_burst_leaves_only_a_few_idle_connections_to_a_peer() {
+        let burst = MAX_IDLE_PER_PEER * 3;
+        let (address, open) = peer(burst).await;
+        let peers = HttpsPeers::plain(Duration::from_secs(5));
+        let lists = (0..burst).map(|_| {
+            let peers = peers.clone();
+            async move {
+                let request = Request::get("/containers/json")
+                    .body(berth_ports::empty_body())
+                    .unwrap();
+                let response = peers.forward(address, request).await.unwrap();
+                response.into_body().collect().await.unwrap();
+            }
+        });
+        tokio::time::timeout(
+            Duration::from_secs(10),
+            futures_util::future::join_all(lists),
+        )
+        .await
+        .expect("the burst's requests were not all answered");
+        // Connections beyond the pool's cap are closed as they come back.
+        let settled = tokio::time::timeout(Duration::from_secs(10), async {
+            while open.load(Ordering::SeqCst) > MAX_IDLE_PER_PEER {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await;
+        assert!(
+            settled.is_ok(),
+            "{} connections to the peer stay open after a burst of {burst}; at most {MAX_IDLE_PER_PEER} should",
+            open.load(Ordering::SeqCst)
+        );
+        assert_eq!(open.load(Ordering::SeqCst), MAX_IDLE_PER_PEER);
     }
 }

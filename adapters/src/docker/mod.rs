@@ -12,7 +12,7 @@ use http::uri::{PathAndQuery, Scheme};
 use http::{Request, Response, Uri};
 use http_body_util::BodyExt;
 use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use connector::EngineConnector;
 
@@ -34,6 +34,9 @@ impl DockerSocket {
         let client = Client::builder(TokioExecutor::new())
             // The client's own Host header passes through untouched.
             .set_host(false)
+            // Without a timer, idle connections outlive the timeout until
+            // the pool is next used.
+            .pool_timer(TokioTimer::new())
             .pool_idle_timeout(Duration::from_secs(60))
             .build(connector);
         DockerSocket {
