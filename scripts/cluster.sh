@@ -86,17 +86,26 @@ cluster_signature_headers() {
   echo "-H X-PortainerAgent-PublicKey:$key -H X-PortainerAgent-Signature:$sig"
 }
 
-# Waits until the agent of NODE lists three agents.
+# Waits until the first node's agent lists the three agents.
 cluster_wait_formed() {
-  local dir=$1 here=$2 port _
-  port=$(cat "$dir/${CLUSTER_NODES[0]}/api-port")
-  for _ in $(seq 1 300); do
-    # shellcheck disable=SC2046
-    if [ "$(curl -sk $(cluster_signature_headers "$here") "https://127.0.0.1:$port/agents" | grep -o NodeName | wc -l)" = 3 ]; then
-      return 0
-    fi
+  local dir=$1 here=$2
+  cluster_wait_agents "$here" "$(cat "$dir/${CLUSTER_NODES[0]}/api-port")" 3
+}
+
+# cluster_agents_listed HERE PORT: how many agents the agent on PORT lists.
+cluster_agents_listed() {
+  # shellcheck disable=SC2046
+  curl -sk $(cluster_signature_headers "$1") "https://127.0.0.1:$2/agents" | grep -o NodeName | wc -l
+}
+
+# cluster_wait_agents HERE PORT COUNT: waits up to 2 minutes until the
+# agent on PORT lists COUNT agents.
+cluster_wait_agents() {
+  local here=$1 port=$2 count=$3 _
+  for _ in $(seq 1 600); do
+    [ "$(cluster_agents_listed "$here" "$port")" = "$count" ] && return 0
     sleep 0.2
   done
-  echo "the cluster did not form" >&2
+  echo "the cluster did not form: $(cluster_agents_listed "$here" "$port") of $count agents listed" >&2
   return 1
 }

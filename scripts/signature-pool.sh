@@ -9,6 +9,12 @@
 #                                   to DIR/pool.txt
 #   signature_wrk_script POOL KEY   a wrk script sending POOL's signatures
 #                                   in turn (wrk's two threads take halves)
+#   test_signature                  "KEY SIGNATURE": the test identity's
+#                                   public key and one signature by it
+#                                   (fixtures/signatures/vectors.tsv)
+#   signed_wrk_script KEY SIGNATURE a wrk script sending that one signature
+#                                   with every request, as the docker CLI's
+#                                   HttpHeaders would
 
 signature_pool() {
   local dir=$1 count=$2
@@ -37,5 +43,16 @@ function request()
   next_one = next_one % #signatures + 1
   return wrk.format()
 end
+LUA
+}
+
+test_signature() {
+  awk -F'\t' '$1 == "p256-a-good" {print $2, $3}' fixtures/signatures/vectors.tsv
+}
+
+signed_wrk_script() {
+  cat <<LUA
+wrk.headers["X-PortainerAgent-PublicKey"] = "$1"
+wrk.headers["X-PortainerAgent-Signature"] = "$2"
 LUA
 }
