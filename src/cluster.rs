@@ -3,6 +3,7 @@
 //! and keeping this agent's tags and membership current.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use berth_domain::aggregate::{self, NodeAnswer, NodeResult};
@@ -15,6 +16,7 @@ use berth_ports::{Body, DockerEngine, Membership, PeerAgents, PeerError};
 use futures_util::future::join_all;
 use http::header::{HeaderName, HeaderValue};
 use http::{Request, Response};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tracing::{info, warn};
 
 use crate::edge::keys::EdgeKeys;
@@ -25,6 +27,15 @@ use crate::{proxy, responses};
 /// The most one node's list may weigh before it counts as a failure.
 const MAX_LIST_BYTES: usize = 256 * 1024 * 1024;
 
+/// `AGENT_FANOUT_BUDGET`'s default: the node answers that cluster-wide
+/// lists may wait on at once, all lists together. Each answer in flight holds a peer connection and a node's
+/// list (some 50 KiB with 10 containers, `scripts/bench-fanout-memory`):
+/// unbounded, 32 lists at once over 32 nodes held 1,000 of them and 50 MiB.
+/// A list over N nodes takes N of these (all of them past this size), so a
+/// single node's lists are as good as unbounded and a large cluster's are
+/// queued a few at a time.
+pub const DEFAULT_FANOUT_BUDGET: usize = 128;
+
 /// The gossip membership and the way to reach peers.
 #[derive(Clone)]
 pub struct Cluster<M, P> {
@@ -32,6 +43,24 @@ pub struct Cluster<M, P> {
     peers: P,
     fanout_timeout: Duration,
     metrics: Metrics,
+    list_budget: ListBudget,
+}
+
+/// Node answers in flight, shared by every list.
+#[derive(Clone)]
+struct ListBudget {
+    permits: Arc<Semaphore>,
+    size: usize,
+}
+
+impl ListBudget {
+    fn new(size: usize) -> Self {
+        let size = size.clamp(1, Semaphore::MAX_PERMITS);
+        ListBudget {
+            permits: Arc::new(Semaphore::new(size)),
+            size,
+        }
+    }
 }
 
 impl<M: Membership, P: PeerAgents> Cluster<M, P> {
@@ -41,7 +70,14 @@ impl<M: Membership, P: PeerAgents> Cluster<M, P> {
             peers,
             fanout_timeout,
             metrics: Metrics::default(),
+            list_budget: ListBudget::new(DEFAULT_FANOUT_BUDGET),
         }
+    }
+
+    /// Bounds the node answers cluster-wide lists wait on at once.
+    pub fn with_fanout_budget(mut self, node_answers: usize) -> Self {
+        self.list_budget = ListBudget::new(node_answers);
+        self
     }
 
     /// Counts the nodes missing from lists in `metrics`.
@@ -126,7 +162,8 @@ impl<M: Membership, P: PeerAgents> Cluster<M, P> {
     }
 
     /// A cluster-wide list: every alive member at once, each with its own
-    /// copy of the request, each bounded by the fan-out timeout.
+    /// copy of the request, each bounded by the fan-out timeout. Lists wait
+    /// their turn for the list budget, as long as the fan-out timeout.
     pub async fn aggregate<E: DockerEngine>(
         &self,
         engine: &E,
@@ -137,6 +174,8 @@ impl<M: Membership, P: PeerAgents> Cluster<M, P> {
         let (template, _) = request.into_parts();
         let mut members = self.membership.members().await;
         members.sort_by(|a, b| a.node_name.cmp(&b.node_name));
+        let asked = members.iter().filter(|m| m.is_alive()).count();
+        let _turn = self.wait_for_turn(asked).await?;
         let queries = members
             .iter()
             .filter(|m| m.status != MemberStatus::Left)
@@ -179,6 +218,25 @@ impl<M: Membership, P: PeerAgents> Cluster<M, P> {
             warn!(path = %template.uri.path(), unavailable = %summary, "unable to retrieve node resources for aggregation");
         }
         Ok(json_response(merged.body, summary.as_deref()))
+    }
+
+    /// Budget for `asked` node answers, or a 503 once the fan-out timeout
+    /// has passed without it (the lists ahead hold it).
+    async fn wait_for_turn(&self, asked: usize) -> Result<OwnedSemaphorePermit, AgentError> {
+        let ListBudget { permits, size } = self.list_budget.clone();
+        let wanted = u32::try_from(asked.clamp(1, size)).unwrap_or(u32::MAX);
+        match tokio::time::timeout(self.fanout_timeout, permits.acquire_many_owned(wanted)).await {
+            Ok(Ok(permit)) => Ok(permit),
+            // The semaphore is never closed; a closed one admits nothing.
+            Ok(Err(_)) | Err(_) => Err(AgentError::new(
+                503,
+                "Too many cluster-wide lists at once",
+                format!(
+                    "this list waited {}s for the lists ahead of it to finish; try again",
+                    self.fanout_timeout.as_secs_f64()
+                ),
+            )),
+        }
     }
 
     async fn list_from<E: DockerEngine>(

@@ -533,7 +533,8 @@ async fn start_cluster(
             options.timeouts.connect,
         )
     };
-    let cluster = Cluster::new(membership, peers, options.timeouts.fanout);
+    let cluster = Cluster::new(membership, peers, options.timeouts.fanout)
+        .with_fanout_budget(options.fanout_budget);
     if seeds.is_empty() {
         info!("no peers to join yet: AGENT_CLUSTER_ADDR is unset and no swarm service was found");
     } else {

@@ -9,12 +9,13 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use berth::cluster::Cluster;
+use berth::cluster::{Cluster, DEFAULT_FANOUT_BUDGET};
 use berth::signature::SignatureGuard;
 use berth::Agent;
 use berth_adapters::fs::ConfinedFiles;
 use berth_domain::cluster::{Member, MemberStatus, Seed};
 use berth_domain::engine::{EngineFacts, SwarmRole};
+use berth_domain::options::{Options, RawOptions};
 use berth_domain::signature::SignaturePolicy;
 use http::Response;
 use support::fake_cluster::{address_of, member, FakeMembership, FakePeer, FakePeers};
@@ -56,8 +57,19 @@ fn clustered_agent(
     members: Vec<Member>,
     peers: HashMap<SocketAddr, FakePeer>,
 ) -> (TestAgent, FakeMembership) {
+    clustered_agent_with_budget(local, engine, members, peers, DEFAULT_FANOUT_BUDGET)
+}
+
+fn clustered_agent_with_budget(
+    local: EngineFacts,
+    engine: FakeEngine,
+    members: Vec<Member>,
+    peers: HashMap<SocketAddr, FakePeer>,
+    list_budget: usize,
+) -> (TestAgent, FakeMembership) {
     let membership = FakeMembership::with_members(members);
-    let cluster = Cluster::new(membership.clone(), FakePeers::new(peers), FANOUT_TIMEOUT);
+    let cluster = Cluster::new(membership.clone(), FakePeers::new(peers), FANOUT_TIMEOUT)
+        .with_fanout_budget(list_budget);
     let (_, facts) = watch::channel(Arc::new(local));
     let guard = SignatureGuard::new(SignaturePolicy::new(None, [5; 32], 16));
     (
@@ -144,6 +156,84 @@ async fn fan_out_over_fifty_nodes_with_one_slow_and_one_dead() {
         "{unavailable}"
     );
     assert!(response.headers().contains_key("portainer-agent"));
+}
+
+#[test]
+fn the_default_budget_is_the_options_default() {
+    let options = Options::from_raw(&RawOptions::new()).unwrap();
+    assert_eq!(options.fanout_budget, DEFAULT_FANOUT_BUDGET);
+}
+
+/// Three nodes whose two peers answer after `delay`, with budget for one
+/// three-node list at a time.
+fn three_slow_nodes_one_list_at_a_time(delay: Duration) -> TestAgent {
+    let mut members = vec![member(0, "node-a", "manager", false, false)];
+    let mut peers = HashMap::new();
+    for (n, name) in [(1, "node-b"), (2, "node-c")] {
+        let m = member(n, name, "worker", false, false);
+        peers.insert(address_of(&m), FakePeer::Slow(delay, node_engine(name)));
+        members.push(m);
+    }
+    let local = local_facts("node-a", SwarmRole::Standalone);
+    clustered_agent_with_budget(local, node_engine("node-a"), members, peers, 3).0
+}
+
+/// Answers a list sent `after` into the test, with the time it came back.
+async fn list_at(
+    agent: &TestAgent,
+    after: Duration,
+) -> (Duration, Response<()>, serde_json::Value) {
+    let started = tokio::time::Instant::now();
+    tokio::time::sleep(after).await;
+    let (response, json) = get(agent, "/v1.41/containers/json?all=1", &[]).await;
+    (started.elapsed(), response, json)
+}
+
+#[tokio::test(start_paused = true)]
+async fn lists_past_the_budget_wait_for_the_ones_ahead() {
+    let agent = three_slow_nodes_one_list_at_a_time(Duration::from_secs(4));
+    let (first, second) = tokio::join!(
+        list_at(&agent, Duration::ZERO),
+        list_at(&agent, Duration::from_millis(100))
+    );
+    for (_, response, json) in [&first, &second] {
+        assert_eq!(response.status(), 200);
+        assert_eq!(json.as_array().unwrap().len(), 3, "{json}");
+    }
+    let whole = |(elapsed, _, _): &(Duration, _, _)| elapsed.as_secs();
+    assert_eq!(whole(&first), 4, "the first list waits for its peers only");
+    assert_eq!(
+        whole(&second),
+        8,
+        "the second list starts when the first ends"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_list_that_waits_past_the_fanout_timeout_is_refused() {
+    // Each list takes the whole fan-out timeout (10 s): the second starts
+    // at 10 s, within its wait; the third's wait ends at 12 s, before the
+    // second is done.
+    let agent = three_slow_nodes_one_list_at_a_time(Duration::from_secs(60));
+    let (first, second, third) = tokio::join!(
+        list_at(&agent, Duration::ZERO),
+        list_at(&agent, Duration::from_secs(1)),
+        list_at(&agent, Duration::from_secs(2))
+    );
+    assert_eq!(first.1.status(), 200);
+    assert_eq!(second.1.status(), 200);
+    assert_eq!(second.0.as_secs(), 20);
+    let (elapsed, response, json) = third;
+    assert_eq!(elapsed.as_secs(), 12);
+    assert_eq!(response.status(), 503);
+    assert_eq!(
+        json["message"], "Too many cluster-wide lists at once",
+        "{json}"
+    );
+    assert!(
+        json["details"].as_str().unwrap().contains("waited 10s"),
+        "{json}"
+    );
 }
 
 #[tokio::test(start_paused = true)]

@@ -240,6 +240,13 @@ pub const OPTION_SPECS: &[OptionSpec] = &[
         "Per-node timeout of cluster-wide lists (berth)",
     ),
     spec(
+        "AGENT_FANOUT_BUDGET",
+        "fanout-budget",
+        K::Integer,
+        Some("128"),
+        "Node answers all cluster-wide lists wait on at once (1 to 100000); a list over N nodes takes N, or all of it, and later lists wait their turn as long as AGENT_FANOUT_TIMEOUT, then get a 503 (berth)",
+    ),
+    spec(
         "AGENT_SHUTDOWN_TIMEOUT",
         "shutdown-timeout",
         K::Duration,
@@ -716,6 +723,8 @@ pub struct Options {
     pub dockerhub_registry_url: String,
     pub timeouts: Timeouts,
     pub facts_interval: Duration,
+    /// Node answers that cluster-wide lists may wait on at once.
+    pub fanout_budget: usize,
     pub max_connections: usize,
     /// Threads of the async runtime; `None` is one fewer than the cores.
     pub worker_threads: Option<usize>,
@@ -837,6 +846,7 @@ pub const PODMAN_VOLUMES_ROOT: &str = "/var/lib/containers/storage/volumes";
 const EXPECT_DURATION: &str = "a duration such as 72h, 30m, 10s or 500ms";
 const EXPECT_PORT: &str = "a port number from 0 to 65535";
 const EXPECT_CONNECTIONS: &str = "a number of connections from 1 to 1000000";
+const EXPECT_FANOUT_BUDGET: &str = "a number of node answers from 1 to 100000";
 const EXPECT_WORKERS: &str = "auto, or a number of threads from 1 to 1024";
 const EXPECT_HEADER_BYTES: &str = "a number of bytes from 8192 to 16777216";
 const EXPECT_IP: &str = "an IP address such as 0.0.0.0 or 10.0.0.5 (not a host name)";
@@ -1025,6 +1035,11 @@ impl Options {
                 shutdown: r.duration("AGENT_SHUTDOWN_TIMEOUT")?,
             },
             facts_interval: r.duration("AGENT_FACTS_INTERVAL")?,
+            fanout_budget: r.with_default("AGENT_FANOUT_BUDGET", EXPECT_FANOUT_BUDGET, |v| {
+                v.parse::<usize>()
+                    .ok()
+                    .filter(|n| (1..=100_000).contains(n))
+            })?,
             max_connections: r.with_default("AGENT_MAX_CONNECTIONS", EXPECT_CONNECTIONS, |v| {
                 v.parse::<usize>()
                     .ok()
@@ -1369,6 +1384,18 @@ mod tests {
             let error = check(&[("AGENT_WORKER_THREADS", bad)]).unwrap_err();
             assert_eq!(error.env, "AGENT_WORKER_THREADS", "{bad:?}");
             assert!(error.to_string().contains("auto, or a number"), "{error}");
+        }
+    }
+
+    #[test]
+    fn the_fanout_budget_is_a_count_of_node_answers() {
+        assert_eq!(check(&[]).unwrap().fanout_budget, 128);
+        let options = check(&[("AGENT_FANOUT_BUDGET", "1000")]).unwrap();
+        assert_eq!(options.fanout_budget, 1000);
+        for bad in ["0", "-4", "lots", "100001", ""] {
+            let error = check(&[("AGENT_FANOUT_BUDGET", bad)]).unwrap_err();
+            assert_eq!(error.env, "AGENT_FANOUT_BUDGET", "{bad:?}");
+            assert!(error.to_string().contains("node answers from 1"), "{error}");
         }
     }
 
