@@ -190,8 +190,30 @@ fn sync_stacks(
     SyncStacks::new(deployer.clone(), portainer.clone(), settings(dir, deployer))
 }
 
-fn folder(name: &str) -> PathBuf {
-    std::env::temp_dir().join(format!("berth-edge-work-{name}-{}", std::process::id()))
+/// Where a test's stacks go (not made: the stacks code makes it); it and
+/// the host root beside it (`settings`) are removed when the test ends.
+struct StacksFolder(PathBuf);
+
+impl std::ops::Deref for StacksFolder {
+    type Target = Path;
+
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for StacksFolder {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+        let _ = std::fs::remove_dir_all(self.0.with_extension("host"));
+    }
+}
+
+fn folder(name: &str) -> StacksFolder {
+    StacksFolder(std::env::temp_dir().join(format!(
+        "berth-test-edge-work-{name}-{}",
+        std::process::id()
+    )))
 }
 
 /// Stacks under `dir`, with `host` as the host root (its own folder).
@@ -247,7 +269,6 @@ async fn stacks_report_in_order_and_a_failure_does_not_stop_the_others() {
     assert_eq!(portainer.statuses(2), [3, 8, 7, 9, 4]);
     assert!(deployer.up.lock().unwrap().is_empty());
     assert!(!dir.join("2").exists());
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 #[tokio::test(start_paused = true)]
@@ -345,7 +366,6 @@ async fn a_failed_pull_is_tried_again_at_the_go_agents_pace_and_reported_once() 
         .apply(&work(json!({"stacks": [{"ID": 6, "Version": 1}]})))
         .await;
     assert_eq!(portainer.statuses(6).len(), 5);
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 #[tokio::test(start_paused = true)]
@@ -380,7 +400,6 @@ async fn a_failed_deploy_is_tried_again_only_when_the_stack_asks() {
         .apply(&work(json!({"stacks": [{"ID": 7, "Version": 1}]})))
         .await;
     assert!(stacks.wake_at().is_none(), "removed, not retried");
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 #[tokio::test(start_paused = true)]
@@ -416,8 +435,6 @@ async fn relative_path_stacks_are_written_where_the_host_sees_them() {
     stacks.apply(&work(json!({"stacks": []}))).await;
     assert!(!unpacked.exists());
     assert!(!on_host.exists(), "removed from the host too");
-    let _ = std::fs::remove_dir_all(&dir);
-    let _ = std::fs::remove_dir_all(&host);
 }
 
 #[derive(Clone, Default)]

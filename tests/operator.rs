@@ -7,7 +7,7 @@
 mod support;
 
 use std::os::unix::fs::PermissionsExt as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 use std::time::Duration;
 
@@ -16,7 +16,7 @@ use serde_json::Value;
 use support::berth_process::{engine_host, free_port, BerthProcess};
 use support::client::Target;
 use support::portainer_server::{Mode, TestPortainer};
-use support::unique::unique;
+use support::temp_dir::temp_dir;
 
 fn berth(env: &[(&str, &str)], args: &[&str]) -> Output {
     berth_in(None, env, args)
@@ -40,12 +40,6 @@ fn berth_in(netns: Option<&str>, env: &[(&str, &str)], args: &[&str]) -> Output 
 
 fn stdout(output: &Output) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(unique(name));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
 }
 
 fn status_json(data: &Path) -> Value {
@@ -102,12 +96,13 @@ async fn status_shows_the_running_agent_its_cluster_and_its_pairing() {
     // probe of it is answered. Its gossip name comes from its engine's node
     // name: without an engine it differs from the first agent's.
     let gossip_b = free_port().to_string();
+    let peer_data = temp_dir("status-peer");
     let _peer = BerthProcess::start(&[
         ("DOCKER_HOST", "unix:///nonexistent/docker.sock"),
         ("AGENT_CLUSTER_PORT", &gossip_b),
         ("AGENT_CLUSTER_ADDR", &seed),
         ("AGENT_ADVERTISE_ADDR", "127.0.0.1"),
-        ("DATA_PATH", temp_dir("status-peer").to_str().unwrap()),
+        ("DATA_PATH", peer_data.to_str().unwrap()),
     ]);
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     let contacted = loop {
@@ -235,7 +230,7 @@ async fn doctor_polls_portainer_and_opens_chisels_websocket() {
     .encode();
     let data = temp_dir("doctor-edge");
     let doctor = {
-        let (data, key) = (data.clone(), key.clone());
+        let (data, key) = (data.to_path_buf(), key.clone());
         move || {
             let output = berth(
                 &[

@@ -10,6 +10,7 @@ use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::support::client::{berth_sender, request, sign, Target};
+use crate::support::temp_dir::{temp_dir, TempDir};
 use crate::{berth_for_engine, unique, IMAGE};
 
 /// Splits Docker's multiplexed stream (8-byte frame headers) into stdout text.
@@ -379,13 +380,11 @@ async fn image_import_with_a_streamed_body() {
         )
         .await;
     assert_eq!(response.status(), 200);
-    std::fs::remove_dir_all(dir).unwrap();
 }
 
-pub fn tempdir() -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(unique("dir"));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+/// A folder for one test, removed when it ends.
+pub fn tempdir() -> TempDir {
+    temp_dir("dir")
 }
 
 /// SIGTERM while a followed log is streaming: berth stops accepting new

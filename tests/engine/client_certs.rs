@@ -38,7 +38,7 @@ fn pki(dir: &Path) {
 }
 
 fn client_certificate(pki: &Path) -> PathBuf {
-    let dir = tempdir().join("client");
+    let dir = pki.join("client");
     let output = Command::new(env!("CARGO_BIN_EXE_berth"))
         .env_clear()
         .args(["keys", "client-cert", "--ca-cert"])

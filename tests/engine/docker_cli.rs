@@ -2,10 +2,12 @@
 
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
+use std::sync::Arc;
 
 use crate::api::tempdir;
 use crate::support::berth_process::BerthProcess;
 use crate::support::fixtures::portainer_identity;
+use crate::support::temp_dir::TempDir;
 use crate::{berth_for_engine, unique, IMAGE};
 
 /// A docker CLI configured for one berth: its own config folder and a
@@ -14,6 +16,8 @@ use crate::{berth_for_engine, unique, IMAGE};
 struct Cli {
     host: String,
     config: PathBuf,
+    /// Holds `config`; removed with the last clone of the CLI.
+    _folder: Arc<TempDir>,
 }
 
 impl Cli {
@@ -31,13 +35,14 @@ impl Cli {
     }
 
     fn with_config(berth: &BerthProcess, config_json: serde_json::Value) -> Cli {
-        let config = tempdir();
+        let folder = tempdir();
         let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
-        std::fs::write(config.join("ca.pem"), cert.cert.pem()).unwrap();
-        std::fs::write(config.join("config.json"), config_json.to_string()).unwrap();
+        std::fs::write(folder.join("ca.pem"), cert.cert.pem()).unwrap();
+        std::fs::write(folder.join("config.json"), config_json.to_string()).unwrap();
         Cli {
             host: format!("tcp://{}", berth.addr),
-            config,
+            config: folder.to_path_buf(),
+            _folder: Arc::new(folder),
         }
     }
 
@@ -228,7 +233,8 @@ fn keys_from_berth_keys_new_let_the_docker_cli_in() {
     };
     let berth = BerthProcess::start(&[("DOCKER_HOST", &host), ("AGENT_SECRET", "cli-secret")]);
     let make = |args: &[&str], secret: Option<&str>| {
-        let dir = tempdir().join("keys");
+        let folder = tempdir();
+        let dir = folder.join("keys");
         let mut command = Command::new(env!("CARGO_BIN_EXE_berth"));
         command
             .env_clear()
@@ -246,6 +252,7 @@ fn keys_from_berth_keys_new_let_the_docker_cli_in() {
         Cli {
             host: format!("tcp://{}", berth.addr),
             config: dir,
+            _folder: Arc::new(folder),
         }
     };
     let paired = make(&[], Some("cli-secret"));

@@ -12,9 +12,10 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 use serde_json::json;
 
-use super::berth_process::{free_port, BerthProcess};
+use super::berth_process::BerthProcess;
 use super::chisel::{Chisel, ChiselOptions};
 use super::portainer_server::TestPortainer;
+pub use super::temp_dir::{temp_dir, TempDir};
 
 pub const EDGE_ID: &str = "berth-edge-test";
 pub const WAIT: Duration = Duration::from_secs(20);
@@ -26,33 +27,6 @@ pub fn edge_key(portainer: &TestPortainer, chisel: &Chisel, endpoint: u64) -> St
         chisel.address,
         chisel.fingerprint
     ))
-}
-
-/// A folder for one test, removed when the test ends.
-pub struct TempDir(pub std::path::PathBuf);
-
-impl std::ops::Deref for TempDir {
-    type Target = std::path::Path;
-
-    fn deref(&self) -> &std::path::Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-pub fn temp_dir(name: &str) -> TempDir {
-    let dir = std::env::temp_dir().join(format!(
-        "berth-edge-{name}-{}-{}",
-        std::process::id(),
-        free_port()
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
-    TempDir(dir)
 }
 
 /// What each Edge test starts from: a scripted Portainer, the real chisel

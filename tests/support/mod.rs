@@ -26,5 +26,6 @@ pub mod portainer_server;
 pub mod registry;
 pub mod scripted_ssh;
 pub mod serf_peer;
+pub mod temp_dir;
 pub mod tinyproxy;
 pub mod unique;
