@@ -4,9 +4,9 @@
 # Go's crypto/ecdsa (benches/go-ecdsa) and sent one per request: the load
 # generator, which shares the cores, does not sign.
 #
-#   signature_pool DIR COUNT        builds DIR/go-ecdsa and writes COUNT
+#   signature_pool DIR COUNT [FILE] builds DIR/go-ecdsa and writes COUNT
 #                                   fresh signatures of the test identity
-#                                   to DIR/pool.txt
+#                                   to DIR/FILE (pool.txt)
 #   signature_wrk_script POOL KEY   a wrk script sending POOL's signatures
 #                                   in turn (wrk's two threads take halves)
 #   test_signature                  "KEY SIGNATURE": the test identity's
@@ -17,9 +17,9 @@
 #                                   HttpHeaders would
 
 signature_pool() {
-  local dir=$1 count=$2
+  local dir=$1 count=$2 file=${3:-pool.txt}
   (cd benches/go-ecdsa && go build -o "$dir/go-ecdsa" .)
-  "$dir/go-ecdsa" sign fixtures/signatures/keys/p256-a.pem Portainer-App "$count" >"$dir/pool.txt"
+  "$dir/go-ecdsa" sign fixtures/signatures/keys/p256-a.pem Portainer-App "$count" >"$dir/$file"
 }
 
 # The same script serves a pool of one (the repeated signature): a header
