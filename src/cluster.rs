@@ -28,12 +28,12 @@ use crate::{proxy, responses};
 const MAX_LIST_BYTES: usize = 256 * 1024 * 1024;
 
 /// `AGENT_FANOUT_BUDGET`'s default: the node answers that cluster-wide
-/// lists may wait on at once, all lists together. Each answer in flight holds a peer connection and a node's
-/// list (some 50 KiB with 10 containers, `scripts/bench-fanout-memory`):
-/// unbounded, 32 lists at once over 32 nodes held 1,000 of them and 50 MiB.
-/// A list over N nodes takes N of these (all of them past this size), so a
-/// single node's lists are as good as unbounded and a large cluster's are
-/// queued a few at a time.
+/// lists may wait on at once, all lists together. Each answer in flight
+/// holds a peer connection and a node's list (some 50 KiB with 10
+/// containers, `scripts/bench-fanout-memory`): unbounded, 32 lists at once
+/// over 32 nodes held 1,000 of them and 54 MiB. A list over N nodes takes
+/// N of these (all of them past this size), so a single node's lists are
+/// as good as unbounded and a large cluster's are queued a few at a time.
 pub const DEFAULT_FANOUT_BUDGET: usize = 128;
 
 /// The gossip membership and the way to reach peers.
@@ -50,14 +50,15 @@ pub struct Cluster<M, P> {
 #[derive(Clone)]
 struct ListBudget {
     permits: Arc<Semaphore>,
-    size: usize,
+    /// All the permits; a list takes at most this many.
+    size: u32,
 }
 
 impl ListBudget {
     fn new(size: usize) -> Self {
-        let size = size.clamp(1, Semaphore::MAX_PERMITS);
+        let size = u32::try_from(size).unwrap_or(u32::MAX).max(1);
         ListBudget {
-            permits: Arc::new(Semaphore::new(size)),
+            permits: Arc::new(Semaphore::new(size as usize)),
             size,
         }
     }
@@ -224,7 +225,7 @@ impl<M: Membership, P: PeerAgents> Cluster<M, P> {
     /// has passed without it (the lists ahead hold it).
     async fn wait_for_turn(&self, asked: usize) -> Result<OwnedSemaphorePermit, AgentError> {
         let ListBudget { permits, size } = self.list_budget.clone();
-        let wanted = u32::try_from(asked.clamp(1, size)).unwrap_or(u32::MAX);
+        let wanted = u32::try_from(asked).map_or(size, |asked| asked.clamp(1, size));
         match tokio::time::timeout(self.fanout_timeout, permits.acquire_many_owned(wanted)).await {
             Ok(Ok(permit)) => Ok(permit),
             // The semaphore is never closed; a closed one admits nothing.

@@ -21,10 +21,11 @@ use support::chisel::against_each_chisel;
 use support::client::{request, unsigned_request};
 use support::edge_world::{
     codes, docker_cli, edge_key, fetch_ok, form, host_root, loopback, stack_payload,
-    start_edge_berth, temp_dir, wait_metric, wait_statuses, EdgeWorld, EDGE_ID, TOOLS_ENV, WAIT,
+    start_edge_berth, wait_metric, wait_statuses, EdgeWorld, EDGE_ID, TOOLS_ENV, WAIT,
 };
 use support::eventually::eventually;
 use support::portainer_server::Mode;
+use support::temp_dir::temp_dir;
 
 against_each_chisel!(the_agent_polls_and_tunnels_signed_requests_to_the_real_engine);
 

@@ -15,10 +15,9 @@ use serde_json::{json, Value};
 use support::async_portainer::{command, python, AsyncPortainer};
 use support::berth_process::{engine_host, engine_socket, BerthProcess};
 use support::client::Target;
-use support::edge_world::{
-    docker_cli, host_root, stack_payload, temp_dir, TempDir, EDGE_ID, TOOLS_ENV,
-};
+use support::edge_world::{docker_cli, host_root, stack_payload, EDGE_ID, TOOLS_ENV};
 use support::eventually::eventually;
+use support::temp_dir::{temp_dir, TempDir};
 
 const LONG: Duration = Duration::from_secs(60);
 const IMAGE: &str = "berth-test/busybox:latest";

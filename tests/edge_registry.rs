@@ -220,7 +220,7 @@ async fn the_lookup_and_the_helper_answer_as_the_protocol_expects() {
     assert!(!ok && said.contains("Unknown credential action"), "{said}");
 
     // Called by the name the CLIs look for.
-    let folder = support::edge_world::temp_dir("credential-helper-link");
+    let folder = support::temp_dir::temp_dir("credential-helper-link");
     let link = folder.join("docker-credential-portainer");
     std::os::unix::fs::symlink(program, &link).unwrap();
     assert_eq!(

@@ -3,6 +3,9 @@
 //! retried through Portainer's 5xx, and schedule changes reaching the
 //! scheduler.
 
+#[path = "support/temp_dir.rs"]
+mod temp_dir;
+
 use std::collections::{BTreeMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -23,6 +26,7 @@ use berth_ports::{
     ProjectState, Scheduler, SchedulerError, ScriptError, ScriptHost, ScriptOutcome,
 };
 use serde_json::json;
+use temp_dir::{temp_dir, TempDir};
 use tokio::sync::watch;
 
 /// Portainer: stack payloads by ID, scripted failures for status reports.
@@ -190,30 +194,12 @@ fn sync_stacks(
     SyncStacks::new(deployer.clone(), portainer.clone(), settings(dir, deployer))
 }
 
-/// Where a test's stacks go (not made: the stacks code makes it); it and
-/// the host root beside it (`settings`) are removed when the test ends.
-struct StacksFolder(PathBuf);
-
-impl std::ops::Deref for StacksFolder {
-    type Target = Path;
-
-    fn deref(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for StacksFolder {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-        let _ = std::fs::remove_dir_all(self.0.with_extension("host"));
-    }
-}
-
-fn folder(name: &str) -> StacksFolder {
-    StacksFolder(std::env::temp_dir().join(format!(
-        "berth-test-edge-work-{name}-{}",
-        std::process::id()
-    )))
+/// Where a test's stacks go: a folder the stacks code makes, inside one
+/// that goes when the test ends, with the host root beside it (`settings`).
+fn folder(name: &str) -> (TempDir, PathBuf) {
+    let parent = temp_dir(&format!("edge-work-{name}"));
+    let stacks = parent.join("stacks");
+    (parent, stacks)
 }
 
 /// Stacks under `dir`, with `host` as the host root (its own folder).
@@ -238,7 +224,7 @@ async fn stacks_report_in_order_and_a_failure_does_not_stop_the_others() {
     // The first report meets two 5xx answers: it is retried, not lost.
     portainer.report_failures.lock().unwrap().extend([502, 503]);
     let deployer = FakeDeployer::default();
-    let dir = folder("stacks");
+    let (_parent, dir) = folder("stacks");
     let mut stacks = sync_stacks(&portainer, &deployer, &dir);
 
     stacks
@@ -280,7 +266,7 @@ async fn an_escaping_stack_file_is_reported_not_written() {
             {"Name": "docker-compose.yml", "IsFile": true, "Content": STANDARD.encode("x")},
             {"Name": "../../escaped", "IsFile": true, "Content": STANDARD.encode("x")}]}),
     );
-    let dir = folder("evil");
+    let (_parent, dir) = folder("evil");
     let deployer = FakeDeployer::default();
     let mut stacks = sync_stacks(&portainer, &deployer, &dir);
     stacks
@@ -315,7 +301,7 @@ async fn a_failed_pull_is_tried_again_at_the_go_agents_pace_and_reported_once() 
     portainer.offer(private);
     let deployer = FakeDeployer::default();
     *deployer.failing_pulls.lock().unwrap() = 2;
-    let dir = folder("retry-pull");
+    let (_parent, dir) = folder("retry-pull");
     let mut stacks = sync_stacks(&portainer, &deployer, &dir);
     stacks
         .apply(&work(json!({"stacks": [{"ID": 6, "Version": 1}]})))
@@ -377,7 +363,7 @@ async fn a_failed_deploy_is_tried_again_only_when_the_stack_asks() {
     portainer.offer(payload(8, "bad"));
     let deployer = FakeDeployer::default();
     *deployer.failing_deploys.lock().unwrap() = 1;
-    let dir = folder("retry-deploy");
+    let (_parent, dir) = folder("retry-deploy");
     let mut stacks = sync_stacks(&portainer, &deployer, &dir);
     stacks
         .apply(&work(
@@ -405,7 +391,7 @@ async fn a_failed_deploy_is_tried_again_only_when_the_stack_asks() {
 #[tokio::test(start_paused = true)]
 async fn relative_path_stacks_are_written_where_the_host_sees_them() {
     let portainer = FakePortainer::default();
-    let dir = folder("relative");
+    let (_parent, dir) = folder("relative");
     let filesystem_path = dir.join("fs");
     let mut relative = payload(9, "relative");
     relative["SupportRelativePath"] = json!(true);

@@ -26,12 +26,11 @@ use http::Request;
 use http_body_util::Full;
 use serde_json::json;
 use support::berth_process::{engine_host, free_port, BerthProcess};
-use support::edge_world::{
-    fetch, loopback, start_edge_berth, temp_dir, wait_metric, TempDir, EDGE_ID, WAIT,
-};
+use support::edge_world::{fetch, loopback, start_edge_berth, wait_metric, EDGE_ID, WAIT};
 use support::hostile_scripts::{self as script, MSG_GLOBAL_REQUEST, MSG_REQUEST_SUCCESS};
 use support::portainer_server::TestPortainer;
 use support::scripted_ssh::{ScriptedServer, HOST_SEED};
+use support::temp_dir::{temp_dir, TempDir};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
 use tokio::net::TcpListener;
 use tokio_tungstenite::tungstenite::handshake::server::{

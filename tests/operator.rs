@@ -160,7 +160,6 @@ async fn status_shows_the_running_agent_its_cluster_and_its_pairing() {
         String::from_utf8_lossy(&gone.stderr).contains("no agent answers"),
         "{gone:?}"
     );
-    let _ = std::fs::remove_dir_all(data);
 }
 
 #[test]
@@ -207,7 +206,6 @@ fn doctor_names_a_dead_engine_a_wrong_advertise_address_and_an_unreachable_porta
         report.contains("fix: mount the engine's socket"),
         "{report}"
     );
-    let _ = std::fs::remove_dir_all(data);
 }
 
 /// With the real chisel server at the key's tunnel address and a scripted
@@ -267,7 +265,6 @@ async fn doctor_polls_portainer_and_opens_chisels_websocket() {
         report.contains("Permission denied to access environment"),
         "{report}"
     );
-    let _ = std::fs::remove_dir_all(data);
 }
 
 /// Two network namespaces joined by a veth pair, removed (with the

@@ -10,7 +10,7 @@ use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::support::client::{berth_sender, request, sign, Target};
-use crate::support::temp_dir::{temp_dir, TempDir};
+use crate::support::temp_dir::temp_dir;
 use crate::{berth_for_engine, unique, IMAGE};
 
 /// Splits Docker's multiplexed stream (8-byte frame headers) into stdout text.
@@ -323,7 +323,7 @@ async fn image_import_with_a_streamed_body() {
     let Some((berth, _)) = berth_for_engine() else {
         return;
     };
-    let dir = tempdir();
+    let dir = temp_dir("import");
     std::fs::write(dir.join("hello.txt"), "imported through berth\n").unwrap();
     let tar = std::process::Command::new("tar")
         .args(["-C", dir.to_str().unwrap(), "-c", "."])
@@ -380,11 +380,6 @@ async fn image_import_with_a_streamed_body() {
         )
         .await;
     assert_eq!(response.status(), 200);
-}
-
-/// A folder for one test, removed when it ends.
-pub fn tempdir() -> TempDir {
-    temp_dir("dir")
 }
 
 /// SIGTERM while a followed log is streaming: berth stops accepting new

@@ -6,9 +6,9 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::api::tempdir;
 use crate::support::berth_process::{engine_host, BerthProcess};
 use crate::support::client::Target;
+use crate::support::temp_dir::temp_dir;
 use crate::IMAGE;
 
 /// A CA and a server certificate for 127.0.0.1 it issued, as PEM files.
@@ -104,7 +104,7 @@ async fn a_client_certificate_stands_in_for_signatures_and_nothing_else_does() {
     let Some(host) = engine_host() else {
         return;
     };
-    let dir = tempdir();
+    let dir = temp_dir("client-certs");
     pki(&dir);
     let path = |name: &str| dir.join(name).to_str().unwrap().to_string();
     let berth = BerthProcess::start(&[
@@ -154,7 +154,7 @@ async fn a_client_certificate_stands_in_for_signatures_and_nothing_else_does() {
     // works, and an unsigned request is refused.
     let signed = Target::Berth(berth.addr).fetch("GET", "/_ping", "").await;
     assert_eq!(signed.0.status(), 200);
-    let no_cert = tempdir();
+    let no_cert = temp_dir("no-client-cert");
     std::fs::copy(certs.join("ca.pem"), no_cert.join("ca.pem")).unwrap();
     let refused = docker(&no_cert, &berth, "--tls", &["ps"]);
     assert!(!refused.status.success());

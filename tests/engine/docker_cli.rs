@@ -4,10 +4,9 @@ use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 use std::sync::Arc;
 
-use crate::api::tempdir;
 use crate::support::berth_process::BerthProcess;
 use crate::support::fixtures::portainer_identity;
-use crate::support::temp_dir::TempDir;
+use crate::support::temp_dir::{temp_dir, TempDir};
 use crate::{berth_for_engine, unique, IMAGE};
 
 /// A docker CLI configured for one berth: its own config folder and a
@@ -35,7 +34,7 @@ impl Cli {
     }
 
     fn with_config(berth: &BerthProcess, config_json: serde_json::Value) -> Cli {
-        let folder = tempdir();
+        let folder = temp_dir("cli-config");
         let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
         std::fs::write(folder.join("ca.pem"), cert.cert.pem()).unwrap();
         std::fs::write(folder.join("config.json"), config_json.to_string()).unwrap();
@@ -233,7 +232,7 @@ fn keys_from_berth_keys_new_let_the_docker_cli_in() {
     };
     let berth = BerthProcess::start(&[("DOCKER_HOST", &host), ("AGENT_SECRET", "cli-secret")]);
     let make = |args: &[&str], secret: Option<&str>| {
-        let folder = tempdir();
+        let folder = temp_dir("cli-keys");
         let dir = folder.join("keys");
         let mut command = Command::new(env!("CARGO_BIN_EXE_berth"));
         command

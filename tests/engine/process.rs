@@ -154,7 +154,7 @@ async fn garbage_instead_of_http_gets_a_400_and_a_close() {
 
 #[tokio::test]
 async fn serves_the_certificate_it_is_given() {
-    let dir = crate::api::tempdir();
+    let dir = crate::support::temp_dir::temp_dir("given-certificate");
     let generated = rcgen::generate_simple_self_signed(vec!["berth.test".to_string()]).unwrap();
     let cert_path = dir.join("cert.pem");
     let key_path = dir.join("key.pem");
@@ -169,7 +169,6 @@ async fn serves_the_certificate_it_is_given() {
     let (_, connection) = stream.get_ref();
     let served = connection.peer_certificates().expect("a certificate")[0].clone();
     assert_eq!(served.as_ref(), generated.cert.der().as_ref());
-    std::fs::remove_dir_all(dir).unwrap();
 }
 
 #[test]
@@ -279,7 +278,7 @@ async fn mutual_tls_requires_a_certificate_from_the_ca() {
     use crate::support::client::tls_connector_with;
     use berth_adapters::http::tls::TlsIdentity;
 
-    let dir = crate::api::tempdir();
+    let dir = crate::support::temp_dir::temp_dir("mutual-tls");
     let ca = TestCa::new();
     let ca_path = dir.join("ca.pem");
     std::fs::write(&ca_path, &ca.pem).unwrap();
@@ -315,7 +314,6 @@ async fn mutual_tls_requires_a_certificate_from_the_ca() {
         None,
         "foreign CA"
     );
-    std::fs::remove_dir_all(dir).unwrap();
 }
 
 /// A request through the real binary signed by the named vector; a 502

@@ -15,7 +15,7 @@ use serde_json::json;
 use super::berth_process::BerthProcess;
 use super::chisel::{Chisel, ChiselOptions};
 use super::portainer_server::TestPortainer;
-pub use super::temp_dir::{temp_dir, TempDir};
+use super::temp_dir::{temp_dir, TempDir};
 
 pub const EDGE_ID: &str = "berth-edge-test";
 pub const WAIT: Duration = Duration::from_secs(20);
