@@ -20,10 +20,11 @@ use support::berth_process::{engine_host, free_port};
 use support::chisel::against_each_chisel;
 use support::client::{request, unsigned_request};
 use support::edge_world::{
-    codes, docker_cli, edge_key, fetch_ok, form, host_root, loopback, stack_payload,
-    start_edge_berth, wait_metric, wait_statuses, EdgeWorld, EDGE_ID, TOOLS_ENV, WAIT,
+    codes, docker_cli, edge_key, fetch_ok, form, host_root, loopback, start_edge_berth,
+    wait_metric, wait_statuses, EdgeWorld, EDGE_ID, TOOLS_ENV, WAIT,
 };
 use support::eventually::eventually;
+use support::portainer_ce;
 use support::portainer_server::Mode;
 use support::temp_dir::temp_dir;
 
@@ -701,13 +702,16 @@ async fn compose_stacks_are_deployed_reported_and_removed() {
     let name = format!("compose{}", std::process::id());
     let compose = "version: \"3\"\nservices:\n  app:\n    image: berth-test/busybox:latest\n    \
                    command: [\"sleep\", \"3600\"]\n    environment:\n      - GREETING=${GREETING}\n";
-    portainer.set_stack(21, stack_payload(21, &name, compose));
+    // CE's payloads say "ID":0; the poll's listing names them.
+    let mut payload = portainer_ce::stack_payload(&name, compose);
+    // Business Edition fills EnvVars; CE sends null.
+    payload["EnvVars"] = json!([{"name": "GREETING", "value": "hello-from-portainer"}]);
+    portainer.set_stack(21, payload);
     portainer.set_stack(
         22,
-        stack_payload(22, &format!("{name}broken"), "services: [broken\n"),
+        portainer_ce::stack_payload(&format!("{name}broken"), "services: [broken\n"),
     );
-    portainer.set_status(json!({"status": "IDLE", "checkin": 0.5,
-        "stacks": [{"ID": 21, "Version": 1}, {"ID": 22, "Version": 1}]}));
+    portainer.set_status(portainer_ce::poll_answer(&[(21, 1), (22, 1)], 0.5));
     let mut env = vec![("EDGE_KEY", key.as_str())];
     env.extend_from_slice(&TOOLS_ENV);
     let berth = start_edge_berth(&engine, &data, &env);
@@ -715,8 +719,8 @@ async fn compose_stacks_are_deployed_reported_and_removed() {
     let statuses = wait_statuses(&portainer, 21, 7).await;
     assert_eq!(
         codes(&statuses),
-        [3, 8, 7],
-        "Acknowledged, Deploying, Running"
+        [3, 8, 1, 7],
+        "Acknowledged, Deploying, DeploymentReceived, Running"
     );
     let project = format!("label=com.docker.compose.project=edge_{name}");
     let running = docker_cli(
@@ -725,6 +729,19 @@ async fn compose_stacks_are_deployed_reported_and_removed() {
     );
     assert_eq!(running, "running");
     let container = docker_cli(&engine, &["ps", "-q", "--filter", &project]);
+    // Polls that list it again leave it alone: same container, no new
+    // status, nothing said of the payload's own ID 0.
+    let polls = portainer.wait_requests("/edge/status", 1, WAIT).await.len();
+    portainer
+        .wait_requests("/edge/status", polls + 8, WAIT)
+        .await;
+    assert_eq!(
+        docker_cli(&engine, &["ps", "-q", "--filter", &project]),
+        container,
+        "the stack's container is not recreated"
+    );
+    assert_eq!(codes(&portainer.stack_statuses(21)), [3, 8, 1, 7]);
+    assert!(portainer.stack_statuses(0).is_empty());
     let env_seen = docker_cli(
         &engine,
         &["inspect", "--format", "{{json .Config.Env}}", &container],
@@ -746,9 +763,13 @@ async fn compose_stacks_are_deployed_reported_and_removed() {
     );
 
     // Leaving the list removes the stack.
-    portainer.set_status(json!({"status": "IDLE", "checkin": 0.5, "stacks": []}));
+    portainer.set_status(portainer_ce::poll_answer(&[], 0.5));
     let statuses = wait_statuses(&portainer, 21, 4).await;
-    assert_eq!(codes(&statuses), [3, 8, 7, 9, 4], "then Removing, Removed");
+    assert_eq!(
+        codes(&statuses),
+        [3, 8, 1, 7, 9, 4],
+        "then Removing, Removed"
+    );
     assert_eq!(
         docker_cli(&engine, &["ps", "-aq", "--filter", &project]),
         ""
@@ -777,10 +798,8 @@ async fn swarm_stacks_are_deployed_with_docker_stack() {
     // No IPVS here: DNS round robin instead of a virtual IP.
     let compose = "version: \"3.3\"\nservices:\n  app:\n    image: berth-test/busybox:latest\n    \
                    command: [\"sleep\", \"3600\"]\n    deploy:\n      endpoint_mode: dnsrr\n";
-    portainer.set_stack(31, stack_payload(31, &name, compose));
-    portainer.set_status(
-        json!({"status": "IDLE", "checkin": 0.5, "stacks": [{"ID": 31, "Version": 1}]}),
-    );
+    portainer.set_stack(31, portainer_ce::stack_payload(&name, compose));
+    portainer.set_status(portainer_ce::poll_answer(&[(31, 1)], 0.5));
     let gossip = free_port().to_string();
     let mut env = vec![
         ("EDGE_KEY", key.as_str()),
@@ -790,7 +809,7 @@ async fn swarm_stacks_are_deployed_with_docker_stack() {
     let berth = start_edge_berth(manager, &data, &env);
 
     let statuses = wait_statuses(&portainer, 31, 7).await;
-    assert_eq!(codes(&statuses), [3, 8, 7], "{statuses:?}");
+    assert_eq!(codes(&statuses), [3, 8, 1, 7], "{statuses:?}");
     let namespace = format!("label=com.docker.stack.namespace=edge_{name}");
     let replicas = docker_cli(
         manager,

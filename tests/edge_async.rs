@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 use support::async_portainer::{command, python, AsyncPortainer};
 use support::berth_process::{engine_host, engine_socket, BerthProcess};
 use support::client::Target;
-use support::edge_world::{docker_cli, host_root, stack_payload, EDGE_ID, TOOLS_ENV};
+use support::edge_world::{async_stack_payload, docker_cli, host_root, EDGE_ID, TOOLS_ENV};
 use support::eventually::eventually;
 use support::temp_dir::{temp_dir, TempDir};
 
@@ -426,7 +426,7 @@ async fn an_edge_stack_deploys_and_its_statuses_and_logs_ride_on_snapshots() {
             1,
             "edgeStack",
             "add",
-            stack_payload(41, &name, &compose),
+            async_stack_payload(41, &name, &compose),
         )])
         .await;
     let statuses = |state: &Value| -> Vec<u64> {
@@ -466,7 +466,7 @@ async fn an_edge_stack_deploys_and_its_statuses_and_logs_ride_on_snapshots() {
             3,
             "edgeStack",
             "remove",
-            stack_payload(41, &name, &compose),
+            async_stack_payload(41, &name, &compose),
         )])
         .await;
     let state = portainer

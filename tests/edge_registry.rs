@@ -15,26 +15,20 @@ use hyper_util::rt::TokioIo;
 use serde_json::json;
 use support::berth_process::{engine_host, BerthProcess};
 use support::edge_world::{
-    codes, docker_cli, edge_key, stack_payload, start_edge_berth, wait_statuses, EdgeWorld,
-    TOOLS_ENV,
+    codes, docker_cli, edge_key, start_edge_berth, wait_statuses, EdgeWorld, TOOLS_ENV,
 };
 use support::piped::run_with_input;
+use support::portainer_ce;
 use support::registry::{self, Registry, PASSWORD, USER};
 use support::unique::unique;
 
 const IMAGE: &str = "berth-test/busybox:latest";
 
-fn private_stack(
-    id: u64,
-    name: &str,
-    image: &str,
-    registry: &str,
-    password: &str,
-) -> serde_json::Value {
+fn private_stack(name: &str, image: &str, registry: &str, password: &str) -> serde_json::Value {
     let compose = format!(
         "version: \"3\"\nservices:\n  app:\n    image: {image}\n    command: [\"sleep\", \"3600\"]\n"
     );
-    let mut payload = stack_payload(id, name, &compose);
+    let mut payload = portainer_ce::stack_payload(name, &compose);
     payload["RegistryCredentials"] =
         json!([{"ServerURL": registry, "Username": USER, "Secret": password}]);
     payload
@@ -60,21 +54,19 @@ async fn private_images_are_pulled_with_the_stacks_credentials_through_the_helpe
     let refused_image = registry.push(&engine, IMAGE, &format!("private/refused:{tag}"));
     let good = unique("private");
     let refused = unique("refused");
-    let mut pulled = private_stack(51, &good, &good_image, &registry.address, PASSWORD);
+    let mut pulled = private_stack(&good, &good_image, &registry.address, PASSWORD);
     pulled["PrePullImage"] = json!(true);
     portainer.set_stack(51, pulled);
     portainer.set_stack(
         52,
         private_stack(
-            52,
             &refused,
             &refused_image,
             &registry.address,
             "not-the-password",
         ),
     );
-    portainer.set_status(json!({"status": "IDLE", "checkin": 0.5,
-        "stacks": [{"ID": 51, "Version": 1}, {"ID": 52, "Version": 1}]}));
+    portainer.set_status(portainer_ce::poll_answer(&[(51, 1), (52, 1)], 0.5));
     let key = edge_key(&portainer, &chisel, 1);
     let mut env = vec![("EDGE_KEY", key.as_str())];
     env.extend_from_slice(&TOOLS_ENV);
@@ -83,8 +75,8 @@ async fn private_images_are_pulled_with_the_stacks_credentials_through_the_helpe
     let statuses = wait_statuses(&portainer, 51, 7).await;
     assert_eq!(
         codes(&statuses),
-        [3, 6, 8, 7],
-        "Acknowledged, ImagesPulled, Deploying, Running"
+        [3, 6, 8, 1, 7],
+        "Acknowledged, ImagesPulled, Deploying, DeploymentReceived, Running"
     );
     let project = format!("label=com.docker.compose.project=edge_{good}");
     assert_eq!(
@@ -123,7 +115,7 @@ async fn private_images_are_pulled_with_the_stacks_credentials_through_the_helpe
         "and out of berth's log"
     );
 
-    portainer.set_status(json!({"status": "IDLE", "checkin": 0.5, "stacks": []}));
+    portainer.set_status(portainer_ce::poll_answer(&[], 0.5));
     wait_statuses(&portainer, 51, 4).await;
     assert_eq!(
         docker_cli(&engine, &["ps", "-aq", "--filter", &project]),

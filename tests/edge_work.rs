@@ -3,6 +3,8 @@
 //! retried through Portainer's 5xx, and schedule changes reaching the
 //! scheduler.
 
+#[path = "support/portainer_ce.rs"]
+mod portainer_ce;
 #[path = "support/temp_dir.rs"]
 mod temp_dir;
 
@@ -29,7 +31,9 @@ use serde_json::json;
 use temp_dir::{temp_dir, TempDir};
 use tokio::sync::watch;
 
-/// Portainer: stack payloads by ID, scripted failures for status reports.
+/// Portainer: stack payloads by the ID its poll lists (the payloads
+/// themselves say `"ID":0`, as Portainer CE's do), scripted failures for
+/// status reports.
 #[derive(Clone, Default)]
 struct FakePortainer {
     payloads: Arc<Mutex<BTreeMap<u64, serde_json::Value>>>,
@@ -38,9 +42,8 @@ struct FakePortainer {
 }
 
 impl FakePortainer {
-    /// Portainer holds the stack `payload` (by its `ID`).
-    fn offer(&self, payload: serde_json::Value) {
-        let id = payload["ID"].as_u64().unwrap();
+    /// Portainer serves `payload` as stack `id`.
+    fn offer(&self, id: u64, payload: serde_json::Value) {
         self.payloads.lock().unwrap().insert(id, payload);
     }
 
@@ -109,6 +112,15 @@ struct FakeDeployer {
 }
 
 impl FakeDeployer {
+    fn deploys(&self) -> usize {
+        self.tries
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(what, _)| *what == "deploy")
+            .count()
+    }
+
     fn fails_next(counter: &Mutex<u32>) -> bool {
         let mut left = counter.lock().unwrap();
         let fail = *left > 0;
@@ -164,9 +176,9 @@ impl Deployer for FakeDeployer {
     }
 }
 
-fn payload(id: u64, name: &str) -> serde_json::Value {
-    json!({"ID": id, "Name": name, "DirEntries": [
-        {"Name": "docker-compose.yml", "IsFile": true, "Content": STANDARD.encode("services: {}")}]})
+/// A stack payload as Portainer CE serves it.
+fn payload(name: &str) -> serde_json::Value {
+    portainer_ce::stack_payload(name, "services: {}")
 }
 
 fn work(answer: serde_json::Value) -> PollWork {
@@ -219,8 +231,8 @@ fn settings(dir: &Path, deployer: &FakeDeployer) -> StackSettings<ConfinedFiles>
 #[tokio::test(start_paused = true)]
 async fn stacks_report_in_order_and_a_failure_does_not_stop_the_others() {
     let portainer = FakePortainer::default();
-    portainer.offer(payload(1, "bad"));
-    portainer.offer(payload(2, "good"));
+    portainer.offer(1, payload("bad"));
+    portainer.offer(2, payload("good"));
     // The first report meets two 5xx answers: it is retried, not lost.
     portainer.report_failures.lock().unwrap().extend([502, 503]);
     let deployer = FakeDeployer::default();
@@ -239,8 +251,12 @@ async fn stacks_report_in_order_and_a_failure_does_not_stop_the_others() {
     );
     assert_eq!(
         portainer.statuses(2),
-        [3, 8, 7],
-        "the other stack still runs"
+        [3, 8, 1, 7],
+        "the other stack still runs: Acknowledged, Deploying, DeploymentReceived, Running"
+    );
+    assert!(
+        portainer.statuses(0).is_empty(),
+        "nothing is reported for the payload's own ID"
     );
     assert_eq!(*deployer.up.lock().unwrap(), ["edge_good"]);
 
@@ -250,9 +266,10 @@ async fn stacks_report_in_order_and_a_failure_does_not_stop_the_others() {
             json!({"stacks": [{"ID": 1, "Version": 1}, {"ID": 2, "Version": 1}]}),
         ))
         .await;
-    assert_eq!(portainer.statuses(2).len(), 3);
+    assert_eq!(portainer.statuses(2).len(), 4);
+    assert_eq!(deployer.deploys(), 2, "nothing is deployed again");
     stacks.apply(&work(json!({"stacks": []}))).await;
-    assert_eq!(portainer.statuses(2), [3, 8, 7, 9, 4]);
+    assert_eq!(portainer.statuses(2), [3, 8, 1, 7, 9, 4]);
     assert!(deployer.up.lock().unwrap().is_empty());
     assert!(!dir.join("2").exists());
 }
@@ -260,12 +277,12 @@ async fn stacks_report_in_order_and_a_failure_does_not_stop_the_others() {
 #[tokio::test(start_paused = true)]
 async fn an_escaping_stack_file_is_reported_not_written() {
     let portainer = FakePortainer::default();
-    portainer.payloads.lock().unwrap().insert(
-        5,
-        json!({"ID": 5, "Name": "evil", "DirEntries": [
-            {"Name": "docker-compose.yml", "IsFile": true, "Content": STANDARD.encode("x")},
-            {"Name": "../../escaped", "IsFile": true, "Content": STANDARD.encode("x")}]}),
-    );
+    let mut evil = payload("evil");
+    evil["DirEntries"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"Name": "../../escaped", "IsFile": true, "Content": STANDARD.encode("x")}));
+    portainer.offer(5, evil);
     let (_parent, dir) = folder("evil");
     let deployer = FakeDeployer::default();
     let mut stacks = sync_stacks(&portainer, &deployer, &dir);
@@ -276,6 +293,76 @@ async fn an_escaping_stack_file_is_reported_not_written() {
     let report = portainer.calls.lock().unwrap().last().unwrap().body.clone();
     assert!(String::from_utf8_lossy(&report).contains("leaves the stack folder"));
     assert!(!dir.exists());
+}
+
+/// Portainer CE's recorded answers, unchanged: the poll lists stack 1 and
+/// the payload says `"ID":0`. The stack deploys once, is reported as stack
+/// 1, and polls that list it again leave it running.
+#[tokio::test(start_paused = true)]
+async fn the_recorded_portainer_answers_deploy_the_listed_stack_once() {
+    let portainer = FakePortainer::default();
+    portainer.offer(1, portainer_ce::answer("edge-stack-payload.json"));
+    let deployer = FakeDeployer::default();
+    let (_parent, dir) = folder("recorded");
+    let mut stacks = sync_stacks(&portainer, &deployer, &dir);
+    let poll = work(portainer_ce::answer("edge-status.json"));
+    for _ in 0..5 {
+        stacks.apply(&poll).await;
+    }
+    assert_eq!(portainer.statuses(1), [3, 8, 1, 7]);
+    assert!(portainer.statuses(0).is_empty());
+    assert_eq!(deployer.deploys(), 1, "deployed once, never again");
+    assert_eq!(*deployer.up.lock().unwrap(), ["edge_berthrecord"]);
+    assert!(dir.join("1/docker-compose.yml").exists());
+    stacks
+        .apply(&work(portainer_ce::answer("edge-status-first.json")))
+        .await;
+    assert_eq!(portainer.statuses(1), [3, 8, 1, 7, 9, 4]);
+    assert!(deployer.up.lock().unwrap().is_empty());
+}
+
+/// A stack Portainer will not serve (CE answers 400 for a stack with no
+/// compose file, 404 for one deleted meanwhile) is asked for again with
+/// backoff, not on every poll, and Portainer hears the reason once.
+#[tokio::test(start_paused = true)]
+async fn a_stack_portainer_does_not_serve_is_asked_for_again_with_backoff() {
+    let portainer = FakePortainer::default();
+    let deployer = FakeDeployer::default();
+    let (_parent, dir) = folder("unserved");
+    let mut stacks = sync_stacks(&portainer, &deployer, &dir);
+    let fetches = || {
+        portainer
+            .calls
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|c| c.path.contains("/edge/stacks/10"))
+            .count()
+    };
+    let poll = work(json!({"stacks": [{"ID": 10, "Version": 1}]}));
+    stacks.apply(&poll).await;
+    assert_eq!((fetches(), portainer.statuses(10)), (1, vec![2]));
+    for _ in 0..3 {
+        stacks.apply(&poll).await;
+    }
+    assert_eq!(fetches(), 1, "polls within the wait do not ask again");
+    tokio::time::advance(Duration::from_secs(5)).await;
+    stacks.apply(&poll).await;
+    assert_eq!(fetches(), 2, "asked again after 5 s");
+    tokio::time::advance(Duration::from_secs(5)).await;
+    stacks.apply(&poll).await;
+    assert_eq!(fetches(), 2, "then after 10 s");
+    assert_eq!(portainer.statuses(10), [2], "the same reason is told once");
+    portainer.offer(10, payload("served"));
+    tokio::time::advance(Duration::from_secs(5)).await;
+    stacks.apply(&poll).await;
+    assert_eq!(portainer.statuses(10), [2, 3, 8, 1, 7]);
+    // A new version is asked for at once.
+    portainer.payloads.lock().unwrap().remove(&10);
+    stacks
+        .apply(&work(json!({"stacks": [{"ID": 10, "Version": 2}]})))
+        .await;
+    assert_eq!(fetches(), 4);
 }
 
 /// Runs the stacks' retries as the clock reaches them, until none is left
@@ -294,11 +381,11 @@ async fn run_retries<W: PollWorker>(stacks: &mut W, limit: Duration) {
 #[tokio::test(start_paused = true)]
 async fn a_failed_pull_is_tried_again_at_the_go_agents_pace_and_reported_once() {
     let portainer = FakePortainer::default();
-    let mut private = payload(6, "private");
+    let mut private = payload("private");
     private["PrePullImage"] = json!(true);
     private["RegistryCredentials"] =
         json!([{"ServerURL": "127.0.0.1:5000", "Username": "alice", "Secret": "pw"}]);
-    portainer.offer(private);
+    portainer.offer(6, private);
     let deployer = FakeDeployer::default();
     *deployer.failing_pulls.lock().unwrap() = 2;
     let (_parent, dir) = folder("retry-pull");
@@ -316,8 +403,8 @@ async fn a_failed_pull_is_tried_again_at_the_go_agents_pace_and_reported_once() 
     run_retries(&mut stacks, Duration::from_secs(60)).await;
     assert_eq!(
         portainer.statuses(6),
-        [3, 2, 6, 8, 7],
-        "the same failure again is not reported twice; then ImagesPulled, Deploying, Running"
+        [3, 2, 6, 8, 1, 7],
+        "the same failure again is not reported twice; then ImagesPulled, Deploying, DeploymentReceived, Running"
     );
     let pulls: Vec<tokio::time::Instant> = deployer
         .tries
@@ -351,16 +438,16 @@ async fn a_failed_pull_is_tried_again_at_the_go_agents_pace_and_reported_once() 
     stacks
         .apply(&work(json!({"stacks": [{"ID": 6, "Version": 1}]})))
         .await;
-    assert_eq!(portainer.statuses(6).len(), 5);
+    assert_eq!(portainer.statuses(6).len(), 6);
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_failed_deploy_is_tried_again_only_when_the_stack_asks() {
     let portainer = FakePortainer::default();
-    let mut retried = payload(7, "retried");
+    let mut retried = payload("retried");
     retried["RetryDeploy"] = json!(true);
-    portainer.offer(retried);
-    portainer.offer(payload(8, "bad"));
+    portainer.offer(7, retried);
+    portainer.offer(8, payload("bad"));
     let deployer = FakeDeployer::default();
     *deployer.failing_deploys.lock().unwrap() = 1;
     let (_parent, dir) = folder("retry-deploy");
@@ -371,7 +458,7 @@ async fn a_failed_deploy_is_tried_again_only_when_the_stack_asks() {
         ))
         .await;
     run_retries(&mut stacks, Duration::from_secs(60)).await;
-    assert_eq!(portainer.statuses(7), [3, 8, 2, 8, 7]);
+    assert_eq!(portainer.statuses(7), [3, 8, 2, 8, 1, 7]);
     assert_eq!(portainer.statuses(8), [3, 8, 2], "no RetryDeploy: one try");
     assert!(stacks.wake_at().is_none());
     // A stack that leaves the list stops being retried.
@@ -393,20 +480,20 @@ async fn relative_path_stacks_are_written_where_the_host_sees_them() {
     let portainer = FakePortainer::default();
     let (_parent, dir) = folder("relative");
     let filesystem_path = dir.join("fs");
-    let mut relative = payload(9, "relative");
+    let mut relative = payload("relative");
     relative["SupportRelativePath"] = json!(true);
     relative["FilesystemPath"] = json!(filesystem_path.to_str().unwrap());
     relative["DirEntries"].as_array_mut().unwrap().push(
         json!({"Name": "static/index.html", "IsFile": true, "Content": STANDARD.encode("hello")}),
     );
-    portainer.offer(relative);
+    portainer.offer(9, relative);
     let deployer = FakeDeployer::default();
     let host = dir.with_extension("host");
     let mut stacks = sync_stacks(&portainer, &deployer, &dir);
     stacks
         .apply(&work(json!({"stacks": [{"ID": 9, "Version": 1}]})))
         .await;
-    assert_eq!(portainer.statuses(9), [3, 8, 7]);
+    assert_eq!(portainer.statuses(9), [3, 8, 1, 7]);
     let unpacked = filesystem_path.join("portainer-compose-unpacker/9");
     assert!(
         unpacked.join("docker-compose.yml").exists(),

@@ -10,6 +10,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use berth_domain::edge::async_protocol::{ContainerLogs, Outbox, StackReport};
 use berth_domain::edge::stack::StackStatus;
+use berth_domain::edge::status::refusal_text;
 use berth_ports::{EdgeCall, PortainerApi};
 use http::Method;
 use tracing::warn;
@@ -83,7 +84,8 @@ impl<A: PortainerApi> PortainerReports<A> {
             match self.api.call(make()).await {
                 Ok(answer) if answer.status < 300 => return,
                 Ok(answer) if answer.status < 500 => {
-                    warn!(status = answer.status, "Portainer refused {what}");
+                    let why = refusal_text(answer.status, &answer.body);
+                    warn!(status = answer.status, %why, "Portainer refused {what}");
                     return;
                 }
                 Ok(_) | Err(_) if attempt < REPORT_ATTEMPTS => {

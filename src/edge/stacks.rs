@@ -11,9 +11,10 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use berth_domain::edge::retry::{after_failure, Retry};
+use berth_domain::edge::backoff::Backoff;
+use berth_domain::edge::retry::{after_failure, Retry, PASS};
 use berth_domain::edge::stack::{
-    parse_payload, parse_stack_refs, stack_changes, StackPayload, StackRef, StackStatus,
+    parse_listed_payload, parse_stack_refs, stack_changes, StackPayload, StackRef, StackStatus,
     UNPACKER_FOLDER,
 };
 use berth_domain::engine::SwarmRole;
@@ -341,6 +342,10 @@ impl<D: Deployer, R: Reports, F: Files> EdgeStacks<D, R, F> {
             .deploy(deployment)
             .await
             .map_err(|e| fail(format!("failed to deploy stack: {e}"), retry, true))?;
+        // The engine took the stack; Portainer's "deployments received"
+        // counts this status, then Running follows once it runs.
+        self.report(endpoint_id, id, StackStatus::DeploymentReceived, "")
+            .await;
         let deadline = Instant::now() + RUNNING_WITHIN;
         loop {
             match self.deployer.state(deployment).await {
@@ -480,7 +485,27 @@ pub struct SyncStacks<D, A, F> {
     stacks: EdgeStacks<D, PortainerReports<A>, F>,
     api: A,
     edge_id: String,
+    /// Stacks whose payload Portainer did not serve: asked again only
+    /// when their wait is over (or their version changes), not on every
+    /// poll.
+    unfetched: BTreeMap<u64, Unfetched>,
 }
+
+/// A listed stack whose payload could not be had.
+struct Unfetched {
+    version: u64,
+    tries: u32,
+    due: Instant,
+    /// What Portainer was last told, so the same failure is told once.
+    reported: String,
+}
+
+/// How long after a failed fetch a stack's payload is asked for again:
+/// doubling from the Go agent's pass up to five minutes.
+const FETCH_BACKOFF: Backoff = Backoff {
+    base: PASS,
+    cap: Duration::from_secs(300),
+};
 
 impl<D: Deployer, A: PortainerApi + Clone, F: Files> SyncStacks<D, A, F> {
     pub fn new(deployer: D, api: A, settings: StackSettings<F>) -> Self {
@@ -490,6 +515,7 @@ impl<D: Deployer, A: PortainerApi + Clone, F: Files> SyncStacks<D, A, F> {
             stacks: EdgeStacks::new(deployer, reports, settings),
             api,
             edge_id,
+            unfetched: BTreeMap::new(),
         }
     }
 
@@ -497,25 +523,56 @@ impl<D: Deployer, A: PortainerApi + Clone, F: Files> SyncStacks<D, A, F> {
         let Some(wanted) = parse_stack_refs(&work.answer) else {
             return;
         };
+        self.unfetched
+            .retain(|id, _| wanted.iter().any(|w| w.id == *id));
         let changes = stack_changes(&self.stacks.versions(), &wanted);
         for stack in changes.deploy {
+            if self
+                .unfetched
+                .get(&stack.id)
+                .is_some_and(|u| u.version == stack.version && Instant::now() < u.due)
+            {
+                continue;
+            }
             match self.fetch(work.endpoint_id, &stack).await {
                 Ok(payload) => {
+                    self.unfetched.remove(&stack.id);
                     self.stacks
                         .deploy(work.endpoint_id, stack.version, &payload)
                         .await;
                 }
-                // Not recorded: the next poll tries again.
-                Err(why) => {
-                    self.stacks
-                        .report(work.endpoint_id, stack.id, StackStatus::Error, &why)
-                        .await;
-                }
+                Err(why) => self.fetch_failed(work.endpoint_id, &stack, why).await,
             }
         }
         for id in changes.remove {
             self.stacks.remove(work.endpoint_id, id).await;
         }
+    }
+
+    /// Not recorded as deployed: a later poll asks again once the stack's
+    /// wait is over. Portainer hears of each new reason once.
+    async fn fetch_failed(&mut self, endpoint_id: u64, stack: &StackRef, why: String) {
+        let (tries, reported) = match self.unfetched.remove(&stack.id) {
+            Some(before) if before.version == stack.version => (before.tries + 1, before.reported),
+            _ => (1, String::new()),
+        };
+        let wait = FETCH_BACKOFF.delay(tries - 1, 1.0);
+        warn!(stack = stack.id, version = stack.version, tries, %why,
+            "cannot fetch the Edge stack from Portainer; asking again in {}s", wait.as_secs());
+        if why != reported {
+            self.stacks
+                .report(endpoint_id, stack.id, StackStatus::Error, &why)
+                .await;
+        }
+        self.unfetched.insert(
+            stack.id,
+            Unfetched {
+                version: stack.version,
+                tries,
+                due: Instant::now() + wait,
+                reported: why,
+            },
+        );
     }
 
     async fn fetch(&self, endpoint_id: u64, stack: &StackRef) -> Result<StackPayload, String> {
@@ -536,7 +593,7 @@ impl<D: Deployer, A: PortainerApi + Clone, F: Files> SyncStacks<D, A, F> {
                 &answer.body,
             ));
         }
-        parse_payload(&answer.body).map_err(|e| e.to_string())
+        parse_listed_payload(stack, &answer.body).map_err(|e| e.to_string())
     }
 }
 

@@ -138,7 +138,10 @@ pub fn host_root(name: &str) -> TempDir {
     root
 }
 
-pub fn stack_payload(id: u64, name: &str, compose: &str) -> serde_json::Value {
+/// A stack as an async `edgeStack` command carries it: with its `ID`, as
+/// Business Edition fills it (sync mode fetches CE's payload instead:
+/// `portainer_ce::stack_payload`).
+pub fn async_stack_payload(id: u64, name: &str, compose: &str) -> serde_json::Value {
     use base64::engine::general_purpose::STANDARD;
     json!({"ID": id, "Name": name, "EntryFileName": "docker-compose.yml", "Version": 1,
            "DirEntries": [{"Name": "docker-compose.yml", "IsFile": true, "Permissions": 0o644,

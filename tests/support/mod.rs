@@ -22,6 +22,7 @@ pub mod openssh;
 pub mod output_lines;
 pub mod own_engine;
 pub mod piped;
+pub mod portainer_ce;
 pub mod portainer_server;
 pub mod registry;
 pub mod scripted_ssh;

@@ -241,6 +241,19 @@ pub fn parse_payload_value(value: &Value) -> Result<StackPayload, PayloadError> 
     })
 }
 
+/// Reads the payload Portainer serves for a stack its poll answer listed.
+/// The listing is the truth for the stack's identity: Portainer CE serves
+/// `"ID":0` and `"Version":0` in every payload (it never fills them), so
+/// the deployment, its folder and every status report take the listed ID.
+///
+/// # Errors
+/// As [`parse_payload`].
+pub fn parse_listed_payload(listed: &StackRef, body: &[u8]) -> Result<StackPayload, PayloadError> {
+    let mut payload = parse_payload(body)?;
+    payload.id = listed.id;
+    Ok(payload)
+}
+
 /// Where relative-path stacks' files go under `FilesystemPath`, as
 /// Portainer's compose unpacker puts them.
 pub const UNPACKER_FOLDER: &str = "portainer-compose-unpacker";
@@ -401,7 +414,26 @@ mod tests {
     }
 
     #[test]
+    fn a_listed_stack_keeps_the_listed_id_whatever_the_payload_says() {
+        let listed = StackRef {
+            id: 4,
+            version: 2,
+            re_pull: false,
+        };
+        // Portainer CE's payload: ID and Version never filled.
+        for id in [json!(0), json!(9), json!(null)] {
+            let body = json!({"ID": id, "Version": 0, "Name": "web",
+                "EntryFileName": "docker-compose.yml",
+                "DirEntries": [entry("docker-compose.yml", "services: {}")]});
+            let payload = parse_listed_payload(&listed, body.to_string().as_bytes()).unwrap();
+            assert_eq!(payload.id, 4, "payload ID {id}");
+        }
+        assert!(parse_listed_payload(&listed, b"{}").is_err());
+    }
+
+    #[test]
     fn status_codes_are_portainers() {
+        assert_eq!(StackStatus::DeploymentReceived.code(), 1);
         assert_eq!(StackStatus::Acknowledged.code(), 3);
         assert_eq!(StackStatus::Deploying.code(), 8);
         assert_eq!(StackStatus::Running.code(), 7);

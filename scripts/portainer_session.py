@@ -1,0 +1,214 @@
+"""A real Portainer server driven through its own API, for the scripts that
+hold berth to it (scripts/record-portainer, scripts/portainer-check).
+
+Portainer is built from a source tree the user cloned (nothing of it is
+kept in berth) and run with its API only, its data in a folder of its own,
+listening on loopback inside a network namespace the calling script made,
+so nothing it does can leave the machine.
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import time
+import urllib.error
+import urllib.request
+import uuid
+
+ADMIN = "admin"
+PASSWORD = "berth-check-password"
+
+
+def build(source, out, package, name):
+    """`go build` of `package` in the source tree `source`, into `out/name`;
+    rebuilt only when the tree's go.sum or the binary is missing or newer."""
+    binary = os.path.join(out, name)
+    stamp = os.path.join(source, "go.sum")
+    if os.path.exists(binary) and os.path.getmtime(binary) >= os.path.getmtime(stamp):
+        return binary
+    os.makedirs(out, exist_ok=True)
+    print(f"building {package} from {source} (Go, a few minutes)", flush=True)
+    subprocess.run(["go", "build", "-o", binary, package], cwd=source, check=True)
+    return binary
+
+
+class Answer:
+    def __init__(self, status, headers, body):
+        self.status = status
+        self.headers = headers
+        self.body = body
+
+    def json(self):
+        return json.loads(self.body) if self.body.strip() else None
+
+
+def call(url, method="GET", body=None, headers=None, timeout=30):
+    """One HTTP request; every status is an answer, not an exception."""
+    data = None
+    headers = dict(headers or {})
+    if isinstance(body, (dict, list)):
+        data = json.dumps(body).encode()
+        headers.setdefault("Content-Type", "application/json")
+    elif isinstance(body, bytes):
+        data = body
+    request = urllib.request.Request(url, data=data, method=method, headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return Answer(response.status, dict(response.headers), response.read())
+    except urllib.error.HTTPError as error:
+        return Answer(error.code, dict(error.headers), error.read())
+
+
+def multipart(fields):
+    boundary = uuid.uuid4().hex
+    parts = []
+    for name, value in fields.items():
+        parts.append(
+            f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n{value}\r\n'
+        )
+    parts.append(f"--{boundary}--\r\n")
+    return "".join(parts).encode(), f"multipart/form-data; boundary={boundary}"
+
+
+class Portainer:
+    """A Portainer server on loopback: `start`, then the API as the admin
+    user, and the Edge endpoints as an Edge agent calls them."""
+
+    def __init__(self, binary, folder, port=9000, tunnel_port=8000):
+        self.binary = binary
+        self.folder = folder
+        self.port = port
+        self.tunnel_port = tunnel_port
+        self.url = f"http://127.0.0.1:{port}"
+        self.process = None
+        self.token = None
+
+    def start(self, assets):
+        data = os.path.join(self.folder, "data")
+        os.makedirs(data, exist_ok=True)
+        log = open(os.path.join(self.folder, "portainer.log"), "ab")
+        self.process = subprocess.Popen(
+            [
+                self.binary,
+                "--data", data,
+                "--assets", assets,
+                "--bind", f"127.0.0.1:{self.port}",
+                "--bind-https", f"127.0.0.1:{self.port + 443}",
+                "--tunnel-addr", "127.0.0.1",
+                "--tunnel-port", str(self.tunnel_port),
+                "--edge-compute",
+                "--log-level", "DEBUG",
+                "--log-mode", "NOCOLOR",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + 60
+        while True:
+            if self.process.poll() is not None:
+                raise SystemExit(f"Portainer ended at start; see {log.name}")
+            try:
+                if call(self.url + "/api/system/status", timeout=2).status == 200:
+                    break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise SystemExit("Portainer did not answer within 60 s")
+            time.sleep(0.2)
+        init = self.api("POST", "/api/users/admin/init",
+                        {"Username": ADMIN, "Password": PASSWORD}, auth=False)
+        if init.status != 200:
+            raise SystemExit(f"admin init: {init.status} {init.body!r}")
+        login = self.api("POST", "/api/auth", {"Username": ADMIN, "Password": PASSWORD}, auth=False)
+        self.token = login.json()["jwt"]
+
+    def stop(self):
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+    def api(self, method, path, body=None, auth=True, headers=None, timeout=30):
+        headers = dict(headers or {})
+        if auth:
+            headers["Authorization"] = f"Bearer {self.token}"
+        return call(self.url + path, method, body, headers, timeout)
+
+    def ok(self, method, path, body=None, **kwargs):
+        answer = self.api(method, path, body, **kwargs)
+        if answer.status >= 300:
+            raise SystemExit(f"{method} {path}: {answer.status} {answer.body!r}")
+        return answer.json()
+
+    def create_edge_environment(self, name):
+        body, content_type = multipart({
+            "Name": name,
+            "EndpointCreationType": "4",
+            "URL": self.url,
+            "GroupID": "1",
+            "CheckinInterval": "1",
+        })
+        return self.ok("POST", "/api/endpoints", body,
+                       headers={"Content-Type": content_type})
+
+    def create_edge_group(self, name, endpoints):
+        return self.ok("POST", "/api/edge_groups",
+                       {"Name": name, "Dynamic": False, "Endpoints": endpoints})
+
+    def set_group_endpoints(self, group, name, endpoints):
+        return self.ok("PUT", f"/api/edge_groups/{group}",
+                       {"Name": name, "Dynamic": False, "Endpoints": endpoints})
+
+    def create_edge_stack(self, name, compose, groups):
+        return self.ok("POST", "/api/edge_stacks/create/string",
+                       {"Name": name, "StackFileContent": compose,
+                        "EdgeGroups": groups, "DeploymentType": 0})
+
+    def create_edge_job(self, name, script, endpoints):
+        return self.ok("POST", "/api/edge_jobs/create/string",
+                       {"Name": name, "CronExpression": "* * * * *", "Recurring": True,
+                        "Endpoints": endpoints, "EdgeGroups": [], "FileContent": script})
+
+    def stack_statuses(self, stack, endpoint):
+        """The status types Portainer holds for `stack` on `endpoint`, in
+        the order they came."""
+        answer = self.ok("GET", f"/api/edge_stacks/{stack}")
+        status = (answer.get("Status") or {}).get(str(endpoint)) or {}
+        return [(s.get("Type"), s.get("Error", "")) for s in status.get("Status") or []]
+
+    # The Edge endpoints, as an Edge agent calls them.
+    def agent_call(self, method, path, edge_id, body=None, extra=None):
+        headers = {"X-PortainerAgent-EdgeID": edge_id, "Portainer-Agent-Platform": "1",
+                   "Portainer-Agent": "2.23.0"}
+        headers.update(extra or {})
+        return call(self.url + path, method, body, headers)
+
+
+def assets_folder(folder):
+    """Portainer refuses to start, and the Go agent Edge mode, without a
+    `docker-compose` in the assets folder: the machine's docker and compose
+    CLIs, linked in."""
+    assets = os.path.join(folder, "assets")
+    os.makedirs(assets, exist_ok=True)
+    for tool in ("docker", "docker-compose"):
+        found = shutil.which(tool)
+        if found is None:
+            raise SystemExit(f"no {tool} on PATH: install Debian's docker.io and docker-compose")
+        link = os.path.join(assets, tool)
+        if not os.path.lexists(link):
+            os.symlink(found, link)
+    return assets
+
+
+def enter_network_namespace(argv):
+    """Runs the calling script again in a network namespace of its own,
+    with only loopback up, unless it is already there."""
+    if os.environ.get("BERTH_CHECK_NETNS") == "1":
+        subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
+        return
+    env = dict(os.environ, BERTH_CHECK_NETNS="1")
+    os.execvpe("unshare", ["unshare", "--net", "--", *argv], env)
