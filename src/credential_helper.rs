@@ -87,6 +87,7 @@ fn ask(server_url: &str) -> Result<Option<RegistryCredential>, String> {
         .ok_or_else(|| format!("{ADDRESS_VARIABLE} {address:?} names no address"))?;
     let fail = |e: std::io::Error| format!("asking berth at {address}: {e}");
     let mut stream = TcpStream::connect_timeout(&socket, TIMEOUT).map_err(fail)?;
+    stream.set_nodelay(true).map_err(fail)?;
     stream.set_read_timeout(Some(TIMEOUT)).map_err(fail)?;
     stream.set_write_timeout(Some(TIMEOUT)).map_err(fail)?;
     let request = format!(

@@ -74,3 +74,40 @@ fn readme_documents_every_option() {
         );
     }
 }
+
+/// Every client socket is opened by `adapters/src/dial.rs`, which turns
+/// Nagle's algorithm off: a connection opened elsewhere would hold small
+/// writes back for the peer's delayed ack (40 ms a request through the
+/// Edge tunnel, found against the real Portainer).
+#[test]
+fn client_sockets_are_opened_by_dial_only() {
+    fn sources(dir: &std::path::Path, found: &mut Vec<std::path::PathBuf>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                sources(&path, found);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                found.push(path);
+            }
+        }
+    }
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut files = Vec::new();
+    for dir in ["src", "adapters/src"] {
+        sources(&root.join(dir), &mut files);
+    }
+    let dial = root.join("adapters/src/dial.rs");
+    assert!(files.contains(&dial), "no dial.rs among {files:?}");
+    let elsewhere: Vec<_> = files
+        .iter()
+        .filter(|path| **path != dial)
+        .filter(|path| {
+            let text = std::fs::read_to_string(path).unwrap();
+            text.contains("TcpStream::connect(") || text.contains("TcpSocket::")
+        })
+        .collect();
+    assert!(
+        elsewhere.is_empty(),
+        "client sockets opened outside dial::tcp: {elsewhere:?}"
+    );
+}

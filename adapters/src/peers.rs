@@ -148,8 +148,7 @@ impl tower_service::Service<Uri> for PeerConnector {
                     io::Error::new(io::ErrorKind::InvalidInput, "a peer is an IP and a port")
                 })?;
             let connect = async {
-                let tcp = TcpStream::connect(address).await?;
-                tcp.set_nodelay(true)?;
+                let tcp = crate::dial::tcp(address).await?;
                 match tls {
                     Some(tls) => tls
                         .connect(ServerName::IpAddress(address.ip().into()), tcp)

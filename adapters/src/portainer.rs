@@ -186,7 +186,6 @@ impl PortainerHttp {
                 (tcp, target.to_string(), None)
             }
         };
-        let _ = tcp.set_nodelay(true);
         let mut builder = Request::builder()
             .method(method.clone())
             .uri(uri)

@@ -43,8 +43,7 @@ impl tower_service::Service<Uri> for EngineConnector {
                         UnixStream::connect(path).await.map(EitherStream::Left)
                     }
                     DockerHost::Tcp { host, port } => {
-                        let stream = TcpStream::connect((host.as_str(), *port)).await?;
-                        stream.set_nodelay(true)?;
+                        let stream = crate::dial::tcp((host.as_str(), *port)).await?;
                         Ok(EitherStream::Right(stream))
                     }
                 }

@@ -463,7 +463,7 @@ impl Inner {
     /// and merged.
     async fn push_pull(&self, peer: SocketAddr, join: bool) -> Result<(), String> {
         let exchange = async {
-            let mut stream = TcpStream::connect(peer).await.map_err(|e| e.to_string())?;
+            let mut stream = crate::dial::tcp(peer).await.map_err(|e| e.to_string())?;
             let local = self.state().push_pull(join);
             self.write_stream(&mut stream, local.encode())
                 .await

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use berth_domain::gossip::keyring::{sealed_len, Keyring};
 use berth_domain::gossip::messages::{decode_packet, probe_ping, Message};
-use tokio::net::{TcpStream, UdpSocket};
+use tokio::net::UdpSocket;
 
 /// memberlist's largest gossip packet (its UDP buffer size).
 pub const LARGE_PACKET: usize = 1400;
@@ -20,7 +20,7 @@ const TRIES: u32 = 3;
 /// Why it did not.
 pub async fn tcp(target: SocketAddr, timeout: Duration) -> Result<Duration, String> {
     let started = Instant::now();
-    match tokio::time::timeout(timeout, TcpStream::connect(target)).await {
+    match tokio::time::timeout(timeout, crate::dial::tcp(target)).await {
         Ok(Ok(_)) => Ok(started.elapsed()),
         Ok(Err(error)) => Err(error.to_string()),
         Err(_) => Err(format!("no answer within {timeout:?}")),

@@ -8,7 +8,6 @@ use http::{Request, StatusCode};
 use http_body_util::Empty;
 use hyper_util::rt::TokioIo;
 use rustls::pki_types::ServerName;
-use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
 use super::tls::peer_client_config;
@@ -20,7 +19,7 @@ use super::tls::peer_client_config;
 pub async fn ping(address: SocketAddr, timeout: Duration) -> Result<(), String> {
     let attempt = async {
         let tls = TlsConnector::from(peer_client_config(None).map_err(|e| e.to_string())?);
-        let tcp = TcpStream::connect(address)
+        let tcp = crate::dial::tcp(address)
             .await
             .map_err(|e| format!("connect {address}: {e}"))?;
         let name = ServerName::IpAddress(address.ip().into());

@@ -83,7 +83,7 @@ impl Channel {
 
 pub fn spawn_dial(id: u32, target: String, timeout: Duration, events: mpsc::Sender<ChannelEvent>) {
     tokio::spawn(async move {
-        let result = match tokio::time::timeout(timeout, TcpStream::connect(&target)).await {
+        let result = match tokio::time::timeout(timeout, crate::dial::tcp(&target)).await {
             Ok(Ok(stream)) => Ok(stream),
             Ok(Err(error)) => Err(format!("cannot reach {target}: {error}")),
             Err(_) => Err(format!("cannot reach {target} within {timeout:?}")),
@@ -99,7 +99,6 @@ pub fn spawn_pumps(
     channel: &Channel,
     events: mpsc::Sender<ChannelEvent>,
 ) -> mpsc::UnboundedSender<ToLocal> {
-    let _ = stream.set_nodelay(true);
     let (read_half, mut write_half) = stream.into_split();
     let (to_local, mut from_session) = mpsc::unbounded_channel();
     let window = Arc::clone(&channel.remote_window);
