@@ -25,6 +25,23 @@ engine_install() {
   fi
 }
 
+# debian_mirror: the Debian archive this machine's apt fetches from (the
+# first `URIs:` of a deb822 .sources file, or `deb` line of a one-line
+# list, whose path ends in /debian), so debootstrap uses the same one.
+debian_mirror() {
+  local mirror
+  mirror=$( {
+    sed -n -E 's/^[[:space:]]*URIs:[[:space:]]*//p' /etc/apt/sources.list.d/*.sources 2>/dev/null | tr ' ' '\n'
+    sed -n -E 's/^[[:space:]]*deb[[:space:]]+(\[[^]]*\][[:space:]]+)?([^[:space:]]+).*/\2/p' \
+      /etc/apt/sources.list /etc/apt/sources.list.d/*.list 2>/dev/null
+  } | grep -E '^https?://[^[:space:]]+/debian/?$' | head -n 1)
+  if [ -z "$mirror" ]; then
+    echo "no Debian archive in apt's sources (/etc/apt/sources.list, /etc/apt/sources.list.d): debootstrap needs one" >&2
+    return 1
+  fi
+  echo "${mirror%/}"
+}
+
 # engine_root_install ROOT: a Debian 13 (trixie) root holding docker.io and podman,
 # made once with debootstrap from Debian's archive (about a minute) and
 # reused while it is complete.
@@ -35,11 +52,13 @@ engine_root_install() {
     echo "installing debootstrap from Debian" >&2
     apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q debootstrap >/dev/null
   fi
+  local mirror
+  mirror=$(debian_mirror) || return 1
   echo "making a Debian 13 root with docker.io in $root (debootstrap)" >&2
   rm -rf "$root"
   mkdir -p "$(dirname "$root")"
   if ! debootstrap --variant=minbase --include=docker.io,podman,nftables,ca-certificates trixie "$root" \
-    http://deb.debian.org/debian >"$root.log" 2>&1; then
+    "$mirror" >"$root.log" 2>&1; then
     echo "debootstrap failed; its log:" >&2
     tail -20 "$root.log" >&2
     return 1
