@@ -604,10 +604,14 @@ async fn edge_configurations_and_jobs_work_in_the_host_root() {
             ),
         ])
         .await;
+    // Both are answered Failure (1): Portainer would show them saving for
+    // ever otherwise.
     portainer
-        .wait("the invalid configuration failed", LONG, |s| {
-            s["config_states"]["6"] == 1
-        })
+        .wait(
+            "the refused and the invalid configurations failed",
+            LONG,
+            |s| s["config_states"]["6"] == 1 && s["config_states"]["5"] == 1,
+        )
         .await;
     eventually("the configuration deleted", LONG, async || {
         !folder.join("c.conf").exists()

@@ -21,13 +21,14 @@ use std::io::Write;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use berth_domain::edge::async_protocol::{
-    parse_answer, parse_command, request_body, Command, DockerPart, MetaFields,
+    config_state, parse_answer, parse_command, request_body, Command, DockerPart, MetaFields, Owed,
     FIRST_COMMAND_TIMESTAMP,
 };
 use berth_domain::edge::async_timers::{AsyncTimers, Tick};
 use berth_domain::edge::backoff::Backoff;
 use berth_domain::edge::go_json;
 use berth_domain::edge::snapshot::{docker_snapshot, patch_between};
+use berth_domain::edge::stack::StackStatus;
 use berth_domain::edge::status::refusal_text;
 use berth_domain::engine::SwarmRole;
 use berth_domain::headers::{AGENT_VERSION, PLATFORM_DOCKER};
@@ -38,12 +39,12 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
-use super::async_work::{JobWork, StackWork};
+use super::async_work::{JobWork, StackWork, ANY_ENDPOINT};
 use super::engine_calls::EngineCalls;
 use super::keys::EdgeKeys;
 use super::poll::PollIdentity;
 use super::poll_record::PollRecord;
-use super::reports::SharedOutbox;
+use super::reports::{Reports, SharedOutbox};
 use crate::facts::FactsReceiver;
 
 const ASYNC_PATH: &str = "/api/endpoints/edge/async";
@@ -363,11 +364,39 @@ impl<A: PortainerApi, E: DockerEngine, C: KeyStore> AsyncPoller<A, E, C> {
                 debug!(id = command.id, kind = %command.kind, "async command");
                 self.dispatch(decoded).await;
             }
-            Err(why) => warn!(id = command.id, kind = %command.kind, %why, "a command was skipped"),
+            Err(why) => {
+                warn!(id = command.id, kind = %command.kind, %why, "a command was refused");
+                if let Some(owed) = command.owed {
+                    self.answer_refused(owed, &why).await;
+                }
+            }
         }
         self.command_timestamp = command.timestamp;
         if let Err(error) = self.cursor.save(&self.command_timestamp).await {
             warn!(%error, "the command timestamp cannot be saved");
+        }
+    }
+
+    /// Tells Portainer of a command berth refused, in the shape it waits
+    /// for, so that it does not wait for ever.
+    async fn answer_refused(&self, owed: Owed, why: &str) {
+        match owed {
+            Owed::StackError(stack) => {
+                let why = format!("failed to deploy async stack: {why}");
+                self.outbox
+                    .stack_status(ANY_ENDPOINT, stack, StackStatus::Error, &why)
+                    .await;
+            }
+            Owed::ConfigFailure(config) => {
+                self.outbox
+                    .config_state(ANY_ENDPOINT, config, config_state::FAILURE)
+                    .await;
+            }
+            Owed::JobLog(job) => {
+                let log = format!("berth refused the job: {why}\n");
+                self.outbox.job_log(ANY_ENDPOINT, job, log).await;
+            }
+            Owed::StackLogs(stack) => self.outbox.stack_logs(stack, Vec::new()),
         }
     }
 

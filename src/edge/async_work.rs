@@ -24,7 +24,7 @@ use super::stacks::EdgeStacks;
 use crate::facts::FactsReceiver;
 
 /// The endpoint an outbox report names: the outbox does not need one.
-const ANY_ENDPOINT: u64 = 0;
+pub(super) const ANY_ENDPOINT: u64 = 0;
 
 pub enum StackWork {
     Deploy(StackPayload),

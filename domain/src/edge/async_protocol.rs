@@ -323,10 +323,50 @@ pub struct ReceivedCommand {
     /// The exact text of `timestamp`, sent back as `commandTimestamp`.
     pub timestamp: String,
     pub decoded: Result<Command, String>,
+    /// For a command that did not decode: the answer Portainer still waits
+    /// for (it shows the stack deploying, the configuration saving, the
+    /// logs loading until it hears).
+    pub owed: Option<Owed>,
+}
+
+/// The report that answers a refused command, so that Portainer stops
+/// waiting: each names the object the command was about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Owed {
+    /// Stack status Error, with the reason.
+    StackError(u64),
+    /// Configuration state Failure.
+    ConfigFailure(u64),
+    /// A job log holding the reason.
+    JobLog(u64),
+    /// The stack's logs: none.
+    StackLogs(u64),
+}
+
+/// What a command of `kind` that did not decode still owes Portainer: the
+/// ID of its object, read on its own so that a value refused for another
+/// field still names it. `None` where Portainer waits for nothing (the
+/// container, image, volume and normal-stack commands) or no ID is given.
+fn owed(kind: &str, value: &Value) -> Option<Owed> {
+    let id = |name| {
+        value
+            .as_object()
+            .and_then(|o| field(o, name))
+            .and_then(Value::as_u64)
+            .filter(|id| *id > 0)
+    };
+    match kind {
+        "edgeStack" => id("ID").map(Owed::StackError),
+        "edgeConfig" => id("ID").map(Owed::ConfigFailure),
+        "edgeJob" => id("ID").map(Owed::JobLog),
+        "edgeLog" => id("EdgeStackID").map(Owed::StackLogs),
+        _ => None,
+    }
 }
 
 /// Reads one command. An unknown type or a value that does not decode is
-/// an `Err` in `decoded`: logged and skipped, its timestamp still taken.
+/// an `Err` in `decoded` (with what it still owes Portainer in `owed`):
+/// reported, logged and skipped, its timestamp still taken.
 pub fn parse_command(raw: &Value) -> Option<ReceivedCommand> {
     let o = raw.as_object()?;
     let timestamp = field(o, "timestamp")?.as_str()?.to_string();
@@ -341,9 +381,11 @@ pub fn parse_command(raw: &Value) -> Option<ReceivedCommand> {
         _ => None,
     };
     let value = field(o, "value").cloned().unwrap_or(Value::Null);
+    let decoded = decode(&kind, operation, &value);
     Some(ReceivedCommand {
         id: field(o, "id").and_then(Value::as_u64).unwrap_or(0),
-        decoded: decode(&kind, operation, &value),
+        owed: decoded.as_ref().err().and_then(|_| owed(&kind, &value)),
+        decoded,
         kind,
         timestamp,
     })
@@ -692,5 +734,38 @@ mod tests {
         assert_eq!(parsed.previous[0].components, ["old.conf"]);
         let escaping = json!({"ID": 4, "BaseDir": "/etc/../../root", "DirEntries": []});
         assert!(parse_edge_config(&escaping).is_err());
+    }
+
+    #[test]
+    fn a_refused_command_still_owes_portainer_its_answer() {
+        let content = base64::engine::general_purpose::STANDARD.encode("x");
+        let command = |kind: &str, value: Value| {
+            parse_command(&json!({"type": kind, "timestamp": "t", "op": "add", "value": value}))
+                .unwrap()
+        };
+        let stack = command(
+            "edgeStack",
+            json!({"ID": 9, "Name": "web",
+            "DirEntries": [{"Name": "../escape.yml", "IsFile": true, "Content": content}]}),
+        );
+        assert_eq!(stack.owed, Some(Owed::StackError(9)));
+        let config = command("edgeConfig", json!({"ID": 4, "BaseDir": "/etc/../../root"}));
+        assert!(config.decoded.unwrap_err().contains("leaves the host root"));
+        assert_eq!(config.owed, Some(Owed::ConfigFailure(4)));
+        let job = parse_command(
+            &json!({"type": "edgeJob", "timestamp": "t", "op": "teleport",
+            "value": {"ID": 3}}),
+        )
+        .unwrap();
+        assert_eq!(job.owed, Some(Owed::JobLog(3)));
+        let logs = command("edgeLog", json!({"EdgeStackID": 5}));
+        assert_eq!(logs.owed, Some(Owed::StackLogs(5)));
+        // Nothing is owed for a command that decoded, for commands
+        // Portainer waits on no answer for, or without an ID to answer.
+        let good = command("edgeConfig", json!({"ID": 4, "BaseDir": "/etc/app"}));
+        assert_eq!((good.decoded.is_ok(), good.owed), (true, None));
+        assert_eq!(command("volume", json!({"ID": 2})).owed, None);
+        assert_eq!(command("edgeStack", json!({"Name": "x y"})).owed, None);
+        assert_eq!(command("edgeConfig", json!("not an object")).owed, None);
     }
 }
