@@ -243,9 +243,8 @@ async fn upload<F: Files>(
                         .map_err(|error| invalid(&error.to_string()))?;
                     let target = confine_for(root, &text)?;
                     if let Some(waiting) = &staged {
-                        let destination = child(&target, &waiting.name)?;
                         files
-                            .rename(root, &waiting.staging, &destination)
+                            .place(root, &waiting.staging, &target, &waiting.name)
                             .await
                             .map_err(|error| failure(error, "Error saving file to disk"))?;
                         // Only now is it no longer waiting (a failed move is cleaned up below).
@@ -296,10 +295,6 @@ async fn upload<F: Files>(
         return Err(invalid("Http: no such file"));
     }
     Ok(())
-}
-
-fn child(folder: &ConfinedPath, name: &str) -> Result<ConfinedPath, AgentError> {
-    confine(&format!("{}/{name}", folder.relative()))
 }
 
 /// The uploaded file's name must be a plain name: no folders, no `..`.

@@ -128,8 +128,8 @@ async fn bad_inputs_get_clear_answers() {
     let cases = [
         ("/v2/browse/ls", 400, "Invalid query parameter: path"),
         ("/v2/browse/ls?path=", 400, "Invalid query parameter: path"),
-        ("/v2/browse/ls?path=/host/../etc", 400, "Invalid volume"),
-        ("/v2/browse/ls?path=%2e%2e%2fetc", 400, "Invalid volume"),
+        ("/v2/browse/ls?path=/host/../etc", 400, "Invalid host path"),
+        ("/v2/browse/ls?path=%2e%2e%2fetc", 400, "Invalid host path"),
         ("/v2/browse/ls?volumeID=..&path=/", 400, "Invalid volume"),
         ("/v2/browse/ls?volumeID=a%2Fb&path=/", 400, "Invalid volume"),
         (
@@ -333,7 +333,15 @@ async fn bad_uploads_are_refused_and_leave_nothing() {
         (
             multipart(&[("Path", None, "/host/../etc"), ("file", Some("x.txt"), "x")]),
             400,
-            "Invalid path. Ensure that the path do not contain '..' elements",
+            "The host path \"/host/../etc\" leaves the host root: '..' is not allowed",
+        ),
+        (
+            multipart(&[
+                ("Path", None, "/host/escape/new"),
+                ("file", Some("x.txt"), "x"),
+            ]),
+            403,
+            "",
         ),
         (
             multipart(&[("Path", None, "/host/escape"), ("file", Some("x.txt"), "x")]),
@@ -363,6 +371,78 @@ async fn bad_uploads_are_refused_and_leave_nothing() {
         "{:?}",
         leftovers(&tree.host())
     );
+}
+
+/// Missing folders are made (beneath the root, as every path is), as the
+/// Go agent makes them; a replaced file keeps its mode and owner, and
+/// shorter content leaves nothing of the old tail (the Go agent's does).
+#[tokio::test]
+async fn uploads_make_folders_and_replace_files_keeping_mode_and_owner() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let tree = TestTree::new("browse-put-keep");
+    let agent = agent(&tree);
+    for (order, parts) in [
+        (
+            "path first",
+            [
+                ("Path", None, "/host/new/deeper"),
+                ("file", Some("a.txt"), "made"),
+            ],
+        ),
+        (
+            "file first",
+            [
+                ("file", Some("b.txt"), "made"),
+                ("Path", None, "/host/other/deeper"),
+            ],
+        ),
+    ] {
+        let (response, json) = upload(&agent, "/v2/browse/put", &multipart(&parts)).await;
+        assert_eq!(response.status(), 204, "{order}: {json}");
+    }
+    assert_eq!(
+        std::fs::read_to_string(tree.host().join("new/deeper/a.txt")).unwrap(),
+        "made"
+    );
+    assert_eq!(
+        std::fs::read_to_string(tree.host().join("other/deeper/b.txt")).unwrap(),
+        "made"
+    );
+
+    let root = nix_is_root();
+    for (order, name) in [("path first", "kept-a.conf"), ("file first", "kept-b.conf")] {
+        let file = tree.host().join("etc").join(name);
+        tree.write(&file, "a long old content with a tail");
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o640)).unwrap();
+        if root {
+            std::os::unix::fs::chown(&file, Some(1234), Some(2345)).unwrap();
+        }
+        let parts = if order == "path first" {
+            multipart(&[("Path", None, "/host/etc"), ("file", Some(name), "short")])
+        } else {
+            multipart(&[("file", Some(name), "short"), ("Path", None, "/host/etc")])
+        };
+        let (response, json) = upload(&agent, "/v2/browse/put", &parts).await;
+        assert_eq!(response.status(), 204, "{order}: {json}");
+        assert_eq!(std::fs::read_to_string(&file).unwrap(), "short", "{order}");
+        let metadata = std::fs::metadata(&file).unwrap();
+        assert_eq!(metadata.mode() & 0o7777, 0o640, "{order}: the mode is kept");
+        if root {
+            assert_eq!(
+                (metadata.uid(), metadata.gid()),
+                (1234, 2345),
+                "{order}: the owner is kept"
+            );
+        }
+    }
+    assert!(leftovers(&tree.host()).is_empty());
+    assert!(leftovers(&tree.host().join("etc")).is_empty());
+}
+
+fn nix_is_root() -> bool {
+    std::fs::metadata("/proc/self")
+        .map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
+        .unwrap_or(false)
 }
 
 /// An upload whose connection breaks mid-file leaves no partial file and

@@ -186,6 +186,7 @@ impl Files for ConfinedFiles {
         let (dir, file) = {
             let temporary = temporary.clone();
             self.with_root(root, move |dir| {
+                make_missing_folders(dir, &folder)?;
                 let file = dir.create(&temporary)?;
                 Ok((dir.try_clone()?, file.into_std()))
             })
@@ -209,7 +210,7 @@ impl Files for ConfinedFiles {
         drop(file);
         // Renamed into place only when complete; otherwise nothing is left.
         tokio::task::spawn_blocking(move || match copied {
-            Ok(()) => dir.rename(&temporary, &dir, &target).map_err(|error| {
+            Ok(()) => into_place(&dir, &temporary, &target).map_err(|error| {
                 let _ = dir.remove_file(&temporary);
                 files_error(error, "the upload")
             }),
@@ -239,6 +240,22 @@ impl Files for ConfinedFiles {
             .await
     }
 
+    async fn place(
+        &self,
+        root: &BrowseRoot,
+        staged: &ConfinedPath,
+        folder: &ConfinedPath,
+        name: &str,
+    ) -> Result<(), FilesError> {
+        let (staged, folder) = (relative(staged), relative(folder));
+        let target = folder.join(name);
+        self.with_root(root, move |dir| {
+            make_missing_folders(dir, &folder)?;
+            into_place(dir, &staged, &target)
+        })
+        .await
+    }
+
     async fn make_folders(&self, root: &BrowseRoot, path: &ConfinedPath) -> Result<(), FilesError> {
         let path = relative(path);
         self.with_root(root, move |dir| dir.create_dir_all(&path))
@@ -257,6 +274,44 @@ impl Files for ConfinedFiles {
             dir.set_permissions(&path, cap_std::fs::Permissions::from_mode(mode & 0o777))
         })
         .await
+    }
+}
+
+/// An upload's folder and the missing ones above it, made beneath the
+/// root like every path here, as the Go agent makes them. A folder that
+/// resolves outside the root is refused as any path is (never "exists").
+fn make_missing_folders(dir: &Dir, folder: &Path) -> io::Result<()> {
+    match dir.open_dir(folder) {
+        Ok(_) => Ok(()),
+        Err(error) if error.kind() == io::ErrorKind::NotFound => dir.create_dir_all(folder),
+        Err(error) => Err(error),
+    }
+}
+
+/// Renames a finished upload, `staged`, over `target` in one step (never a
+/// half-written file), after giving it the mode and owner of the regular
+/// file it replaces, as an in-place write would keep them. A target that
+/// is not a regular file (or none) leaves the upload as created.
+fn into_place(dir: &Dir, staged: &Path, target: &Path) -> io::Result<()> {
+    use cap_std::fs::MetadataExt;
+    use std::os::unix::fs::PermissionsExt;
+    if let Ok(existing) = dir.symlink_metadata(target) {
+        if existing.is_file() {
+            let replacement = dir.open(staged)?.into_std();
+            keep_owner(&replacement, existing.uid(), existing.gid())?;
+            replacement
+                .set_permissions(std::fs::Permissions::from_mode(existing.mode() & 0o7777))?;
+        }
+    }
+    dir.rename(staged, dir, target)
+}
+
+fn keep_owner(replacement: &std::fs::File, uid: u32, gid: u32) -> io::Result<()> {
+    match std::os::unix::fs::fchown(replacement, Some(uid), Some(gid)) {
+        // Not root: the file becomes berth's user's, as it would for any
+        // other writer without the right to give files away.
+        Err(error) if error.kind() == io::ErrorKind::PermissionDenied => Ok(()),
+        other => other,
     }
 }
 

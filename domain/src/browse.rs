@@ -83,13 +83,20 @@ pub fn confine(path: &str) -> Result<ConfinedPath, AgentError> {
 /// root: the `/host` prefix is dropped when present.
 ///
 /// # Errors
-/// As [`confine`].
+/// A 400 that names the host path (not the reference's "Invalid volume":
+/// no volume is involved) when it would leave the host root.
 pub fn confine_host_path(path: &str) -> Result<ConfinedPath, AgentError> {
     let inside = match path.strip_prefix(HOST_PREFIX) {
         Some(rest) if rest.is_empty() || rest.starts_with('/') => rest,
         _ => path,
     };
-    confine(inside)
+    confine(inside).map_err(|_| {
+        AgentError::new(
+            400,
+            "Invalid host path",
+            format!("The host path {path:?} leaves the host root: '..' is not allowed"),
+        )
+    })
 }
 
 #[cfg(test)]
@@ -138,7 +145,15 @@ mod tests {
             "hostname"
         );
         assert_eq!(confine_host_path("/etc").unwrap().relative(), "etc");
-        assert!(confine_host_path("/host/../etc").is_err());
+        let outside = confine_host_path("/host/../etc").unwrap_err();
+        assert_eq!(
+            (outside.status(), outside.message()),
+            (400, "Invalid host path")
+        );
+        assert!(
+            outside.details().contains("\"/host/../etc\""),
+            "{outside:?}"
+        );
     }
 
     proptest! {

@@ -86,8 +86,9 @@ pub trait Files: Clone + Send + Sync + 'static {
 
     /// Streams `body` into `folder/name`: into a temporary file in that
     /// folder first, renamed into place once complete, so an interrupted
-    /// upload leaves nothing and never clobbers the old file. Returns the
-    /// bytes written.
+    /// upload leaves nothing and never clobbers the old file. Missing
+    /// folders are made; a file replaced keeps its mode and owner. Returns
+    /// the bytes written.
     ///
     /// # Errors
     /// [`FilesError`]; the temporary file is gone either way.
@@ -106,6 +107,20 @@ pub trait Files: Clone + Send + Sync + 'static {
         root: &BrowseRoot,
         from: &ConfinedPath,
         to: &ConfinedPath,
+    ) -> impl Future<Output = Result<(), FilesError>> + Send;
+
+    /// Moves a finished upload, `staged`, into `folder/name` as
+    /// [`Files::write`] places its file: missing folders made, a file
+    /// replaced keeping its mode and owner.
+    ///
+    /// # Errors
+    /// [`FilesError`].
+    fn place(
+        &self,
+        root: &BrowseRoot,
+        staged: &ConfinedPath,
+        folder: &ConfinedPath,
+        name: &str,
     ) -> impl Future<Output = Result<(), FilesError>> + Send;
 
     /// A folder and every missing folder above it (Edge configurations

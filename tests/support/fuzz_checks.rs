@@ -194,6 +194,16 @@ impl berth_ports::Files for SinkFiles {
         Err(berth_ports::FilesError::NotFound(String::new()))
     }
 
+    async fn place(
+        &self,
+        _: &berth_domain::browse::BrowseRoot,
+        _: &berth_domain::browse::ConfinedPath,
+        _: &berth_domain::browse::ConfinedPath,
+        _: &str,
+    ) -> Result<(), berth_ports::FilesError> {
+        Ok(())
+    }
+
     async fn make_folders(
         &self,
         _: &berth_domain::browse::BrowseRoot,
