@@ -175,3 +175,67 @@ async fn the_header_limit_is_an_option() {
     assert_eq!(ping_with_header(&berth, 200 * 1024).await.0, 204);
     assert_eq!(ping_with_header(&berth, 270 * 1024).await.0, 431);
 }
+
+/// Sends a header block of `size` bytes, then reads the answer, as most
+/// clients do (Python's http.client, curl): the status line berth
+/// answered, or why none was read.
+async fn oversized_request(addr: std::net::SocketAddr, size: usize) -> Result<String, String> {
+    let mut stream = tls_stream(addr).await;
+    let head = format!(
+        "GET /ping HTTP/1.1\r\nhost: berth\r\nx-big: {}\r\n\r\n",
+        "a".repeat(size)
+    );
+    let exchange = async {
+        stream
+            .write_all(head.as_bytes())
+            .await
+            .map_err(|e| format!("the request could not be sent whole: {e}"))?;
+        let mut answer = Vec::new();
+        let mut buffer = [0u8; 4096];
+        while !answer.windows(2).any(|w| w == b"\r\n") {
+            match stream.read(&mut buffer).await {
+                Ok(0) => break,
+                Ok(n) => answer.extend_from_slice(&buffer[..n]),
+                Err(e) => return Err(format!("the answer could not be read: {e}")),
+            }
+        }
+        String::from_utf8_lossy(&answer)
+            .lines()
+            .next()
+            .map(str::to_string)
+            .ok_or_else(|| "the connection closed without an answer".to_string())
+    };
+    tokio::time::timeout(Duration::from_secs(20), exchange)
+        .await
+        .unwrap_or_else(|_| Err("no answer within 20 s".into()))
+}
+
+/// A client still sending an oversized header block reads its 431: berth
+/// keeps reading for a while after it answers (lingering close) instead of
+/// closing on unread bytes, which resets the connection and discards the
+/// answer before the client reads it. 32 connections at once, many times.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_client_sending_oversized_headers_reads_its_431() {
+    let mut berth = BerthProcess::start(&[NO_ENGINE]);
+    let addr = berth.addr;
+    for round in 0..8 {
+        let clients: Vec<_> = (0..32)
+            .map(|n| {
+                // Past hyper's buffer (its own 431) and past berth's limit
+                // alike, with a tail that is still being sent.
+                let size = if n % 2 == 0 { 1024 * 1024 } else { 100 * 1024 };
+                tokio::spawn(oversized_request(addr, size))
+            })
+            .collect();
+        for (n, client) in clients.into_iter().enumerate() {
+            let status = client.await.unwrap();
+            assert!(
+                status
+                    .as_deref()
+                    .is_ok_and(|line| line.starts_with("HTTP/1.1 431")),
+                "round {round}, client {n}: {status:?}"
+            );
+        }
+    }
+    assert!(berth.is_running(), "berth is still up");
+}

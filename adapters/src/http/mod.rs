@@ -1,6 +1,7 @@
 //! The HTTPS server adapter.
 
 mod activity;
+mod lingering;
 pub mod probe;
 pub mod revocation;
 mod server;

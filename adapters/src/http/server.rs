@@ -29,6 +29,7 @@ use tokio_rustls::TlsAcceptor;
 use tracing::{debug, info, warn};
 
 use super::activity::{Activity, TrackedBody, Watched};
+use super::lingering::{Lingering, LingeringStream};
 
 /// Bounds on what a client may hold.
 #[derive(Debug, Clone, Copy)]
@@ -134,6 +135,7 @@ impl HttpServer {
         } = self;
         let permits = Arc::new(Semaphore::new(limits.max_connections));
         let refusals = Arc::new(Semaphore::new(MAX_REFUSALS));
+        let lingering = Lingering::default();
         let (stop_sender, stop) = watch::channel(false);
         let (finished_sender, mut all_finished) = mpsc::channel::<()>(1);
         tokio::pin!(shutdown);
@@ -153,6 +155,7 @@ impl HttpServer {
                             let acceptor = acceptor.clone();
                             let max = limits.max_connections;
                             let timeout = limits.header_timeout;
+                            let stream = lingering.wrap(stream);
                             tokio::spawn(async move {
                                 refuse(stream, acceptor, max, timeout).await;
                                 drop(refusal);
@@ -162,6 +165,7 @@ impl HttpServer {
                     };
                     let connection = Connection {
                         acceptor: acceptor.clone(),
+                        lingering: lingering.clone(),
                         limits,
                         stop: stop.clone(),
                         _open: OpenGuard::new(&open),
@@ -200,7 +204,12 @@ const MAX_REFUSALS: usize = 64;
 /// Answers a connection over the limit with a 503 in the Portainer shape,
 /// then closes it gently (the request is read and discarded first, so the
 /// client sees the answer rather than a reset).
-async fn refuse(stream: TcpStream, acceptor: Option<TlsAcceptor>, max: usize, timeout: Duration) {
+async fn refuse(
+    stream: LingeringStream,
+    acceptor: Option<TlsAcceptor>,
+    max: usize,
+    timeout: Duration,
+) {
     let body = format!(
         r#"{{"message":"Too many connections","details":"The agent serves at most {max} connections at once; retry later"}}"#
     );
@@ -250,6 +259,9 @@ impl Drop for OpenGuard {
 
 struct Connection {
     acceptor: Option<TlsAcceptor>,
+    /// The socket is read a while after berth is done with it, so that
+    /// its last answer is not lost to a reset.
+    lingering: Lingering,
     limits: ServerLimits,
     stop: watch::Receiver<bool>,
     _open: OpenGuard,
@@ -262,7 +274,7 @@ impl Connection {
     async fn serve<H: RequestHandler>(self, stream: TcpStream, peer: SocketAddr, handler: H) {
         let _ = stream.set_nodelay(true);
         let activity = Activity::new();
-        let watched = Watched::new(stream, Arc::clone(&activity));
+        let watched = Watched::new(self.lingering.wrap(stream), Arc::clone(&activity));
         let Some(acceptor) = self.acceptor.clone() else {
             return self
                 .serve_http(watched, peer, handler, activity, false)
