@@ -2,8 +2,9 @@
 //! to a manager's, gathering a list from every node, listing the agents,
 //! and keeping this agent's tags and membership current.
 
+use std::collections::BTreeSet;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use berth_domain::aggregate::{self, NodeAnswer, NodeResult};
@@ -17,7 +18,7 @@ use futures_util::future::join_all;
 use http::header::{HeaderName, HeaderValue};
 use http::{Request, Response};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::edge::keys::EdgeKeys;
 use crate::facts::FactsReceiver;
@@ -44,6 +45,9 @@ pub struct Cluster<M, P> {
     fanout_timeout: Duration,
     metrics: Metrics,
     list_budget: ListBudget,
+    /// The nodes the last list missed, so that an outage is warned of
+    /// when it starts and changes, not on every list while it lasts.
+    missing: Arc<Mutex<BTreeSet<String>>>,
 }
 
 /// Node answers in flight, shared by every list.
@@ -72,6 +76,7 @@ impl<M: Membership, P: PeerAgents> Cluster<M, P> {
             fanout_timeout,
             metrics: Metrics::default(),
             list_budget: ListBudget::new(DEFAULT_FANOUT_BUDGET),
+            missing: Arc::default(),
         }
     }
 
@@ -215,8 +220,22 @@ impl<M: Membership, P: PeerAgents> Cluster<M, P> {
             self.metrics.record_fanout_failure(node);
         }
         let summary = merged.failure_summary();
-        if let Some(summary) = &summary {
-            warn!(path = %template.uri.path(), unavailable = %summary, "unable to retrieve node resources for aggregation");
+        let missing: BTreeSet<String> = merged.failures.iter().map(|(n, _)| n.clone()).collect();
+        let changed = {
+            let mut last = self.missing.lock().unwrap_or_else(|p| p.into_inner());
+            let changed = *last != missing;
+            *last = missing;
+            changed
+        };
+        match &summary {
+            Some(summary) if changed => {
+                warn!(path = %template.uri.path(), unavailable = %summary, "unable to retrieve node resources for aggregation");
+            }
+            Some(summary) => {
+                debug!(path = %template.uri.path(), unavailable = %summary, "unable to retrieve node resources for aggregation");
+            }
+            None if changed => info!("every node answers cluster-wide lists again"),
+            None => {}
         }
         Ok(json_response(merged.body, summary.as_deref()))
     }

@@ -248,12 +248,35 @@ async fn berth_and_go_serf_form_one_cluster(binary: String) {
         status_of(members, "go-3").as_deref() == Some("left")
     });
 
-    // A berth agent stopped: it leaves, and Go serf sees it left.
+    // A berth agent stopped: it leaves, and Go serf sees it left, as a
+    // clean leave: its leave intent came before its "dead" message, so no
+    // failure was recorded on the way (serf's order).
     let mut berth_a = berth_a;
     berth_a.process.stop_with("TERM", Duration::from_secs(20));
     wait_go(&mut go1, "berth a left", |members| {
         status_of(members, "berth-gossip-a").as_deref() == Some("left")
     });
+    let all_events = go1.command("events");
+    let events: Vec<String> = all_events["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| {
+            e["name"]
+                .as_str()
+                .is_some_and(|n| n.starts_with("berth-gossip-a"))
+        })
+        .map(|e| e["type"].as_str().unwrap_or_default().to_string())
+        .collect();
+    assert_eq!(
+        events.last().map(String::as_str),
+        Some("member-leave"),
+        "{all_events}"
+    );
+    assert!(
+        !events.iter().any(|e| e == "member-failed"),
+        "Go serf saw berth's leave as a failure: {events:?}"
+    );
 }
 
 async fn encrypted_gossip_needs_the_same_key(binary: String) {

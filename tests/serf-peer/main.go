@@ -10,6 +10,8 @@
 //	tags k=v,k=v       {"ok":true}   (serf SetTags)
 //	join host:port     {"ok":true,"joined":n} or {"error":"..."}
 //	leave              {"ok":true}   (serf Leave, then shutdown)
+//	events             {"events":[{"type","name"}]}   (member events so far,
+//	                   in order: member-join, member-failed, member-leave, ...)
 //
 // With -capture FILE, every packet and stream it reads or writes is logged
 // there as a JSON line {"dir","kind","hex"}, for berth's protocol fixtures.
@@ -201,6 +203,23 @@ func main() {
 		ml.Transport = t
 	}
 	config.MemberlistConfig = ml
+	// Member events, kept for the "events" command: a clean leave is a
+	// member-leave alone, a leave heard as a death a member-failed first.
+	var eventsMu sync.Mutex
+	events := []map[string]string{}
+	eventCh := make(chan serf.Event, 256)
+	config.EventCh = eventCh
+	go func() {
+		for e := range eventCh {
+			if me, ok := e.(serf.MemberEvent); ok {
+				eventsMu.Lock()
+				for _, m := range me.Members {
+					events = append(events, map[string]string{"type": me.EventType().String(), "name": m.Name})
+				}
+				eventsMu.Unlock()
+			}
+		}
+	}()
 
 	s, err := serf.Create(config)
 	if err != nil {
@@ -230,6 +249,10 @@ func main() {
 				})
 			}
 			reply(map[string]interface{}{"members": list})
+		case "events":
+			eventsMu.Lock()
+			reply(map[string]interface{}{"events": events})
+			eventsMu.Unlock()
 		case "tags":
 			if err := s.SetTags(parseTags(arg)); err != nil {
 				reply(map[string]string{"error": err.Error()})

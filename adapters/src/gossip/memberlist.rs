@@ -4,7 +4,7 @@
 //! gossip rounds, push-pull); what the bytes mean and what follows from
 //! them is `berth_domain::gossip`.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
@@ -17,7 +17,7 @@ use berth_domain::gossip::messages::{
     StreamMessage, WireError, ENCRYPT, MAX_EXPANDED, VERSIONS,
 };
 use berth_domain::gossip::serf::{decode_tags, encode_tags, SerfMessage};
-use berth_domain::gossip::state::{Gossip, Settings};
+use berth_domain::gossip::state::{status_changes, Gossip, Settings};
 use berth_ports::{Membership, MembershipError};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
@@ -58,6 +58,8 @@ struct Inner {
     seq: AtomicU32,
     started: Instant,
     stop: watch::Sender<bool>,
+    /// Each member's status as last logged.
+    logged: Mutex<BTreeMap<String, MemberStatus>>,
 }
 
 /// A member of a HashiCorp-compatible gossip cluster.
@@ -118,6 +120,7 @@ impl MemberlistMembership {
             contacts: Mutex::new(HashMap::new()),
             seq: AtomicU32::new(random_u32()),
             started: Instant::now(),
+            logged: Mutex::new(BTreeMap::new()),
             stop,
         });
         let tasks: [std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>; 5] = [
@@ -138,6 +141,19 @@ impl MemberlistMembership {
         }
         info!(node = %config.node_id, bind = %config.bind, encrypted = inner.keyring.is_some(), "gossiping (memberlist protocol)");
         Ok(MemberlistMembership { inner })
+    }
+
+    /// Until every queued broadcast has gone out (or no peer is left to
+    /// take it), within the leave timeout.
+    async fn wait_gossiped(&self) {
+        let deadline = Instant::now() + LEAVE_TIMEOUT;
+        while self.inner.state().pending_broadcasts() > 0 && Instant::now() < deadline {
+            let alone = self.inner.state().others(1, "", |_| 0).is_empty();
+            if alone {
+                break;
+            }
+            tokio::time::sleep(GOSSIP_INTERVAL).await;
+        }
     }
 }
 
@@ -399,6 +415,38 @@ impl Inner {
         loop {
             ticks.tick().await;
             self.gossip_once().await;
+            self.log_status_changes();
+        }
+    }
+
+    /// Joins, failures, leaves and returns, each logged once at INFO, as
+    /// the Go agent's serf logs them.
+    fn log_status_changes(&self) {
+        let changes = {
+            let state = self.state();
+            let mut logged = self.logged.lock().unwrap_or_else(|p| p.into_inner());
+            status_changes(&mut logged, state.statuses())
+        };
+        for change in changes {
+            if change.name == self.name {
+                continue;
+            }
+            match (change.before, change.now) {
+                (None | Some(MemberStatus::Left), MemberStatus::Alive) => {
+                    info!(member = %change.name, "member joined the agent cluster");
+                }
+                (Some(MemberStatus::Failed), MemberStatus::Alive) => {
+                    info!(member = %change.name, "member is back");
+                }
+                (_, MemberStatus::Failed) => {
+                    warn!(member = %change.name, "member failed: it no longer answers");
+                }
+                (_, MemberStatus::Left) => {
+                    info!(member = %change.name, "member left the agent cluster")
+                }
+                (_, MemberStatus::Leaving) => info!(member = %change.name, "member is leaving"),
+                (Some(_), MemberStatus::Alive) => {}
+            }
         }
     }
 
@@ -658,18 +706,14 @@ impl Membership for MemberlistMembership {
     }
 
     async fn leave(&self) {
+        // As serf leaves: its leave intent gossiped out first, then
+        // memberlist's own "dead" message, each waited for in turn within
+        // the broadcast timeout, so that peers record a clean leave.
+        self.inner.state().announce_leave();
+        self.wait_gossiped().await;
         let now = self.inner.now();
-        self.inner.state().leave(now);
-        // The gossip loop carries the leave out; wait until it has, as
-        // serf does, within its broadcast timeout.
-        let deadline = Instant::now() + LEAVE_TIMEOUT;
-        while self.inner.state().pending_broadcasts() > 0 && Instant::now() < deadline {
-            let alone = self.inner.state().others(1, "", |_| 0).is_empty();
-            if alone {
-                break;
-            }
-            tokio::time::sleep(GOSSIP_INTERVAL).await;
-        }
+        self.inner.state().depart(now);
+        self.wait_gossiped().await;
         let _ = self.inner.stop.send(true);
     }
 }

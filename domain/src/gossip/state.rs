@@ -434,9 +434,11 @@ impl Gossip {
         }
     }
 
-    /// This node leaves: serf's leave intent, then memberlist's dead
-    /// message about itself (from itself, which means "left").
-    pub fn leave(&mut self, now: u64) {
+    /// This node leaves, first step: serf's leave intent. Gossip it out
+    /// before [`Gossip::depart`]: a peer that hears "dead" first (the Go
+    /// agent's memberlist handles it first when both come in one round)
+    /// records a failure and a forced leave instead of a clean leave.
+    pub fn announce_leave(&mut self) {
         let leave = Intent::Leave {
             ltime: self.clock,
             node: self.me.clone(),
@@ -445,6 +447,12 @@ impl Gossip {
         self.left = true;
         self.on_intent(&leave);
         self.queue(None, Message::User(leave.encode()).encode());
+    }
+
+    /// This node leaves, second step, once the intent has gone out:
+    /// memberlist's dead message about itself (from itself, which means
+    /// "left").
+    pub fn depart(&mut self, now: u64) {
         let incarnation = self.me().incarnation;
         let me = self.me.clone();
         self.on_dead(
@@ -660,6 +668,13 @@ impl Gossip {
         }
     }
 
+    /// Each member's name and status, borrowed (no copy of its tags).
+    pub fn statuses(&self) -> impl Iterator<Item = (&str, MemberStatus)> {
+        self.nodes
+            .values()
+            .map(|node| (node.alive.node.as_str(), node.status))
+    }
+
     pub fn members(&self) -> Vec<MemberView> {
         self.nodes
             .values()
@@ -672,6 +687,37 @@ impl Gossip {
             })
             .collect()
     }
+}
+
+/// A member's status changed: `before` is `None` for a member new to this
+/// node's view.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatusChange {
+    pub name: String,
+    pub before: Option<MemberStatus>,
+    pub now: MemberStatus,
+}
+
+/// The changes of `now` against `seen`, which is brought up to date: each
+/// join, failure, leave and return once, to be logged once (the Go agent
+/// logs them at INFO).
+pub fn status_changes<'a>(
+    seen: &mut BTreeMap<String, MemberStatus>,
+    now: impl Iterator<Item = (&'a str, MemberStatus)>,
+) -> Vec<StatusChange> {
+    let mut changes = Vec::new();
+    for (name, status) in now {
+        let before = seen.get(name).copied();
+        if before != Some(status) {
+            seen.insert(name.to_string(), status);
+            changes.push(StatusChange {
+                name: name.to_string(),
+                before,
+                now: status,
+            });
+        }
+    }
+    changes
 }
 
 #[cfg(test)]
@@ -840,16 +886,49 @@ mod tests {
     }
 
     #[test]
-    fn this_node_leaving_queues_its_intent_and_its_death() {
+    fn this_node_leaving_queues_its_intent_then_its_death() {
         let mut g = gossip();
         queued(&mut g);
-        g.leave(0);
+        g.announce_leave();
         let messages = queued(&mut g);
-        assert!(messages.contains(&Message::Dead(accusation("me", 1, "me"))));
         assert!(messages
             .iter()
             .any(|m| matches!(m, Message::User(u) if u[0] == 0)));
+        assert!(
+            !messages.iter().any(|m| matches!(m, Message::Dead(_))),
+            "the intent goes out alone: {messages:?}"
+        );
+        g.depart(0);
+        let messages = queued(&mut g);
+        assert!(messages.contains(&Message::Dead(accusation("me", 1, "me"))));
         assert_eq!(status(&g, "me"), Some(MemberStatus::Left));
+    }
+
+    #[test]
+    fn each_change_of_a_members_status_is_told_once() {
+        let mut seen = BTreeMap::new();
+        let mut g = gossip();
+        g.on_alive(alive("b", 1), 0);
+        let changes = status_changes(&mut seen, g.statuses());
+        let names: Vec<_> = changes
+            .iter()
+            .map(|c| (c.name.as_str(), c.before, c.now))
+            .collect();
+        assert!(
+            names.contains(&("b", None, MemberStatus::Alive)),
+            "{names:?}"
+        );
+        assert!(status_changes(&mut seen, g.statuses()).is_empty(), "once");
+        g.on_dead(accusation("b", 1, "me"), 0);
+        assert_eq!(
+            status_changes(&mut seen, g.statuses()),
+            [StatusChange {
+                name: "b".into(),
+                before: Some(MemberStatus::Alive),
+                now: MemberStatus::Failed
+            }]
+        );
+        assert!(status_changes(&mut seen, g.statuses()).is_empty());
     }
 
     #[test]
