@@ -15,8 +15,7 @@ mod fixtures;
 
 use std::time::{Duration, Instant};
 
-use client::{request, Target};
-use http_body_util::BodyExt;
+use client::{timed_get, Target};
 
 struct Figures {
     requests_per_second: f64,
@@ -34,18 +33,7 @@ async fn measure(target: &Target, path: &str, connections: usize, seconds: f64) 
             let mut sender = target.connect().await;
             let mut latencies = Vec::new();
             while Instant::now() < deadline {
-                let started = Instant::now();
-                let response = sender
-                    .send_request(request("GET", &path, ""))
-                    .await
-                    .expect("an answer");
-                assert!(
-                    response.status().is_success(),
-                    "{path}: {}",
-                    response.status()
-                );
-                response.into_body().collect().await.expect("a body");
-                latencies.push(started.elapsed());
+                latencies.push(timed_get(&mut sender, &path).await);
             }
             latencies
         }));

@@ -15,14 +15,13 @@
 mod support;
 
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 use serde_json::json;
-use support::client::request;
+use support::client::timed_get as timed;
 use support::edge_world::{edge_key, loopback, start_edge_berth, EdgeWorld, WAIT};
 
 async fn connect(addr: SocketAddr) -> SendRequest<Full<Bytes>> {
@@ -33,22 +32,6 @@ async fn connect(addr: SocketAddr) -> SendRequest<Full<Bytes>> {
         .expect("HTTP handshake");
     tokio::spawn(connection);
     sender
-}
-
-async fn timed(sender: &mut SendRequest<Full<Bytes>>, path: &str) -> Duration {
-    sender.ready().await.expect("the connection is open");
-    let started = Instant::now();
-    let response = sender
-        .send_request(request("GET", path, ""))
-        .await
-        .expect("an answer");
-    assert!(
-        response.status().is_success(),
-        "{path}: {}",
-        response.status()
-    );
-    response.into_body().collect().await.expect("a body");
-    started.elapsed()
 }
 
 fn median(values: &mut [f64]) -> f64 {

@@ -146,3 +146,21 @@ pub fn unsigned_request(method: &str, path: &str, body: &str) -> Request<Full<By
         .body(Full::new(Bytes::from(body.to_string())))
         .unwrap()
 }
+
+/// `GET path` on a kept-alive connection, which must succeed: how long
+/// the whole answer took (the benchmarks' unit of latency).
+pub async fn timed_get(sender: &mut SendRequest<Full<Bytes>>, path: &str) -> std::time::Duration {
+    sender.ready().await.expect("the connection is open");
+    let started = std::time::Instant::now();
+    let response = sender
+        .send_request(request("GET", path, ""))
+        .await
+        .expect("an answer");
+    assert!(
+        response.status().is_success(),
+        "{path}: {}",
+        response.status()
+    );
+    response.into_body().collect().await.expect("a body");
+    started.elapsed()
+}
