@@ -57,7 +57,7 @@ engine_root_install() {
   echo "making a Debian 13 root with docker.io in $root (debootstrap)" >&2
   rm -rf "$root"
   mkdir -p "$(dirname "$root")"
-  if ! debootstrap --variant=minbase --include=docker.io,podman,nftables,ca-certificates trixie "$root" \
+  if ! debootstrap --variant=minbase --include=docker.io,docker-compose,podman,nftables,ca-certificates trixie "$root" \
     "$mirror" >"$root.log" 2>&1; then
     echo "debootstrap failed; its log:" >&2
     tail -20 "$root.log" >&2

@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -188,14 +189,47 @@ class Portainer:
         return call(self.url + path, method, body, headers)
 
 
+def docker_cli():
+    """Debian's docker CLI, which speaks the engine's API 1.41 (a newer one
+    elsewhere on PATH may not), as scripts/engine.sh's engine_cli picks."""
+    return "/usr/bin/docker" if os.access("/usr/bin/docker", os.X_OK) else shutil.which("docker")
+
+
+TRIXIE_ROOT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                           "target/engine-root-trixie")
+
+
+def compose_plugin():
+    """A script running the Debian 13 root's compose v2, or None without
+    that root (scripts/engine.sh's engine_root_install makes it)."""
+    root = TRIXIE_ROOT
+    binary = os.path.join(root, "usr/libexec/docker/cli-plugins/docker-compose")
+    if not os.path.exists(os.path.join(root, ".berth-engine-root")) or not os.path.exists(binary):
+        return None
+    libraries = f"{root}/lib/x86_64-linux-gnu:{root}/usr/lib/x86_64-linux-gnu"
+    return (f'#!/bin/sh\nexec "{root}/lib64/ld-linux-x86-64.so.2" --library-path "{libraries}" '
+            f'"{binary}" "$@"\n')
+
+
 def assets_folder(folder):
     """Portainer refuses to start, and the Go agent Edge mode, without a
     `docker-compose` in the assets folder: the machine's docker and compose
     CLIs, linked in."""
     assets = os.path.join(folder, "assets")
     os.makedirs(assets, exist_ok=True)
+    compose_v2 = compose_plugin()
+    if compose_v2:
+        # Compose v2, which the Go agent needs (`ps --format json`), from
+        # the Debian 13 root scripts/engine.sh makes, run with that root's
+        # own libraries.
+        wrapper = os.path.join(assets, "docker-compose")
+        with open(wrapper, "w") as f:
+            f.write(compose_v2)
+        os.chmod(wrapper, 0o755)
     for tool in ("docker", "docker-compose"):
-        found = shutil.which(tool)
+        found = docker_cli() if tool == "docker" else shutil.which(tool)
+        if compose_v2 and tool == "docker-compose":
+            continue
         if found is None:
             raise SystemExit(f"no {tool} on PATH: install Debian's docker.io and docker-compose")
         link = os.path.join(assets, tool)
@@ -205,10 +239,31 @@ def assets_folder(folder):
 
 
 def enter_network_namespace(argv):
-    """Runs the calling script again in a network namespace of its own,
-    with only loopback up, unless it is already there."""
+    """Runs the calling script again in network and mount namespaces of its
+    own, with only loopback up and a /run of its own, unless it is already
+    there."""
     if os.environ.get("BERTH_CHECK_NETNS") == "1":
         subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
+        # The Go agent writes its jobs' cron file and scripts under /host,
+        # whatever it is told: a tmpfs there keeps them off the machine.
+        subprocess.run(["mount", "-t", "tmpfs", "tmpfs", "/host"], check=True)
         return
+    made_host = not os.path.exists("/host")
+    if made_host:
+        os.mkdir("/host")
     env = dict(os.environ, BERTH_CHECK_NETNS="1")
-    os.execvpe("unshare", ["unshare", "--net", "--", *argv], env)
+    try:
+        code = subprocess.call(["unshare", "--net", "--mount", "--propagation", "private",
+                                "--", *argv], env=env)
+    finally:
+        if made_host:
+            os.rmdir("/host")
+    sys.exit(code)
+
+
+def engine_at_default_socket(socket):
+    """The Go agent proxies to /var/run/docker.sock whatever DOCKER_HOST
+    says: inside this script's mount namespace, a /run of its own holds
+    that path, pointing at the private engine."""
+    subprocess.run(["mount", "-t", "tmpfs", "tmpfs", "/run"], check=True)
+    os.symlink(socket, "/run/docker.sock")
