@@ -155,7 +155,7 @@ mod tests {
             stream.read_exact(&mut head).await.unwrap();
             stream.write_all(b"refused\n").await.unwrap();
         });
-        let mut client = TcpStream::connect(address).await.unwrap();
+        let mut client = crate::dial::tcp(address).await.unwrap();
         client
             .write_all(&vec![b'a'; 2 * 1024 * 1024])
             .await
@@ -170,7 +170,7 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap();
         let client = tokio::spawn(async move {
-            let mut client = TcpStream::connect(address).await.unwrap();
+            let mut client = crate::dial::tcp(address).await.unwrap();
             let chunk = vec![b'a'; 64 * 1024];
             let started = tokio::time::Instant::now();
             // Writes fail once the linger gives up and the socket closes.
