@@ -238,32 +238,53 @@ def assets_folder(folder):
     return assets
 
 
+PRIVATE_FOLDERS = ("/host", "/var/lib/docker")
+
+
 def enter_network_namespace(argv):
     """Runs the calling script again in network and mount namespaces of its
     own, with only loopback up and a /run of its own, unless it is already
     there."""
     if os.environ.get("BERTH_CHECK_NETNS") == "1":
         subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
-        # The Go agent writes its jobs' cron file and scripts under /host,
-        # whatever it is told: a tmpfs there keeps them off the machine.
-        subprocess.run(["mount", "-t", "tmpfs", "tmpfs", "/host"], check=True)
+        # The Go agent writes its jobs' cron file and scripts under /host
+        # and browses volumes under /var/lib/docker/volumes, whatever it is
+        # told: tmpfs there keeps it off the machine.
+        for path in PRIVATE_FOLDERS:
+            subprocess.run(["mount", "-t", "tmpfs", "tmpfs", path], check=True)
         return
-    made_host = not os.path.exists("/host")
-    if made_host:
-        os.mkdir("/host")
+    # Mount points for the namespace's own folders, made (and removed
+    # afterwards) only where the machine has none.
+    made = [path for path in PRIVATE_FOLDERS if not os.path.exists(path)]
+    for path in made:
+        os.makedirs(path)
     env = dict(os.environ, BERTH_CHECK_NETNS="1")
     try:
         code = subprocess.call(["unshare", "--net", "--mount", "--propagation", "private",
                                 "--", *argv], env=env)
     finally:
-        if made_host:
-            os.rmdir("/host")
+        for path in reversed(made):
+            os.rmdir(path)
     sys.exit(code)
 
 
-def engine_at_default_socket(socket):
-    """The Go agent proxies to /var/run/docker.sock whatever DOCKER_HOST
-    says: inside this script's mount namespace, a /run of its own holds
-    that path, pointing at the private engine."""
+def engine_at_default_paths(engine_dir):
+    """The Go agent proxies to /var/run/docker.sock and browses
+    /var/lib/docker/volumes whatever DOCKER_HOST says: inside this script's
+    mount namespace, a /run of its own holds that socket path, pointing at
+    the private engine, and its volumes are bound there."""
     subprocess.run(["mount", "-t", "tmpfs", "tmpfs", "/run"], check=True)
-    os.symlink(socket, "/run/docker.sock")
+    os.symlink(os.path.join(engine_dir, "docker.sock"), "/run/docker.sock")
+    volumes = os.path.join(engine_dir, "data", "volumes")
+    os.makedirs("/var/lib/docker/volumes", exist_ok=True)
+    subprocess.run(["mount", "--bind", volumes, "/var/lib/docker/volumes"], check=True)
+
+
+def multipart_file(fields, name, filename, content):
+    """A multipart body with plain fields first, then one file."""
+    body, content_type = multipart(fields)
+    boundary = content_type.split("boundary=", 1)[1]
+    head = body[: -len(f"--{boundary}--\r\n")]
+    part = (f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"; '
+            f'filename="{filename}"\r\nContent-Type: application/octet-stream\r\n\r\n')
+    return head + part.encode() + content + f"\r\n--{boundary}--\r\n".encode(), content_type
