@@ -238,7 +238,7 @@ def assets_folder(folder):
     return assets
 
 
-PRIVATE_FOLDERS = ("/host", "/var/lib/docker")
+PRIVATE_FOLDERS = ("/host", "/var/lib/docker", "/tmp/edge_stacks")
 
 
 def enter_network_namespace(argv):
@@ -248,8 +248,9 @@ def enter_network_namespace(argv):
     if os.environ.get("BERTH_CHECK_NETNS") == "1":
         subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
         # The Go agent writes its jobs' cron file and scripts under /host
-        # and browses volumes under /var/lib/docker/volumes, whatever it is
-        # told: tmpfs there keeps it off the machine.
+        # and its Edge stacks' files under /tmp/edge_stacks, and browses
+        # volumes under /var/lib/docker/volumes, whatever it is told: tmpfs
+        # there keeps it off the machine.
         for path in PRIVATE_FOLDERS:
             subprocess.run(["mount", "-t", "tmpfs", "tmpfs", path], check=True)
         return
