@@ -258,7 +258,7 @@ impl Files for ConfinedFiles {
 
     async fn make_folders(&self, root: &BrowseRoot, path: &ConfinedPath) -> Result<(), FilesError> {
         let path = relative(path);
-        self.with_root(root, move |dir| dir.create_dir_all(&path))
+        self.with_root(root, move |dir| make_missing_folders(dir, &path))
             .await
     }
 
@@ -277,9 +277,10 @@ impl Files for ConfinedFiles {
     }
 }
 
-/// An upload's folder and the missing ones above it, made beneath the
-/// root like every path here, as the Go agent makes them. A folder that
-/// resolves outside the root is refused as any path is (never "exists").
+/// A folder and the missing ones above it (an upload's, an Edge
+/// configuration's), made beneath the root like every path here, as the
+/// Go agent makes them. A folder that resolves outside the root is refused
+/// as any path is (never "exists").
 fn make_missing_folders(dir: &Dir, folder: &Path) -> io::Result<()> {
     match dir.open_dir(folder) {
         Ok(_) => Ok(()),
