@@ -106,6 +106,11 @@ engine_start() {
   local dir=$1 name=${2:-}
   shift $(( $# > 2 ? 2 : $# ))
   mkdir -p "$dir"
+  rm -f "$dir/made-docker0"
+  # An engine in this network namespace makes the default bridge docker0
+  # when there is none, and never removes it: engine_stop does, when this
+  # engine made it and no engine here still uses it.
+  [ -z "$name" ] && [ ! -e /sys/class/net/docker0 ] && touch "$dir/made-docker0"
   local args=(
     --host "unix://$dir/docker.sock"
     --data-root "$dir/data"
@@ -213,6 +218,21 @@ engine_stop() {
   for bridge in $bridges; do
     ip link delete "$bridge" 2>/dev/null || true
   done
+  if [ -e "$dir/made-docker0" ] && ! engine_running_here; then
+    ip link delete docker0 2>/dev/null || true
+  fi
+  rm -f "$dir/made-docker0"
+}
+
+# engine_running_here: whether any dockerd runs in this network namespace
+# (the default bridge is shared by every engine in it).
+engine_running_here() {
+  local own pid
+  own=$(readlink /proc/self/ns/net)
+  for pid in $(pgrep -x dockerd); do
+    [ "$(readlink "/proc/$pid/ns/net" 2>/dev/null)" = "$own" ] && return 0
+  done
+  return 1
 }
 
 # engine_bridges DIR: the interface names (br-<network id>) of the
