@@ -289,3 +289,104 @@ def multipart_file(fields, name, filename, content):
     part = (f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"; '
             f'filename="{filename}"\r\nContent-Type: application/octet-stream\r\n\r\n')
     return head + part.encode() + content + f"\r\n--{boundary}--\r\n".encode(), content_type
+
+
+class WebSocket:
+    """A minimal WebSocket client (RFC 6455) for Portainer's console
+    endpoints: the handshake, masked frames out, whole frames in, each as
+    the server sent it, so the check can see what a browser would get."""
+
+    def __init__(self, host, port, path, headers, timeout=30):
+        import base64
+        import socket
+
+        self.sock = socket.create_connection((host, port), timeout=timeout)
+        key = base64.b64encode(os.urandom(16)).decode()
+        lines = [f"GET {path} HTTP/1.1", f"Host: {host}:{port}", "Upgrade: websocket",
+                 "Connection: Upgrade", f"Sec-WebSocket-Key: {key}",
+                 "Sec-WebSocket-Version: 13"]
+        lines += [f"{name}: {value}" for name, value in headers.items()]
+        self.sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
+        received = b""
+        while b"\r\n\r\n" not in received:
+            chunk = self.sock.recv(4096)
+            if not chunk:
+                break
+            received += chunk
+        head, _, self.buffer = received.partition(b"\r\n\r\n")
+        status_line = head.split(b"\r\n", 1)[0].split(b" ")
+        self.status = int(status_line[1]) if len(status_line) > 1 else 0
+        self.closed = None
+
+    def send(self, data, opcode=1):
+        mask = os.urandom(4)
+        length = len(data)
+        if length < 126:
+            header = bytes([0x80 | opcode, 0x80 | length])
+        elif length < 65536:
+            header = bytes([0x80 | opcode, 0x80 | 126]) + length.to_bytes(2, "big")
+        else:
+            header = bytes([0x80 | opcode, 0x80 | 127]) + length.to_bytes(8, "big")
+        masked = bytes(b ^ mask[i % 4] for i, b in enumerate(data))
+        try:
+            self.sock.sendall(header + mask + masked)
+        except OSError as error:
+            self.closed = self.closed or f"ended ({error.strerror})"
+
+    def _read(self, count):
+        while len(self.buffer) < count:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise EOFError
+            self.buffer += chunk
+        data, self.buffer = self.buffer[:count], self.buffer[count:]
+        return data
+
+    def frame(self, timeout):
+        """(opcode, payload) of the next frame; None when none came within
+        `timeout` or the connection ended (then `closed` says how)."""
+        import socket
+
+        self.sock.settimeout(timeout)
+        try:
+            first, second = self._read(2)
+            length = second & 0x7F
+            if length == 126:
+                length = int.from_bytes(self._read(2), "big")
+            elif length == 127:
+                length = int.from_bytes(self._read(8), "big")
+            mask = self._read(4) if second & 0x80 else None
+            payload = self._read(length)
+            if mask:
+                payload = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+        except socket.timeout:
+            return None
+        except (EOFError, OSError):
+            self.closed = self.closed or "ended without a close frame"
+            return None
+        opcode = first & 0x0F
+        if opcode == 8:
+            code = int.from_bytes(payload[:2], "big") if len(payload) >= 2 else None
+            self.closed = f"close frame, code {code}"
+        return opcode, payload
+
+    def read_until(self, wanted, limit):
+        """The data frames' payloads until `wanted` is among them, the
+        connection ends, or `limit` seconds pass: (bytes, [frames])."""
+        deadline = time.monotonic() + limit
+        frames = []
+        while time.monotonic() < deadline and self.closed is None:
+            got = self.frame(max(0.1, deadline - time.monotonic()))
+            if got is None:
+                continue
+            if got[0] in (1, 2):
+                frames.append(got)
+                if wanted and wanted in b"".join(p for _, p in frames):
+                    break
+        return b"".join(p for _, p in frames), frames
+
+    def close(self):
+        try:
+            self.sock.close()
+        except OSError:
+            pass

@@ -122,7 +122,7 @@ async fn run_on(agent: &BerthProcess, node: &str, mut spec: serde_json::Value) -
 
 /// Opens a console through `agent`, types a line, and waits for it back.
 async fn type_into_console(agent: &BerthProcess, path: &str, text: &str) {
-    let mut console = crate::console::open_on(agent, path, None)
+    let mut console = crate::support::console::open_at(agent.addr, path, None)
         .await
         .unwrap_or_else(|error| panic!("a console at {path}: {error}"));
     futures_util::SinkExt::send(
@@ -131,7 +131,7 @@ async fn type_into_console(agent: &BerthProcess, path: &str, text: &str) {
     )
     .await
     .unwrap();
-    crate::console::read_until(&mut console, text).await;
+    crate::support::console::read_until(&mut console, text).await;
 }
 
 /// Polls `/agents` on `agent` until it lists exactly `nodes`.

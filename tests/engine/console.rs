@@ -1,68 +1,17 @@
 //! Websocket consoles through berth, with a real websocket client, against
 //! the real engine.
 
-use std::time::Duration;
-
-use futures_util::{SinkExt, StreamExt};
+use futures_util::SinkExt;
 use serde_json::json;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
 use crate::support::berth_process::{engine_is_podman, BerthProcess};
-use crate::support::client::{tls_stream, Target};
-use crate::support::fixtures::portainer_identity;
+use crate::support::client::Target;
+use crate::support::console::{open_at, read_until, Console};
 use crate::{berth_for_engine, unique};
 
-type Console =
-    tokio_tungstenite::WebSocketStream<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>;
-
 async fn open(berth: &BerthProcess, path: &str) -> Result<Console, WsError> {
-    open_on(berth, path, None).await
-}
-
-/// A console through `berth`, for the node `target` names (if any).
-pub async fn open_on(
-    berth: &BerthProcess,
-    path: &str,
-    target: Option<&str>,
-) -> Result<Console, WsError> {
-    let mut request = format!("wss://localhost{path}")
-        .into_client_request()
-        .unwrap();
-    portainer_identity().apply(request.headers_mut());
-    if let Some(node) = target {
-        request
-            .headers_mut()
-            .insert("x-portaineragent-target", node.parse().unwrap());
-    }
-    let stream = tls_stream(berth.addr).await;
-    tokio_tungstenite::client_async(request, stream)
-        .await
-        .map(|(socket, _)| socket)
-}
-
-/// Reads text frames until `marker` has arrived; returns all the text.
-pub async fn read_until(console: &mut Console, marker: &str) -> String {
-    let mut received = String::new();
-    let reading = async {
-        while !received.contains(marker) {
-            match console.next().await {
-                Some(Ok(Message::Text(text))) => received.push_str(&text),
-                Some(Ok(Message::Binary(bytes))) => {
-                    received.push_str(&String::from_utf8_lossy(&bytes))
-                }
-                Some(Ok(_)) => {}
-                other => panic!(
-                    "the console ended early: {other:?}; got {} bytes",
-                    received.len()
-                ),
-            }
-        }
-    };
-    tokio::time::timeout(Duration::from_secs(60), reading)
-        .await
-        .unwrap_or_else(|_| panic!("no {marker:?} within 60s"));
-    received
+    open_at(berth.addr, path, None).await
 }
 
 /// A running container with a terminal and stdin open.

@@ -51,7 +51,8 @@ impl OwnEngine {
     /// (a path such as /run/netns/NAME), which outlives its restarts.
     pub fn start_in(node: &str, netns: Option<&str>) -> OwnEngine {
         let engine = OwnEngine {
-            dir: std::env::temp_dir().join(format!("berth-{node}-{}", std::process::id())),
+            // Two tests of one process may each start a node of this name.
+            dir: std::env::temp_dir().join(super::unique::unique(&format!("berth-{node}-"))),
             node: Some(node.to_string()),
             netns: netns.map(str::to_string),
         };
