@@ -429,7 +429,7 @@ async fn edge_configurations_are_applied_from_the_poll() {
 
 #[test]
 fn edge_mode_without_an_edge_id_is_a_clear_error() {
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_berth"))
+    let output = support::berth_process::berth_command()
         .env_clear()
         .env("EDGE", "1")
         .output()

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use berth_domain::edge::key::EdgeKey;
 use serde_json::Value;
-use support::berth_process::{engine_host, free_port, BerthProcess};
+use support::berth_process::{berth_program, engine_host, free_port, BerthProcess};
 use support::client::Target;
 use support::portainer_server::{Mode, TestPortainer};
 use support::temp_dir::temp_dir;
@@ -31,7 +31,7 @@ fn berth_in(netns: Option<&str>, env: &[(&str, &str)], args: &[&str]) -> Output 
         command.args(["/usr/bin/nsenter", &format!("--net={netns}"), "--"]);
     }
     command
-        .arg(env!("CARGO_BIN_EXE_berth"))
+        .args(berth_program())
         .args(args)
         .env_clear()
         .envs(env.iter().copied());

@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::support::berth_process::{engine_host, BerthProcess};
+use crate::support::berth_process::{berth_command, engine_host, BerthProcess};
 use crate::support::client::Target;
 use crate::support::temp_dir::temp_dir;
 use crate::IMAGE;
@@ -39,7 +39,7 @@ fn pki(dir: &Path) {
 
 fn client_certificate(pki: &Path) -> PathBuf {
     let dir = pki.join("client");
-    let output = Command::new(env!("CARGO_BIN_EXE_berth"))
+    let output = berth_command()
         .env_clear()
         .args(["keys", "client-cert", "--ca-cert"])
         .arg(pki.join("ca.pem"))

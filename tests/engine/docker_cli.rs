@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 use std::sync::Arc;
 
-use crate::support::berth_process::BerthProcess;
+use crate::support::berth_process::{berth_command, BerthProcess};
 use crate::support::fixtures::portainer_identity;
 use crate::support::temp_dir::{temp_dir, TempDir};
 use crate::{berth_for_engine, unique, IMAGE};
@@ -234,7 +234,7 @@ fn keys_from_berth_keys_new_let_the_docker_cli_in() {
     let make = |args: &[&str], secret: Option<&str>| {
         let folder = temp_dir("cli-keys");
         let dir = folder.join("keys");
-        let mut command = Command::new(env!("CARGO_BIN_EXE_berth"));
+        let mut command = berth_command();
         command
             .env_clear()
             .arg("keys")

@@ -7,14 +7,12 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::support::berth_process::BerthProcess;
+use crate::support::berth_process::{berth_command, berth_program, BerthProcess};
 use crate::support::client::{plain_get, tls_stream, Target};
 
 fn run_with_env(env: &[(&str, &str)]) -> std::process::Output {
     let mut command = Command::new("timeout");
-    command
-        .args(["30", env!("CARGO_BIN_EXE_berth")])
-        .env_clear();
+    command.arg("30").args(berth_program()).env_clear();
     for (name, value) in env {
         command.env(name, value);
     }
@@ -43,10 +41,7 @@ fn bad_option_values_stop_berth_with_one_line_and_exit_2() {
 
 #[test]
 fn help_lists_the_options() {
-    let output = Command::new(env!("CARGO_BIN_EXE_berth"))
-        .arg("--help")
-        .output()
-        .unwrap();
+    let output = berth_command().arg("--help").output().unwrap();
     assert!(output.status.success());
     let help = String::from_utf8(output.stdout).unwrap();
     assert!(help.contains("--docker-host") && help.contains("DOCKER_HOST"));
@@ -369,7 +364,9 @@ fn healthcheck_reports_whether_the_agent_answers() {
     let berth = BerthProcess::start(&[("DOCKER_HOST", "unix:///nonexistent/docker.sock")]);
     let check = |port: u16| {
         Command::new("timeout")
-            .args(["30", env!("CARGO_BIN_EXE_berth"), "healthcheck"])
+            .arg("30")
+            .args(berth_program())
+            .arg("healthcheck")
             .env_clear()
             .env("AGENT_HOST", "127.0.0.1")
             .env("AGENT_PORT", port.to_string())

@@ -59,6 +59,28 @@ pub fn engine_socket(host: &str) -> String {
         .to_string()
 }
 
+/// The berth program the tests run: this build's binary or, with
+/// `BERTH_TEST_BERTH` (words separated by spaces, such as
+/// `qemu-aarch64-static /path/berth-linux-arm64`), another build of it run
+/// the way that says: `scripts/test` runs a set of tests again with the
+/// arm64 release binary under emulation.
+pub fn berth_program() -> Vec<String> {
+    match std::env::var("BERTH_TEST_BERTH") {
+        Ok(words) if !words.trim().is_empty() => {
+            words.split_whitespace().map(str::to_string).collect()
+        }
+        _ => vec![env!("CARGO_BIN_EXE_berth").to_string()],
+    }
+}
+
+/// A command that runs `berth_program()`.
+pub fn berth_command() -> Command {
+    let program = berth_program();
+    let mut command = Command::new(&program[0]);
+    command.args(&program[1..]);
+    command
+}
+
 pub struct BerthProcess {
     child: Child,
     pub addr: SocketAddr,
@@ -69,11 +91,7 @@ impl BerthProcess {
     /// Starts berth on an ephemeral loopback port and waits until it says it
     /// listens (not a fixed sleep).
     pub fn start(env: &[(&str, &str)]) -> BerthProcess {
-        Self::spawn(
-            Command::new(env!("CARGO_BIN_EXE_berth")),
-            [127, 0, 0, 1].into(),
-            env,
-        )
+        Self::spawn(berth_command(), [127, 0, 0, 1].into(), env)
     }
 
     /// Starts berth inside the network namespace at `netns` (a path such
@@ -83,7 +101,7 @@ impl BerthProcess {
         command
             .arg(format!("--net={netns}"))
             .arg("--")
-            .arg(env!("CARGO_BIN_EXE_berth"));
+            .args(berth_program());
         let host = ip.to_string();
         let mut env = env.to_vec();
         env.push(("AGENT_HOST", &host));

@@ -82,32 +82,83 @@ impl Registry {
     /// tag from the engine again, so the image must come from the
     /// registry. Returns the reference pushed.
     pub fn push(&self, engine: &str, image: &str, name: &str) -> String {
+        let reference = format!("{}/{name}", self.address);
+        self.login(engine);
+        self.docker(engine, &["tag", image, &reference]);
+        self.docker(engine, &["push", &reference]);
+        self.docker(engine, &["rmi", &reference]);
+        reference
+    }
+
+    /// Pulls `reference` from this registry into `engine`, logged in.
+    pub fn pull(&self, engine: &str, reference: &str) {
+        self.login(engine);
+        self.docker(engine, &["pull", reference]);
+    }
+
+    fn login(&self, engine: &str) {
+        self.docker_with_input(
+            engine,
+            &["login", "-u", USER, "--password-stdin", &self.address],
+            PASSWORD,
+        );
+    }
+
+    /// The docker CLI against `engine`, with this registry's docker
+    /// configuration: its output.
+    pub fn docker(&self, engine: &str, args: &[&str]) -> String {
+        self.docker_with_input(engine, args, "")
+    }
+
+    fn docker_with_input(&self, engine: &str, args: &[&str], input: &str) -> String {
         let config = self.dir.join("docker-config");
         std::fs::create_dir_all(&config).unwrap();
-        let reference = format!("{}/{name}", self.address);
-        let docker = |args: &[&str], input: Option<&str>| {
-            let mut command = Command::new("docker");
-            command
-                .env("DOCKER_CONFIG", &config)
-                .arg("-H")
-                .arg(engine)
-                .args(args);
-            let output = run_with_input(&mut command, input.unwrap_or_default());
-            assert!(
-                output.status.success(),
-                "docker {args:?}: {}\nregistry: {:?}",
-                String::from_utf8_lossy(&output.stderr),
-                self.log.all()
-            );
-        };
-        docker(
-            &["login", "-u", USER, "--password-stdin", &self.address],
-            Some(PASSWORD),
+        let mut command = Command::new("docker");
+        command
+            .env("DOCKER_CONFIG", &config)
+            .arg("-H")
+            .arg(engine)
+            .args(args);
+        let output = run_with_input(&mut command, input);
+        assert!(
+            output.status.success(),
+            "docker {args:?}: {}\nregistry: {:?}",
+            String::from_utf8_lossy(&output.stderr),
+            self.log.all()
         );
-        docker(&["tag", image, &reference], None);
-        docker(&["push", &reference], None);
-        docker(&["rmi", &reference], None);
-        reference
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
+    /// `GET path` on the registry's API, logged in, accepting `accept`:
+    /// the status, the content type and the body.
+    pub async fn get(&self, path: &str, accept: &str) -> (u16, String, bytes::Bytes) {
+        use http_body_util::BodyExt;
+        let stream = tokio::net::TcpStream::connect(&self.address).await.unwrap();
+        let (mut sender, connection) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                .await
+                .unwrap();
+        tokio::spawn(connection);
+        let credentials = base64::Engine::encode(
+            &base64::engine::general_purpose::STANDARD,
+            format!("{USER}:{PASSWORD}"),
+        );
+        let request = http::Request::get(path)
+            .header("host", &self.address)
+            .header("accept", accept)
+            .header("authorization", format!("Basic {credentials}"))
+            .body(http_body_util::Empty::<bytes::Bytes>::new())
+            .unwrap();
+        let response = sender.send_request(request).await.unwrap();
+        let status = response.status().as_u16();
+        let kind = response
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string();
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        (status, kind, body)
     }
 
     pub fn log(&self) -> Vec<String> {
