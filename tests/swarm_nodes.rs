@@ -333,6 +333,16 @@ async fn wait_for_members(agent: SocketAddr, nodes: &[&str]) {
     }
 }
 
+/// The container only `node` has, inspected through the agent at `agent`
+/// with `node` as the target.
+async fn found_through(agent: SocketAddr, node: &str) {
+    let name = format!("lab-{node}");
+    let path = format!("/containers/{name}/json");
+    let (status, found) = get(agent, &path, Some(node)).await;
+    assert_eq!(status, 200, "{path} through {agent}: {found}");
+    assert_eq!(found["Name"], format!("/{name}"));
+}
+
 /// An exec console in the running container `console-<node>` through
 /// the agent at `agent`: created for that node, opened, typed into.
 async fn type_on(agent: SocketAddr, node: &str) {
@@ -419,26 +429,8 @@ async fn the_go_agent_and_berth_in_one_swarm() {
     let (status, nodes) = get(go.addr, "/nodes", None).await;
     assert_eq!(status, 200, "{nodes}");
     // Targets, both ways.
-    let (status, found) = get(
-        manager.addr,
-        "/containers/lab-swarm-worker-2/json",
-        Some(NODES[2]),
-    )
-    .await;
-    assert_eq!(
-        (status, &found["Name"]),
-        (200, &Value::from("/lab-swarm-worker-2"))
-    );
-    let (status, found) = get(
-        go.addr,
-        "/containers/lab-swarm-worker-1/json",
-        Some(NODES[1]),
-    )
-    .await;
-    assert_eq!(
-        (status, &found["Name"]),
-        (200, &Value::from("/lab-swarm-worker-1"))
-    );
+    found_through(manager.addr, NODES[2]).await;
+    found_through(go.addr, NODES[1]).await;
     // Consoles, both ways.
     type_on(manager.addr, NODES[2]).await;
     type_on(go.addr, NODES[1]).await;

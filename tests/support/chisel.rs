@@ -6,9 +6,10 @@
 //! the placeholder user Portainer adds so that chisel never runs without
 //! authentication. Its own log (`-v`) is the record of what it saw.
 
+use super::eventually::wait_until;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use base64::Engine as _;
 use berth_domain::edge::credentials::{self, TunnelCredentials};
@@ -267,20 +268,20 @@ impl Chisel {
 
     fn wait_until_listening(&mut self) {
         let already = self.count("server: Listening on ");
-        let deadline = Instant::now() + START;
-        while self.count("server: Listening on ") == already
-            || std::net::TcpStream::connect(&self.address).is_err()
-        {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("chisel exited with {status}: {:?}", self.log());
-            }
-            assert!(
-                Instant::now() < deadline,
-                "chisel did not listen within {START:?}: {:?}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let (log, address) = (self.log.clone(), self.address.clone());
+        let child = &mut self.child;
+        wait_until(
+            "chisel listening",
+            START,
+            || {
+                if let Ok(Some(status)) = child.try_wait() {
+                    panic!("chisel exited with {status}: {:?}", log.all());
+                }
+                log.count("server: Listening on ") > already
+                    && std::net::TcpStream::connect(&address).is_ok()
+            },
+            || format!("{:?}", log.all()),
+        );
     }
 
     /// chisel's log lines so far (stderr, timestamps included).

@@ -19,3 +19,24 @@ pub async fn eventually(what: &str, limit: Duration, mut holds: impl AsyncFnMut(
         tokio::time::sleep(EVERY).await;
     }
 }
+
+/// The blocking twin of `eventually`, for a process a test starts: returns
+/// once `holds` is true (checked every 20 ms); panics after `limit` naming
+/// `what` with `context()` (its log, say). `holds` may panic itself, when
+/// the process it waits for has ended.
+pub fn wait_until(
+    what: &str,
+    limit: Duration,
+    mut holds: impl FnMut() -> bool,
+    context: impl Fn() -> String,
+) {
+    let deadline = std::time::Instant::now() + limit;
+    while !holds() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what}: not within {limit:?}: {}",
+            context()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

@@ -4,11 +4,12 @@
 //! from a tree they cloned (`scripts/build-go-agent AGENT_SRC`), and says
 //! aloud that it is skipped otherwise.
 
+use super::eventually::wait_until;
 use std::fs::File;
 use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// The Go agent's binary, or `None` (said aloud) without one.
 pub fn go_agent_binary() -> Option<PathBuf> {
@@ -91,18 +92,19 @@ impl GoAgent {
             addr: SocketAddr::new(ip, GO_AGENT_PORT),
             log,
         };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while TcpStream::connect_timeout(&agent.addr, Duration::from_millis(200)).is_err() {
-            if let Some(status) = agent.child.try_wait().unwrap() {
-                panic!("the Go agent ended ({status}): {}", agent.logged());
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the Go agent did not listen within 30 s: {}",
-                agent.logged()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        let (addr, log) = (agent.addr, agent.log.clone());
+        let logged = || std::fs::read_to_string(&log).unwrap_or_default();
+        wait_until(
+            "the Go agent listening",
+            Duration::from_secs(30),
+            || {
+                if let Some(status) = agent.child.try_wait().unwrap() {
+                    panic!("the Go agent ended ({status}): {}", logged());
+                }
+                TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
+            },
+            logged,
+        );
         agent
     }
 

@@ -8,9 +8,10 @@
 //! `target/` without installing it (an installed one would start a service).
 //! Its log (`-e`, `LogLevel DEBUG`) is collected.
 
+use super::eventually::wait_until;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use base64::Engine as _;
 use berth_adapters::tunnel::ssh::ClientConfig;
@@ -143,15 +144,12 @@ impl Sshd {
             address: format!("127.0.0.1:{port}"),
             fingerprints,
         };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while sshd.log.count("Server listening on") == 0 {
-            assert!(
-                Instant::now() < deadline,
-                "sshd did not listen: {:#?}",
-                sshd.log()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait_until(
+            "sshd listening",
+            Duration::from_secs(10),
+            || sshd.log.count("Server listening on") > 0,
+            || format!("{:#?}", sshd.log()),
+        );
         sshd
     }
 

@@ -3,9 +3,10 @@
 //! authentication and its storage in a temporary folder. Engines reach a
 //! loopback registry without TLS. Stopped by its PID when dropped.
 
+use super::eventually::wait_until;
 use super::piped::run_with_input;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::berth_process::{free_port, from_env_or_skip};
 use super::output_lines::OutputLines;
@@ -65,15 +66,12 @@ impl Registry {
             dir,
             address: format!("127.0.0.1:{port}"),
         };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(&registry.address).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "the registry did not listen: {:?}",
-                registry.log.all()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait_until(
+            "the registry listening",
+            Duration::from_secs(10),
+            || std::net::TcpStream::connect(&registry.address).is_ok(),
+            || format!("{:?}", registry.log.all()),
+        );
         registry
     }
 

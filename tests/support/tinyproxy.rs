@@ -7,10 +7,11 @@
 //! send through the proxy while all traffic stays on loopback. Its log
 //! (`LogLevel Connect`) records every request line it was sent.
 
+use super::eventually::wait_until;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::berth_process::{free_port, from_env_or_skip};
 use super::output_lines::OutputLines;
@@ -76,15 +77,12 @@ impl Tinyproxy {
             dir,
             address: SocketAddr::from(([127, 0, 0, 1], port)),
         };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(proxy.address).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "tinyproxy did not listen: {:?}",
-                proxy.log()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait_until(
+            "tinyproxy listening",
+            Duration::from_secs(10),
+            || std::net::TcpStream::connect(proxy.address).is_ok(),
+            || format!("{:?}", proxy.log()),
+        );
         proxy
     }
 
