@@ -393,6 +393,10 @@ async fn run(options: Options) -> Result<(), String> {
             () = &mut unpaired => stopped_unpaired.store(true, Ordering::SeqCst),
         }
     };
+    // The system's CA certificates (Docker Hub, Portainer, wss:// tunnels)
+    // are read once the API listens, on a thread of their own: not before
+    // the accept loop, and not on the first request that needs them.
+    tokio::task::spawn_blocking(berth_adapters::http::tls::system_roots);
     server.run(agent, stop).await;
     if stopped_unpaired.load(Ordering::SeqCst) {
         info!("the API is closed until berth is restarted; waiting for SIGTERM");

@@ -5,7 +5,7 @@
 //! address. Redirects are followed as Go's `http.Client` follows them (the
 //! Go agent's client), so a Portainer behind a redirecting proxy works.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use berth_domain::edge::proxy::{join_host_port, ProxySettings};
 use berth_ports::{EdgeAnswer, EdgeCall, PortainerApi, PortainerError};
@@ -92,11 +92,13 @@ pub struct PortainerHttp {
     /// The URL's path, prefixed to every call's path.
     base_path: String,
     tls: PortainerTls,
-    /// Built once when no file is involved (system roots, or
-    /// `EDGE_INSECURE_POLL`); with `MTLS_*` files it is rebuilt per call,
-    /// so rotated files are used.
-    fixed_tls: Option<Arc<ClientConfig>>,
-    system_roots: Arc<RootCertStore>,
+    /// Whether `MTLS_*` files are involved: then the configuration is
+    /// rebuilt per call, so rotated files are used.
+    uses_files: bool,
+    /// Otherwise (system roots, or `EDGE_INSECURE_POLL`) it is built once,
+    /// on the first call, not when the client is made: the system's roots
+    /// are read then, if they had not been already.
+    fixed_tls: Arc<OnceLock<Result<Arc<ClientConfig>, String>>>,
     proxies: ProxySettings,
     /// The CRLs of Portainer's chain (checked with a client certificate).
     revocation: Arc<Revocation>,
@@ -111,44 +113,52 @@ impl PortainerHttp {
             .map_err(|e| format!("the Portainer URL {url:?} is invalid: {e}"))?;
         let origin = Origin::from_uri(&uri).map_err(|e| format!("the Portainer URL {e}"))?;
         let uses_files = !tls.insecure && (tls.ca.is_some() || tls.cert.is_some());
-        // The system's CA store is read only when it can be used; a
-        // redirect from http:// to https:// may need it later.
-        let system_roots = Arc::new(if !tls.insecure && tls.ca.is_none() {
-            tls::system_roots()
-        } else {
-            RootCertStore::empty()
-        });
-        let fixed_tls = if uses_files {
-            None
-        } else {
-            Some(
-                tls::portainer_client_config(tls.insecure, None, None, &system_roots, None)
-                    .map_err(|e| e.to_string())?,
-            )
-        };
         Ok(PortainerHttp {
-            fixed_tls,
+            uses_files,
+            fixed_tls: Arc::default(),
             base_path: uri.path().trim_end_matches('/').to_string(),
             origin,
             tls,
-            system_roots,
             proxies,
             revocation: Arc::default(),
         })
     }
 
+    /// The system's CA store, only where it can be used (a redirect from
+    /// http:// to https:// may need it).
+    fn system_roots(&self) -> Arc<RootCertStore> {
+        if !self.tls.insecure && self.tls.ca.is_none() {
+            tls::system_roots()
+        } else {
+            Arc::new(RootCertStore::empty())
+        }
+    }
+
     fn tls_config(&self) -> Result<Arc<ClientConfig>, PortainerError> {
-        match &self.fixed_tls {
-            Some(config) => Ok(Arc::clone(config)),
-            None => tls::portainer_client_config(
+        let built = if self.uses_files {
+            tls::portainer_client_config(
                 self.tls.insecure,
                 self.tls.ca.as_deref(),
                 self.tls.cert.as_deref().zip(self.tls.key.as_deref()),
-                &self.system_roots,
+                &self.system_roots(),
                 Some(&self.revocation),
             )
-            .map_err(|e| PortainerError::Unreachable(e.to_string())),
-        }
+            .map_err(|e| e.to_string())
+        } else {
+            self.fixed_tls
+                .get_or_init(|| {
+                    tls::portainer_client_config(
+                        self.tls.insecure,
+                        None,
+                        None,
+                        &self.system_roots(),
+                        None,
+                    )
+                    .map_err(|e| e.to_string())
+                })
+                .clone()
+        };
+        built.map_err(PortainerError::Unreachable)
     }
 
     /// One request on a connection of its own; the answer's head.

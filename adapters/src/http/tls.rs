@@ -6,7 +6,7 @@
 use std::fmt;
 use std::io::BufReader;
 use std::net::IpAddr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use super::revocation::{Revocation, RevocationVerifier};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
@@ -388,14 +388,20 @@ pub fn portainer_client_config(
     Ok(Arc::new(config))
 }
 
-/// The system's CA certificates (for `https://` Portainer and `wss://`
-/// tunnel servers).
-pub fn system_roots() -> RootCertStore {
-    let mut roots = RootCertStore::empty();
-    for certificate in rustls_native_certs::load_native_certs().certs {
-        let _ = roots.add(certificate);
-    }
-    roots
+/// The system's CA certificates (for `https://` Portainer, Docker Hub and
+/// `wss://` tunnel servers): read once, on first use, and shared by every
+/// client. Reading them takes tens of milliseconds (hundreds of files), so
+/// `main` has them read on a blocking thread once the API listens, rather
+/// than before its accept loop or on a request's path.
+pub fn system_roots() -> Arc<RootCertStore> {
+    static ROOTS: OnceLock<Arc<RootCertStore>> = OnceLock::new();
+    Arc::clone(ROOTS.get_or_init(|| {
+        let mut roots = RootCertStore::empty();
+        for certificate in rustls_native_certs::load_native_certs().certs {
+            let _ = roots.add(certificate);
+        }
+        Arc::new(roots)
+    }))
 }
 
 /// Accepts any server certificate but still checks the handshake

@@ -5,7 +5,7 @@
 pub mod ssh;
 pub mod websocket;
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use berth_ports::{OpenTunnel, TunnelClient, TunnelError, TunnelSpec};
@@ -40,24 +40,17 @@ impl Default for TunnelTimeouts {
 
 #[derive(Clone)]
 pub struct ChiselClient {
-    /// The system's CA certificates, read on the first `wss://` tunnel.
-    roots: Arc<OnceLock<Arc<rustls::RootCertStore>>>,
     timeouts: TunnelTimeouts,
 }
 
 impl ChiselClient {
     pub fn new(timeouts: TunnelTimeouts) -> Self {
-        ChiselClient {
-            roots: Arc::default(),
-            timeouts,
-        }
+        ChiselClient { timeouts }
     }
 
+    /// The system's CA certificates, for `wss://` tunnel servers.
     fn roots(&self) -> Arc<rustls::RootCertStore> {
-        Arc::clone(
-            self.roots
-                .get_or_init(|| Arc::new(crate::http::tls::system_roots())),
-        )
+        crate::http::tls::system_roots()
     }
 }
 
@@ -76,7 +69,7 @@ pub async fn probe_upgrade(
     let attempt = async {
         let stream = crate::dial::connect(&target.host, target.port, proxy).await?;
         let roots = if target.secure {
-            Arc::new(crate::http::tls::system_roots())
+            crate::http::tls::system_roots()
         } else {
             Arc::new(rustls::RootCertStore::empty())
         };
