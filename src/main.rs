@@ -70,6 +70,9 @@ fn main() -> ExitCode {
         }
     };
     logging::init(options.log_level, options.log_mode);
+    // Randomness and trust roots, which the first connections need, are
+    // made ready beside the start-up rather than on their paths.
+    std::thread::spawn(berth_adapters::http::tls::warm_up);
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     // Counted here, not by tokio: tokio would read TOKIO_WORKER_THREADS
     // and panic on a bad value.
@@ -393,10 +396,6 @@ async fn run(options: Options) -> Result<(), String> {
             () = &mut unpaired => stopped_unpaired.store(true, Ordering::SeqCst),
         }
     };
-    // The system's CA certificates (Docker Hub, Portainer, wss:// tunnels)
-    // are read once the API listens, on a thread of their own: not before
-    // the accept loop, and not on the first request that needs them.
-    tokio::task::spawn_blocking(berth_adapters::http::tls::system_roots);
     server.run(agent, stop).await;
     if stopped_unpaired.load(Ordering::SeqCst) {
         info!("the API is closed until berth is restarted; waiting for SIGTERM");

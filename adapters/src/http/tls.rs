@@ -388,11 +388,20 @@ pub fn portainer_client_config(
     Ok(Arc::new(config))
 }
 
+/// Does, on the calling thread, the one-time work the first handshakes
+/// would otherwise wait for: AWS-LC seeds its random generator on first
+/// use with CPU-jitter entropy and its start-up health test (about 25 ms,
+/// which the first TLS handshake after start paid), then the system's CA
+/// certificates are read. `main` runs it on a thread of its own at once.
+pub fn warm_up() {
+    let _ = default_provider().secure_random.fill(&mut [0u8; 16]);
+    system_roots();
+}
+
 /// The system's CA certificates (for `https://` Portainer, Docker Hub and
 /// `wss://` tunnel servers): read once, on first use, and shared by every
-/// client. Reading them takes tens of milliseconds (hundreds of files), so
-/// `main` has them read on a blocking thread once the API listens, rather
-/// than before its accept loop or on a request's path.
+/// client. Reading them takes tens of milliseconds (hundreds of files):
+/// `warm_up` reads them off the accept loop and off any request's path.
 pub fn system_roots() -> Arc<RootCertStore> {
     static ROOTS: OnceLock<Arc<RootCertStore>> = OnceLock::new();
     Arc::clone(ROOTS.get_or_init(|| {
