@@ -109,6 +109,14 @@ async fn the_image_for_two_platforms_is_pushed_with_an_index() {
         ("amd64", format!("{root}/target/dist/berth-linux-amd64"), 62),
         ("arm64", arm64, 183),
     ];
+    // The arm64 binary stays within the amd64 one's size.
+    let size = |path: &str| std::fs::metadata(path).unwrap().len();
+    let (amd64_size, arm64_size) = (size(&binaries[0].1), size(&binaries[1].1));
+    eprintln!("figure: binaries amd64 {amd64_size} bytes, arm64 {arm64_size} bytes");
+    assert!(
+        arm64_size <= amd64_size,
+        "the arm64 binary ({arm64_size} B) is larger than the amd64 one ({amd64_size} B)"
+    );
     for ((arch, digest), (expected_arch, binary, machine)) in platforms.iter().zip(binaries) {
         assert_eq!(arch, expected_arch);
         let manifest = json(
