@@ -388,11 +388,12 @@ pub fn portainer_client_config(
     Ok(Arc::new(config))
 }
 
-/// Does, on the calling thread, the one-time work the first handshakes
-/// would otherwise wait for: AWS-LC seeds its random generator on first
-/// use with CPU-jitter entropy and its start-up health test (about 25 ms,
-/// which the first TLS handshake after start paid), then the system's CA
-/// certificates are read. `main` runs it on a thread of its own at once.
+/// Does, on the calling thread, the one-time work that the first
+/// connections would otherwise wait for: AWS-LC's random generator seeded
+/// (from the kernel: .cargo/config.toml builds it without CPU-jitter
+/// entropy, whose 25 ms health test the first TLS handshake used to wait
+/// for), then the system's CA certificates read. `main` runs it on a
+/// thread of its own as berth starts.
 pub fn warm_up() {
     let _ = default_provider().secure_random.fill(&mut [0u8; 16]);
     system_roots();
