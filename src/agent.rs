@@ -9,6 +9,7 @@ use berth_domain::browse::query_value;
 use berth_domain::engine::EngineFacts;
 use berth_domain::error::AgentError;
 use berth_domain::headers::{REQUEST_HOP, REQUEST_MANAGER_OPERATION, REQUEST_TARGET};
+use berth_domain::kubernetes::{self, Platform};
 use berth_domain::routing::{self, DockerDispatch, LocalView, RequestHead, Route, WebsocketKind};
 use berth_ports::{
     Body, DockerEngine, Files, HostProbe, Membership, PeerAgents, RequestHandler,
@@ -21,6 +22,7 @@ use crate::cluster::Cluster;
 use crate::dockerhub::LimitsProbe;
 use crate::edge::{self, EdgeGate};
 use crate::facts::FactsReceiver;
+use crate::kubernetes::KubernetesRoutes;
 use crate::metrics::{route_class, Metrics};
 use crate::signature::SignatureGuard;
 use crate::{browse, console, proxy, responses};
@@ -41,6 +43,9 @@ pub struct Agent<E, M, P, H, F> {
     /// `AGENT_CLIENT_CERT_AUTH`: a verified client certificate stands in
     /// for a signature.
     certificates_authorise: bool,
+    /// Set when berth serves a Kubernetes cluster: then it has no Docker
+    /// engine, and says so to Docker requests.
+    kubernetes: Option<Arc<dyn KubernetesRoutes>>,
 }
 
 /// A `POST /v2/dockerhub` body is a few credentials.
@@ -66,6 +71,21 @@ impl<E: DockerEngine, M: Membership, P: PeerAgents, H: HostProbe, F: Files> Agen
             edge: None,
             dockerhub: None,
             certificates_authorise: false,
+            kubernetes: None,
+        }
+    }
+
+    /// Serves a Kubernetes cluster through `routes` instead of a Docker
+    /// engine.
+    pub fn with_kubernetes(mut self, routes: impl KubernetesRoutes) -> Self {
+        self.kubernetes = Some(Arc::new(routes));
+        self
+    }
+
+    fn platform(&self) -> Platform {
+        match self.kubernetes {
+            Some(_) => Platform::Kubernetes,
+            None => Platform::Docker,
         }
     }
 
@@ -101,6 +121,11 @@ impl<E: DockerEngine, M: Membership, P: PeerAgents, H: HostProbe, F: Files> Agen
         facts: &EngineFacts,
         request: Request<Body>,
     ) -> Result<Response<Body>, AgentError> {
+        if let Some(kubernetes) = &self.kubernetes {
+            return self
+                .dispatch_on_kubernetes(kubernetes, route, request)
+                .await;
+        }
         match (route, &self.cluster) {
             (Route::Ping, _) => Ok(responses::no_content()),
             (Route::NotFound, _) => Ok(responses::not_found()),
@@ -128,14 +153,39 @@ impl<E: DockerEngine, M: Membership, P: PeerAgents, H: HostProbe, F: Files> Agen
             (Route::Browse { op, volume }, _) => {
                 browse::browse(&self.files, op, volume, request).await
             }
-            (Route::Websocket(WebsocketKind::Pod), _) => {
-                Err(AgentError::not_implemented("Kubernetes"))
+            (Route::Websocket(WebsocketKind::Pod), _)
+            | (Route::KubernetesProxy | Route::KubernetesStack, _) => {
+                Err(kubernetes::not_on_kubernetes())
             }
             (Route::Websocket(kind), _) => console::console(&self.engine, kind, request).await,
-            (Route::KubernetesProxy | Route::KubernetesStack, _) => {
-                Err(AgentError::not_implemented("Kubernetes"))
-            }
             (Route::DockerHub, _) => self.dockerhub_limits(request).await,
+        }
+    }
+
+    /// The routes of an agent that serves a Kubernetes cluster: the
+    /// agent's own API and the cluster's; nothing of Docker's.
+    async fn dispatch_on_kubernetes(
+        &self,
+        kubernetes: &Arc<dyn KubernetesRoutes>,
+        route: Route,
+        request: Request<Body>,
+    ) -> Result<Response<Body>, AgentError> {
+        match route {
+            Route::Ping => Ok(responses::no_content()),
+            Route::NotFound => Ok(responses::not_found()),
+            Route::MethodNotAllowed => Ok(responses::method_not_allowed()),
+            Route::Key => edge::key_api(self.edge.as_ref(), request).await,
+            Route::HostInfo => self.host_info().await,
+            Route::KubernetesProxy => kubernetes.proxy(request).await,
+            Route::KubernetesStack => Err(AgentError::not_implemented("POST /v2/kubernetes/stack")),
+            Route::Websocket(WebsocketKind::Pod) => {
+                Err(AgentError::not_implemented("/websocket/pod"))
+            }
+            Route::Agents => Err(AgentError::agents_on_standalone()),
+            Route::DockerHub => self.dockerhub_limits(request).await,
+            Route::Docker(_) | Route::Websocket(_) | Route::Browse { .. } | Route::ToNode(_) => {
+                Err(kubernetes::no_docker_engine())
+            }
         }
     }
 
@@ -268,7 +318,7 @@ impl<E: DockerEngine, M: Membership, P: PeerAgents, H: HostProbe, F: Files> Requ
         });
         // The Edge key API is the one route the reference leaves bare.
         if route != Some(Route::Key) {
-            responses::set_common_headers(response.headers_mut());
+            responses::set_common_headers(response.headers_mut(), self.platform());
         }
         self.metrics.record_request(
             route_class(route.as_ref()),

@@ -34,6 +34,12 @@ impl EngineHealth {
     }
 }
 
+/// Facts that never change: those of an agent with no engine (on
+/// Kubernetes), which names its node after its host.
+pub fn fixed(facts: EngineFacts) -> FactsReceiver {
+    watch::channel(Arc::new(facts)).1
+}
+
 /// Reads the facts once (bounded by `first_read_timeout`), then refreshes
 /// them every `interval` in a task that ends when every receiver is gone.
 pub async fn watch_engine_facts<E: DockerEngine>(

@@ -10,6 +10,8 @@
 //! - [`cluster`]: forwarding to other agents, cluster-wide lists, `/agents`,
 //!   tags and joining.
 //! - [`console`]: websocket consoles bridged to the engine's attach and exec.
+//! - [`kubernetes`]: the `/kubernetes` proxy to the API server of the
+//!   cluster berth serves, through the `KubernetesApi` port.
 //! - [`edge`]: Edge mode: the key, its page, the API gate, polling and the
 //!   tunnel driver.
 //! - [`responses`]: Portainer-shaped answers and the common headers.
@@ -34,6 +36,7 @@ pub mod credential_helper;
 pub mod dockerhub;
 pub mod edge;
 pub mod facts;
+pub mod kubernetes;
 pub mod logging;
 pub mod metrics;
 pub mod operator;

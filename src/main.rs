@@ -2,6 +2,7 @@
 //! the server until a stop signal. Nothing else.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::Path;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -14,6 +15,7 @@ use berth::cluster::Cluster;
 use berth::dockerhub::DockerHubProbe;
 use berth::edge::agent_update;
 use berth::edge::engine_calls::EngineCalls;
+use berth::kubernetes::KubernetesProxy;
 use berth::metrics::{Metrics, MetricsEndpoint};
 use berth::operator;
 use berth::registry_lookup::{CredentialLookup, CredentialsInUse};
@@ -28,11 +30,14 @@ use berth_adapters::gossip::{AnyMembership, GossipConfig};
 use berth_adapters::host::SysfsHostProbe;
 use berth_adapters::http::tls::{self, TlsIdentity};
 use berth_adapters::http::{probe, HttpServer, ServerLimits};
+use berth_adapters::kubernetes::KubeApiServer;
 use berth_adapters::peers::HttpsPeers;
 use berth_adapters::portainer::{PortainerHttp, PortainerTls};
 use berth_domain::cluster::{agent_tags, Seed};
+use berth_domain::engine::EngineFacts;
 use berth_domain::gossip::keyring::Keyring;
 use berth_domain::headers::{AGENT_API_VERSION, AGENT_VERSION};
+use berth_domain::kubernetes::Platform;
 use berth_domain::options::{GossipKind, Options};
 use berth_domain::signature::signing::KeyKind;
 use berth_ports::Membership;
@@ -202,27 +207,50 @@ async fn run(options: Options) -> Result<(), String> {
     // path, not the default action that kills the process.
     let mut stop_signals = StopSignals::install();
     let started = std::time::SystemTime::now();
-    let platform = if options.podman { "Podman" } else { "Docker" };
+    let platform = options.platform();
     info!(
         version = AGENT_VERSION,
-        "agent running on {platform} platform"
+        "agent running on {} platform",
+        platform.name()
     );
+    let kubernetes = options
+        .kubernetes
+        .as_ref()
+        .map(|cluster| {
+            KubeApiServer::in_cluster(
+                &cluster.api_host,
+                cluster.api_port,
+                Path::new(&cluster.service_account_dir),
+                options.timeouts.connect,
+            )
+        })
+        .transpose()?;
+    // On Kubernetes the engine is never asked: the agent refuses Docker
+    // requests there.
     let engine = DockerSocket::new(options.docker_host.clone(), options.timeouts.connect);
     let engine_health = facts::EngineHealth::default();
-    let facts = facts::watch_engine_facts_with(
-        engine.clone(),
-        options.facts_interval,
-        options.timeouts.connect,
-        engine_health.clone(),
-    )
-    .await;
     let hostname = berth::advertise::host_name();
-    let own_container = match &hostname {
-        Some(name) => engine.own_container(name).await.unwrap_or_default(),
-        None => OwnContainer::default(),
+    let facts = match &kubernetes {
+        Some(_) => facts::fixed(EngineFacts {
+            node_name: hostname.clone().unwrap_or_default(),
+            ..EngineFacts::unknown()
+        }),
+        None => {
+            facts::watch_engine_facts_with(
+                engine.clone(),
+                options.facts_interval,
+                options.timeouts.connect,
+                engine_health.clone(),
+            )
+            .await
+        }
+    };
+    let own_container = match (&hostname, &kubernetes) {
+        (Some(name), None) => engine.own_container(name).await.unwrap_or_default(),
+        _ => OwnContainer::default(),
     };
     let (advertise, _) = berth::advertise::choose(&options, own_container.address);
-    if options.edge.update_id != 0 && !options.podman {
+    if options.edge.update_id != 0 && platform == Platform::Docker {
         tokio::spawn(agent_update::finish_update(
             EngineCalls::new(engine.clone()),
             options.edge.update_id,
@@ -334,6 +362,7 @@ async fn run(options: Options) -> Result<(), String> {
         use_tls = !edge,
         mutual_tls = options.ssl_ca.is_some(),
         api_version = AGENT_API_VERSION,
+        platform = platform.name(),
         docker_host = %options.docker_host,
         advertise_addr = %advertise,
         clustered = cluster.is_some(),
@@ -378,6 +407,10 @@ async fn run(options: Options) -> Result<(), String> {
     };
     let agent = match edge_mode {
         Some(mode) => agent.with_edge(mode.gate),
+        None => agent,
+    };
+    let agent = match kubernetes {
+        Some(api) => agent.with_kubernetes(KubernetesProxy::new(api)),
         None => agent,
     };
     // Edge agents have their own gate (the Edge key) instead.

@@ -4,6 +4,7 @@ use std::sync::LazyLock;
 
 use berth_domain::error::AgentError;
 use berth_domain::headers::common_response_headers;
+use berth_domain::kubernetes::Platform;
 use berth_ports::{empty_body, full_body, Body};
 use http::header::{HeaderName, HeaderValue, CONTENT_TYPE};
 use http::{HeaderMap, Response, StatusCode};
@@ -69,9 +70,14 @@ fn status_only(status: StatusCode) -> Response<Body> {
     response
 }
 
-/// The common headers, parsed once.
-static COMMON_HEADERS: LazyLock<Vec<(HeaderName, HeaderValue)>> = LazyLock::new(|| {
-    common_response_headers()
+/// The common headers of each platform berth serves, parsed once.
+static DOCKER_HEADERS: LazyLock<Vec<(HeaderName, HeaderValue)>> =
+    LazyLock::new(|| parsed_common_headers(Platform::Docker));
+static KUBERNETES_HEADERS: LazyLock<Vec<(HeaderName, HeaderValue)>> =
+    LazyLock::new(|| parsed_common_headers(Platform::Kubernetes));
+
+fn parsed_common_headers(platform: Platform) -> Vec<(HeaderName, HeaderValue)> {
+    common_response_headers(platform)
         .into_iter()
         .map(|(name, value)| {
             (
@@ -80,13 +86,17 @@ static COMMON_HEADERS: LazyLock<Vec<(HeaderName, HeaderValue)>> = LazyLock::new(
             )
         })
         .collect()
-});
+}
 
 /// Sets `Portainer-Agent`, `Portainer-Agent-API-Version` and
 /// `Portainer-Agent-Platform`, replacing any copies (a relayed answer must
 /// not carry them twice).
-pub fn set_common_headers(headers: &mut HeaderMap) {
-    for (name, value) in COMMON_HEADERS.iter() {
+pub fn set_common_headers(headers: &mut HeaderMap, platform: Platform) {
+    let common = match platform {
+        Platform::Kubernetes => &KUBERNETES_HEADERS,
+        Platform::Docker | Platform::Podman => &DOCKER_HEADERS,
+    };
+    for (name, value) in common.iter() {
         headers.insert(name.clone(), value.clone());
     }
 }
@@ -113,9 +123,15 @@ mod tests {
     fn common_headers_replace_relayed_copies() {
         let mut headers = HeaderMap::new();
         headers.append("portainer-agent", HeaderValue::from_static("old"));
-        set_common_headers(&mut headers);
+        set_common_headers(&mut headers, Platform::Podman);
         assert_eq!(headers.get_all("portainer-agent").iter().count(), 1);
         assert_eq!(headers["portainer-agent-api-version"], "2");
         assert_eq!(headers["portainer-agent-platform"], "1");
+        set_common_headers(&mut headers, Platform::Kubernetes);
+        assert_eq!(
+            headers.get_all("portainer-agent-platform").iter().count(),
+            1
+        );
+        assert_eq!(headers["portainer-agent-platform"], "2");
     }
 }

@@ -10,6 +10,8 @@
 //!   websocket) with berth's own small SSH client.
 //! - [`portainer`]: the `PortainerApi` port, one HTTP(S) call per
 //!   connection, through a proxy when configured.
+//! - [`kubernetes`]: the `KubernetesApi` port, the cluster's API server
+//!   over verified HTTPS, with the caller's or the pod's token.
 //! - [`key_file`]: the `KeyStore` port, the Edge key under `DATA_PATH`.
 //! - [`dial`]: TCP connections, through an HTTP CONNECT proxy if set.
 //! - [`scheduler`]: the `Scheduler` port with the cron crate.
@@ -34,6 +36,7 @@ pub mod host_scripts;
 pub mod http;
 mod io;
 pub mod key_file;
+pub mod kubernetes;
 pub mod peers;
 pub mod portainer;
 pub mod scheduler;

@@ -1,5 +1,7 @@
 //! Header names and fixed values of the Portainer agent protocol.
 
+use crate::kubernetes::Platform;
+
 /// The agent version berth reports in `Portainer-Agent`. Portainer compares
 /// it with its own; berth speaks the 2.23 protocol.
 pub const AGENT_VERSION: &str = "2.23.0";
@@ -7,6 +9,8 @@ pub const AGENT_VERSION: &str = "2.23.0";
 pub const AGENT_API_VERSION: &str = "2";
 /// `Portainer-Agent-Platform` for Docker (and Podman, which reports as Docker).
 pub const PLATFORM_DOCKER: &str = "1";
+/// `Portainer-Agent-Platform` for Kubernetes.
+pub const PLATFORM_KUBERNETES: &str = "2";
 
 pub const RESPONSE_AGENT: &str = "Portainer-Agent";
 pub const RESPONSE_API_VERSION: &str = "Portainer-Agent-API-Version";
@@ -19,11 +23,11 @@ pub const REQUEST_SIGNATURE: &str = "X-PortainerAgent-Signature";
 
 /// The three headers every agent response carries, errors included, so that
 /// Portainer recognises an agent even from a refused request.
-pub fn common_response_headers() -> [(&'static str, &'static str); 3] {
+pub fn common_response_headers(platform: Platform) -> [(&'static str, &'static str); 3] {
     [
         (RESPONSE_AGENT, AGENT_VERSION),
         (RESPONSE_API_VERSION, AGENT_API_VERSION),
-        (RESPONSE_PLATFORM, PLATFORM_DOCKER),
+        (RESPONSE_PLATFORM, platform.wire_value()),
     ]
 }
 

@@ -17,6 +17,7 @@ pub mod error;
 pub mod gossip;
 pub mod headers;
 pub mod host;
+pub mod kubernetes;
 pub mod options;
 pub mod routing;
 pub mod signature;

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use crate::cluster::{parse_seeds, Seed};
 use crate::duration::parse_go_duration;
+use crate::kubernetes::Platform;
 
 /// How an option's value is written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -147,6 +148,27 @@ pub const OPTION_SPECS: &[OptionSpec] = &[
         K::Flag,
         Some("false"),
         "A Podman host: its socket and volume folder by default, and no cluster",
+    ),
+    spec(
+        "KUBERNETES_SERVICE_HOST",
+        "kubernetes-service-host",
+        K::Text,
+        None,
+        "The cluster's API server (an IP): Kubernetes sets it in every pod, and berth then serves that cluster instead of a Docker engine",
+    ),
+    spec(
+        "KUBERNETES_SERVICE_PORT",
+        "kubernetes-service-port",
+        K::Port,
+        Some("443"),
+        "The API server's port; Kubernetes sets it (berth)",
+    ),
+    spec(
+        "KUBERNETES_SERVICE_ACCOUNT_DIR",
+        "kubernetes-service-account-dir",
+        K::Text,
+        Some("/var/run/secrets/kubernetes.io/serviceaccount"),
+        "The pod's service account: its token, berth's own credential, and ca.crt, the CA the API server's certificate must chain to (berth)",
     ),
     spec(
         "SSL_CERT",
@@ -634,6 +656,14 @@ pub struct Timeouts {
     pub shutdown: Duration,
 }
 
+/// Where the cluster's API server is, and the pod's credentials for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KubernetesOptions {
+    pub api_host: String,
+    pub api_port: u16,
+    pub service_account_dir: String,
+}
+
 /// The Edge options. Only parsed and validated so far.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EdgeOptions {
@@ -705,6 +735,8 @@ pub struct Options {
     pub advertise_addr: Option<IpAddr>,
     /// `PODMAN=1`: the engine is Podman's Docker-compatible API.
     pub podman: bool,
+    /// Set when berth runs in a pod: it serves that Kubernetes cluster.
+    pub kubernetes: Option<KubernetesOptions>,
     pub docker_host: DockerHost,
     pub ssl_cert: Option<String>,
     pub ssl_key: Option<String>,
@@ -925,6 +957,14 @@ fn parse_log_mode(text: &str) -> Option<LogMode> {
 }
 
 impl Options {
+    /// The platform berth serves (reference §1).
+    pub fn platform(&self) -> Platform {
+        Platform::detect(
+            self.podman,
+            self.kubernetes.as_ref().map(|k| k.api_host.as_str()),
+        )
+    }
+
     /// Validates every option. The first bad value is reported.
     ///
     /// # Errors
@@ -987,6 +1027,24 @@ impl Options {
                 expected: "unset with PODMAN=1: Podman hosts are not clustered".to_string(),
             });
         }
+        let kubernetes = match r.optional_text("KUBERNETES_SERVICE_HOST") {
+            Some(api_host) if !podman => Some(KubernetesOptions {
+                api_host,
+                api_port: r.port("KUBERNETES_SERVICE_PORT")?,
+                service_account_dir: r.required_text("KUBERNETES_SERVICE_ACCOUNT_DIR"),
+            }),
+            _ => None,
+        };
+        if kubernetes.is_some() && edge.enabled {
+            let spec = Reader::spec("EDGE");
+            return Err(OptionError {
+                env: spec.env,
+                flag: spec.flag,
+                value: r.required_text("EDGE"),
+                source: r.text("EDGE").map_or(Source::Environment, |(_, s)| s),
+                expected: "unset on Kubernetes (KUBERNETES_SERVICE_HOST is set): berth's Edge mode serves Docker hosts so far".to_string(),
+            });
+        }
         let options = Options {
             host: r.ip("AGENT_HOST")?.expect("AGENT_HOST has a default"),
             port: r.port("AGENT_PORT")?,
@@ -1001,6 +1059,7 @@ impl Options {
             cluster_key: r.parsed("AGENT_CLUSTER_KEY", EXPECT_GOSSIP_KEY, parse_gossip_key)?,
             advertise_addr: r.ip("AGENT_ADVERTISE_ADDR")?,
             podman,
+            kubernetes,
             docker_host: match (podman, raw.get("DOCKER_HOST")) {
                 (true, None) => DockerHost::parse(PODMAN_SOCKET).expect("a unix:// address"),
                 _ => r.with_default("DOCKER_HOST", EXPECT_DOCKER_HOST, DockerHost::parse)?,
@@ -1216,6 +1275,40 @@ mod tests {
             .to_string();
         assert!(error.contains("AGENT_CLUSTER_ADDR"), "{error}");
         assert!(error.contains("not clustered"), "{error}");
+    }
+
+    #[test]
+    fn a_pods_environment_makes_berth_the_clusters_agent() {
+        let docker = check(&[]).unwrap();
+        assert_eq!(docker.kubernetes, None);
+        assert_eq!(docker.platform(), Platform::Docker);
+        let pod = check(&[
+            ("KUBERNETES_SERVICE_HOST", "10.96.0.1"),
+            ("KUBERNETES_SERVICE_PORT", "6443"),
+        ])
+        .unwrap();
+        assert_eq!(pod.platform(), Platform::Kubernetes);
+        assert_eq!(
+            pod.kubernetes,
+            Some(KubernetesOptions {
+                api_host: "10.96.0.1".into(),
+                api_port: 6443,
+                service_account_dir: "/var/run/secrets/kubernetes.io/serviceaccount".into(),
+            })
+        );
+        let podman = check(&[("PODMAN", "1"), ("KUBERNETES_SERVICE_HOST", "10.96.0.1")]).unwrap();
+        assert_eq!(podman.platform(), Platform::Podman);
+        let edge = check(&[
+            ("KUBERNETES_SERVICE_HOST", "10.96.0.1"),
+            ("EDGE", "1"),
+            ("EDGE_ID", "e"),
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(
+            edge.contains("EDGE") && edge.contains("Kubernetes"),
+            "{edge}"
+        );
     }
 
     #[test]

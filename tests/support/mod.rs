@@ -19,6 +19,7 @@ pub mod go_agent;
 pub mod hostile_scripts;
 pub mod imitation_chisel;
 pub mod in_process;
+pub mod kube;
 pub mod manual_clock;
 pub mod openssh;
 pub mod output_lines;

@@ -1,0 +1,112 @@
+//! The `KubernetesApi` port: the cluster's API server, reached as a pod
+//! reaches it (`KUBERNETES_SERVICE_HOST`/`_PORT`), over a pooled HTTPS
+//! client that verifies the server's certificate against the service
+//! account's CA. (The Go agent skips that verification.)
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use berth_domain::kubernetes::Credential;
+use berth_ports::{Body, KubernetesApi, KubernetesError, PeerAgents, PeerError};
+use http::header::AUTHORIZATION;
+use http::{HeaderValue, Request, Response};
+use rustls::RootCertStore;
+
+use crate::http::tls::portainer_client_config;
+use crate::peers::HttpsPeers;
+
+/// What a pod finds in its service account folder.
+pub const TOKEN_FILE: &str = "token";
+pub const CA_FILE: &str = "ca.crt";
+
+#[derive(Clone)]
+pub struct KubeApiServer {
+    client: HttpsPeers,
+    address: SocketAddr,
+    token_file: PathBuf,
+}
+
+impl KubeApiServer {
+    /// The API server at `host` (an IP, as Kubernetes sets
+    /// `KUBERNETES_SERVICE_HOST`) and `port`, trusted through the CA in
+    /// `service_account_dir`, whose token is the pod's own credential.
+    ///
+    /// # Errors
+    /// When `host` is not an IP address or the CA file is unusable.
+    pub fn in_cluster(
+        host: &str,
+        port: u16,
+        service_account_dir: &Path,
+        connect_timeout: Duration,
+    ) -> Result<Self, String> {
+        // An IPv6 service address comes without brackets.
+        let ip: IpAddr = host.trim_matches(['[', ']']).parse().map_err(|_| {
+            format!("KUBERNETES_SERVICE_HOST={host:?} is not an IP address, as Kubernetes sets it")
+        })?;
+        let ca = service_account_dir.join(CA_FILE);
+        let tls = portainer_client_config(
+            false,
+            Some(&ca.to_string_lossy()),
+            None,
+            &RootCertStore::empty(),
+            None,
+        )
+        .map_err(|error| format!("the cluster's CA cannot be used: {error}"))?;
+        Ok(KubeApiServer {
+            client: HttpsPeers::new(tls, connect_timeout),
+            address: SocketAddr::new(ip, port),
+            token_file: service_account_dir.join(TOKEN_FILE),
+        })
+    }
+
+    /// The bearer token for `credential`. The pod's own token is read for
+    /// every request, as Kubernetes rotates it in place.
+    async fn token(&self, credential: Credential) -> Result<String, KubernetesError> {
+        match credential {
+            Credential::Caller(token) => Ok(token),
+            Credential::OwnServiceAccount => tokio::fs::read_to_string(&self.token_file)
+                .await
+                .map(|token| token.trim().to_string())
+                .map_err(|error| KubernetesError::NoServiceAccountToken {
+                    path: self.token_file.display().to_string(),
+                    cause: error.to_string(),
+                }),
+        }
+    }
+}
+
+impl KubernetesApi for KubeApiServer {
+    async fn forward(
+        &self,
+        mut request: Request<Body>,
+        credential: Credential,
+    ) -> Result<Response<Body>, KubernetesError> {
+        let token = self.token(credential).await?;
+        let mut authorization = HeaderValue::try_from(format!("Bearer {token}")).map_err(|_| {
+            KubernetesError::NoServiceAccountToken {
+                path: self.token_file.display().to_string(),
+                cause: "it holds characters a header cannot carry".to_string(),
+            }
+        })?;
+        authorization.set_sensitive(true);
+        request.headers_mut().insert(AUTHORIZATION, authorization);
+        self.client
+            .forward(self.address, request)
+            .await
+            .map_err(|error| match error {
+                PeerError::Unreachable { cause, .. } => KubernetesError::Unreachable {
+                    endpoint: self.endpoint(),
+                    cause,
+                },
+                PeerError::Timeout { after_seconds, .. } => KubernetesError::Timeout {
+                    endpoint: self.endpoint(),
+                    after_seconds,
+                },
+            })
+    }
+
+    fn endpoint(&self) -> String {
+        format!("https://{}", self.address)
+    }
+}

@@ -1,0 +1,106 @@
+//! The Kubernetes routes of an agent that serves a cluster: `/kubernetes/*`,
+//! a proxy to the cluster's API server (reference §6.6).
+//!
+//! The domain decides whose token a request carries and what of it goes
+//! on; this module applies that to the request and forwards it through the
+//! `KubernetesApi` port. Answers stream as they come (watches, followed
+//! logs), and an upgrade (exec, attach, port-forward, over SPDY or
+//! websocket) is spliced, so `kubectl` works through berth end to end.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use berth_domain::error::AgentError;
+use berth_domain::kubernetes::{self, SA_TOKEN_HEADER};
+use berth_ports::{Body, KubernetesApi, KubernetesError};
+use http::{HeaderName, Request, Response, Uri};
+
+use crate::proxy;
+
+/// The Kubernetes routes, as the agent calls them (object-safe, so the
+/// agent holds them without another type parameter).
+pub trait KubernetesRoutes: Send + Sync + 'static {
+    /// `/kubernetes/*`.
+    fn proxy(
+        &self,
+        request: Request<Body>,
+    ) -> Pin<Box<dyn Future<Output = Result<Response<Body>, AgentError>> + Send + '_>>;
+}
+
+pub struct KubernetesProxy<K> {
+    api: K,
+}
+
+impl<K: KubernetesApi> KubernetesProxy<K> {
+    pub fn new(api: K) -> Self {
+        KubernetesProxy { api }
+    }
+
+    async fn forward(&self, mut request: Request<Body>) -> Result<Response<Body>, AgentError> {
+        let credential = kubernetes::credential(
+            request
+                .headers()
+                .get(SA_TOKEN_HEADER)
+                .map(|value| value.as_bytes()),
+        )?;
+        let agent_path = request
+            .uri()
+            .path_and_query()
+            .map_or("/", |path| path.as_str());
+        let api_path = kubernetes::api_server_path(agent_path)
+            .ok_or_else(|| AgentError::bad_request("Kubernetes requests go under /kubernetes"))?;
+        *request.uri_mut() = api_path
+            .parse::<Uri>()
+            .map_err(|error| AgentError::bad_request(&format!("unusable path: {error}")))?;
+        let withheld: Vec<HeaderName> = request
+            .headers()
+            .keys()
+            .filter(|name| kubernetes::withheld_header(name.as_str()))
+            .cloned()
+            .collect();
+        for name in withheld {
+            request.headers_mut().remove(name);
+        }
+        proxy::forward(request, |request| async move {
+            self.api
+                .forward(request, credential)
+                .await
+                .map_err(api_error)
+        })
+        .await
+    }
+}
+
+impl<K: KubernetesApi> KubernetesRoutes for KubernetesProxy<K> {
+    fn proxy(
+        &self,
+        request: Request<Body>,
+    ) -> Pin<Box<dyn Future<Output = Result<Response<Body>, AgentError>> + Send + '_>> {
+        Box::pin(self.forward(request))
+    }
+}
+
+/// The answers clients see when the API server could not be asked; the API
+/// server's own refusals pass through as it wrote them.
+fn api_error(error: KubernetesError) -> AgentError {
+    match error {
+        KubernetesError::Unreachable { endpoint, cause } => AgentError::new(
+            502,
+            format!("Unable to reach the Kubernetes API server {endpoint}"),
+            cause,
+        ),
+        KubernetesError::Timeout {
+            endpoint,
+            after_seconds,
+        } => AgentError::new(
+            504,
+            format!("Unable to reach the Kubernetes API server {endpoint}"),
+            format!("no connection within {after_seconds}s"),
+        ),
+        KubernetesError::NoServiceAccountToken { path, cause } => AgentError::new(
+            500,
+            "Unable to read service account token file",
+            format!("{path}: {cause}"),
+        ),
+    }
+}

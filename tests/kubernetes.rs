@@ -1,0 +1,421 @@
+//! berth as the agent of a Kubernetes cluster, against the real API server
+//! (kube-apiserver 1.34 and etcd, which `scripts/test` starts on loopback)
+//! and the real kubectl: the platform it reports, the `/kubernetes` proxy
+//! on the pod's own service account and on the token Portainer sends for
+//! its user (RBAC holding through berth), watches streamed, the API
+//! server's certificate verified, and kubectl itself through berth.
+
+mod support;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::Request;
+use serde_json::Value;
+use support::client::{request, unsigned_request, Target};
+use support::kube::{cluster, KubeCluster};
+use support::temp_dir::temp_dir;
+
+/// How long a watch event may take to come through.
+const EVENT_LIMIT: Duration = Duration::from_secs(20);
+
+fn with_token(mut request: Request<Full<Bytes>>, token: &str) -> Request<Full<Bytes>> {
+    request
+        .headers_mut()
+        .insert("X-PortainerAgent-SA-Token", token.parse().unwrap());
+    request
+}
+
+async fn json_of(berth: &Target, request: Request<Full<Bytes>>) -> (u16, Value) {
+    let (response, body) = berth.fetch_request(request).await;
+    let value = serde_json::from_slice(&body)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&body)));
+    (response.status().as_u16(), value)
+}
+
+#[tokio::test]
+async fn in_a_pod_berth_reports_kubernetes_and_refuses_docker_requests() {
+    let Some(kube) = cluster() else { return };
+    let namespace = kube.namespace("platform");
+    let account = kube.service_account(&namespace, kube.reader_role(), None);
+    let berth = kube.berth(&account.dir, &[]);
+    assert!(berth
+        .log()
+        .iter()
+        .any(|line| line.contains("agent running on Kubernetes platform")));
+    let target = Target::Berth(berth.addr);
+    let (ping, _) = target
+        .fetch_request(unsigned_request("GET", "/ping", ""))
+        .await;
+    assert_eq!(ping.status(), 204);
+    assert_eq!(ping.headers()["Portainer-Agent-Platform"], "2");
+    assert_eq!(ping.headers()["Portainer-Agent"], "2.23.0");
+    for path in ["/containers/json", "/v1.41/info", "/websocket/exec?id=x"] {
+        let (status, error) = json_of(&target, request("GET", path, "")).await;
+        assert_eq!(status, 501, "{path}: {error}");
+        assert!(
+            error["message"]
+                .as_str()
+                .unwrap()
+                .contains("no Docker engine"),
+            "{path}: {error}"
+        );
+    }
+    // Not yet served: said so, not proxied anywhere.
+    let (status, error) = json_of(&target, request("POST", "/v2/kubernetes/stack", "{}")).await;
+    assert_eq!(status, 501, "{error}");
+    // The proxy is signed like every route but /ping.
+    let (status, _) = json_of(
+        &target,
+        unsigned_request("GET", "/kubernetes/api/v1/namespaces", ""),
+    )
+    .await;
+    assert_eq!(status, 403);
+}
+
+#[tokio::test]
+async fn the_proxy_answers_as_the_api_server_on_the_pods_service_account() {
+    let Some(kube) = cluster() else { return };
+    let namespace = kube.namespace("proxy");
+    kube.kubectl(&[
+        "-n",
+        &namespace,
+        "create",
+        "configmap",
+        "settings",
+        "--from-literal=mode=fast",
+    ]);
+    let account = kube.service_account(&namespace, kube.reader_role(), None);
+    let berth = kube.berth(&account.dir, &[]);
+    let target = Target::Berth(berth.addr);
+
+    let (status, version) = json_of(&target, request("GET", "/kubernetes/version", "")).await;
+    assert_eq!(status, 200, "{version}");
+    assert_eq!(version["gitVersion"], "v1.34.2");
+    let (status, namespaces) =
+        json_of(&target, request("GET", "/kubernetes/api/v1/namespaces", "")).await;
+    assert_eq!(status, 200, "{namespaces}");
+    let names: Vec<&str> = namespaces["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|item| item["metadata"]["name"].as_str().unwrap())
+        .collect();
+    assert!(names.contains(&namespace.as_str()), "{names:?}");
+    let path = format!("/kubernetes/api/v1/namespaces/{namespace}/configmaps/settings");
+    let (status, settings) = json_of(&target, request("GET", &path, "")).await;
+    assert_eq!(status, 200, "{settings}");
+    assert_eq!(settings["data"]["mode"], "fast");
+    // The API server's own refusal passes through as it wrote it: the
+    // account reads but does not write.
+    let body = format!(
+        r#"{{"apiVersion":"v1","kind":"ConfigMap","metadata":{{"name":"written","namespace":"{namespace}"}}}}"#
+    );
+    let path = format!("/kubernetes/api/v1/namespaces/{namespace}/configmaps");
+    let (status, refusal) = json_of(&target, request("POST", &path, &body)).await;
+    assert_eq!(status, 403, "{refusal}");
+    assert_eq!(refusal["kind"], "Status");
+    assert!(
+        refusal["message"].as_str().unwrap().contains(&format!(
+            "system:serviceaccount:{namespace}:{}",
+            account.name
+        )),
+        "{refusal}"
+    );
+}
+
+#[tokio::test]
+async fn a_token_limited_to_one_namespace_reads_no_other_through_berth() {
+    let Some(kube) = cluster() else { return };
+    let portainer = kube.namespace("portainer");
+    let team_a = kube.namespace("team-a");
+    let team_b = kube.namespace("team-b");
+    for namespace in [&team_a, &team_b] {
+        kube.kubectl(&["-n", namespace, "create", "configmap", "notes"]);
+    }
+    // berth's own account may read everything; the user's only team-a, as
+    // Portainer binds its users' service accounts.
+    let own = kube.service_account(&portainer, "cluster-admin", None);
+    let user = kube.service_account(&portainer, kube.reader_role(), Some(&team_a));
+    let token = user.token();
+    let berth = kube.berth(&own.dir, &[]);
+    let target = Target::Berth(berth.addr);
+
+    let allowed = format!("/kubernetes/api/v1/namespaces/{team_a}/configmaps");
+    let (status, list) = json_of(&target, with_token(request("GET", &allowed, ""), &token)).await;
+    assert_eq!(status, 200, "{list}");
+    assert_eq!(list["items"][0]["metadata"]["name"], "notes");
+    let other = format!("/kubernetes/api/v1/namespaces/{team_b}/configmaps");
+    let (status, refusal) = json_of(&target, with_token(request("GET", &other, ""), &token)).await;
+    assert_eq!(status, 403, "{refusal}");
+    assert!(
+        refusal["message"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("system:serviceaccount:{portainer}:{}", user.name)),
+        "{refusal}"
+    );
+    // Without the header, berth's own account reads it.
+    let (status, _) = json_of(&target, request("GET", &other, "")).await;
+    assert_eq!(status, 200);
+    // A caller's Authorization header does not replace the credential.
+    let mut forged = with_token(request("GET", &other, ""), &token);
+    forged.headers_mut().insert(
+        "Authorization",
+        format!("Bearer {}", own.token()).parse().unwrap(),
+    );
+    let (status, _) = json_of(&target, forged).await;
+    assert_eq!(status, 403);
+    // A token that cannot be a header value is refused, not forwarded.
+    let mut bad = request("GET", &other, "");
+    bad.headers_mut().insert(
+        "X-PortainerAgent-SA-Token",
+        http::HeaderValue::from_bytes(b"two words").unwrap(),
+    );
+    let (status, error) = json_of(&target, bad).await;
+    assert_eq!(status, 400, "{error}");
+    // berth logged every request at debug level, and never the token.
+    let log = berth.log().join("\n");
+    assert!(log.contains(&allowed), "requests are logged");
+    assert!(!log.contains(&token), "the caller's token was logged");
+}
+
+#[tokio::test]
+async fn a_watch_streams_each_event_as_it_happens() {
+    let Some(kube) = cluster() else { return };
+    let namespace = kube.namespace("watch");
+    kube.kubectl(&["-n", &namespace, "create", "configmap", "first"]);
+    let account = kube.service_account(&namespace, kube.reader_role(), None);
+    let berth = kube.berth(&account.dir, &[]);
+    let path = format!("/kubernetes/api/v1/namespaces/{namespace}/configmaps?watch=1");
+    let response = Target::Berth(berth.addr)
+        .send(request("GET", &path, ""))
+        .await;
+    assert_eq!(response.status(), 200);
+    assert!(
+        response.headers().get("content-length").is_none(),
+        "a watch has no length: it streams"
+    );
+    let mut body = response.into_body();
+    let mut seen = String::new();
+    let mut next_event = async |seen: &mut String, name: &str| {
+        let wanted = format!(r#""name":"{name}""#);
+        tokio::time::timeout(EVENT_LIMIT, async {
+            while !seen.contains(&wanted) {
+                let frame = body.frame().await.expect("the watch is open").unwrap();
+                if let Ok(data) = frame.into_data() {
+                    seen.push_str(&String::from_utf8_lossy(&data));
+                }
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("no event for {name} within {EVENT_LIMIT:?}: {seen}"));
+    };
+    // The existing object, while the watch stays open...
+    next_event(&mut seen, "first").await;
+    assert!(seen.contains(r#""type":"ADDED""#), "{seen}");
+    // ...then one made after it started.
+    kube.kubectl(&["-n", &namespace, "create", "configmap", "second"]);
+    next_event(&mut seen, "second").await;
+}
+
+#[tokio::test]
+async fn an_api_server_whose_certificate_the_ca_does_not_sign_is_refused() {
+    let Some(kube) = cluster() else { return };
+    let namespace = kube.namespace("wrong-ca");
+    let account = kube.service_account(&namespace, kube.reader_role(), None);
+    let other = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).unwrap();
+    std::fs::write(account.dir.join("ca.crt"), other.cert.pem()).unwrap();
+    let berth = kube.berth(&account.dir, &[]);
+    let (status, error) = json_of(
+        &Target::Berth(berth.addr),
+        request("GET", "/kubernetes/version", ""),
+    )
+    .await;
+    assert_eq!(status, 502, "{error}");
+    assert!(
+        error["message"]
+            .as_str()
+            .unwrap()
+            .contains("Unable to reach the Kubernetes API server"),
+        "{error}"
+    );
+    assert!(
+        error["details"].as_str().unwrap().contains("certificate"),
+        "{error}"
+    );
+}
+
+#[tokio::test]
+async fn bad_pod_settings_are_clear_errors() {
+    let Some(kube) = cluster() else { return };
+    // No token in the folder: a request without the user's token fails as
+    // the Go agent's does, naming the file.
+    let dir = temp_dir("no-token");
+    std::fs::copy(kube.dir.join("ca.crt"), dir.join("ca.crt")).unwrap();
+    let berth = kube.berth(&dir, &[]);
+    let (status, error) = json_of(
+        &Target::Berth(berth.addr),
+        request("GET", "/kubernetes/version", ""),
+    )
+    .await;
+    assert_eq!(status, 500, "{error}");
+    assert_eq!(
+        error["message"],
+        "Unable to read service account token file"
+    );
+    assert!(
+        error["details"].as_str().unwrap().contains("token"),
+        "{error}"
+    );
+    drop(berth);
+    // No CA, or an API server address that is not an IP: berth does not start.
+    for (account, host, expected) in [
+        (temp_dir("no-ca"), "127.0.0.1", "ca.crt"),
+        (dir, "kubernetes.default.svc", "not an IP address"),
+    ] {
+        let output = support::berth_process::berth_command()
+            .env_clear()
+            .env("KUBERNETES_SERVICE_HOST", host)
+            .env("KUBERNETES_SERVICE_ACCOUNT_DIR", &*account)
+            .env("AGENT_PORT", "0")
+            .env("LOG_MODE", "NOCOLOR")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{stderr}");
+        assert!(stderr.contains(expected), "{stderr}");
+    }
+}
+
+/// kubectl's own requests through berth: discovery, server-side and
+/// client-side apply (a CRD and an object of its kind among them), get,
+/// delete. kubectl cannot sign requests, so it authenticates to berth with
+/// a client certificate (`AGENT_CLIENT_CERT_AUTH=1`, from `berth keys
+/// client-cert`); berth then calls the API server on its own account.
+#[tokio::test]
+async fn kubectl_works_through_the_proxy() {
+    let Some(kube) = cluster() else { return };
+    let namespace = kube.namespace("kubectl");
+    let account = kube.service_account(&namespace, "cluster-admin", None);
+    let pki = temp_dir("kubectl-pki");
+    let client = pki.join("client");
+    let output = support::berth_process::berth_command()
+        .env_clear()
+        .args(["keys", "client-cert", "--ca-cert"])
+        .arg(kube.dir.join("ca.crt"))
+        .arg("--ca-key")
+        .arg(kube.dir.join("ca.key"))
+        .arg(&client)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let ca = kube.dir.join("ca.crt").display().to_string();
+    let (cert, key) = kube.server_certificate(&pki);
+    let berth = kube.berth(
+        &account.dir,
+        &[
+            ("SSL_CERT", &cert),
+            ("SSL_KEY", &key),
+            ("SSL_CACERT", &ca),
+            ("AGENT_CLIENT_CERT_AUTH", "1"),
+        ],
+    );
+    let kubeconfig = pki.join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: berth\n  cluster:\n    \
+             server: https://{addr}/kubernetes\n    certificate-authority: {ca}\n\
+             users:\n- name: portainer\n  user:\n    client-certificate: {dir}/cert.pem\n    \
+             client-key: {dir}/key.pem\ncontexts:\n- name: berth\n  context: {{cluster: berth, \
+             user: portainer, namespace: {namespace}}}\ncurrent-context: berth\n",
+            addr = berth.addr,
+            dir = client.display(),
+        ),
+    )
+    .unwrap();
+    let through_berth = |args: &[&str], input: &str| {
+        let mut command = std::process::Command::new(kube.kubectl_program());
+        command.arg("--kubeconfig").arg(&kubeconfig).args(args);
+        let output = support::piped::run_with_input(&mut command, input);
+        assert!(
+            output.status.success(),
+            "kubectl {args:?} through berth: {}\nberth: {:?}",
+            String::from_utf8_lossy(&output.stderr),
+            berth.log()
+        );
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
+    let kind = crd_kind(&kube);
+    let manifests = format!(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: web-settings\ndata:\n  mode: fast\n---\n\
+         apiVersion: {group}/v1\nkind: Gadget\nmetadata:\n  name: sprocket\nspec:\n  size: 3\n",
+        group = kind.group
+    );
+    let applied = through_berth(&["apply", "--server-side", "-f", "-"], &manifests);
+    assert!(
+        applied.contains("configmap/web-settings serverside-applied"),
+        "{applied}"
+    );
+    assert!(applied.contains("sprocket serverside-applied"), "{applied}");
+    let changed = manifests.replace("mode: fast", "mode: slow");
+    let applied = through_berth(&["apply", "--server-side", "-f", "-"], &changed);
+    assert!(
+        applied.contains("configmap/web-settings serverside-applied"),
+        "{applied}"
+    );
+    let mode = kube.kubectl(&[
+        "-n",
+        &namespace,
+        "get",
+        "configmap",
+        "web-settings",
+        "-o",
+        "jsonpath={.data.mode}",
+    ]);
+    assert_eq!(mode, "slow");
+    let client_side = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: client-side\n";
+    let applied = through_berth(&["apply", "-f", "-"], client_side);
+    assert!(
+        applied.contains("configmap/client-side created"),
+        "{applied}"
+    );
+    let listed = through_berth(&["get", &kind.plural, "-o", "name"], "");
+    assert!(listed.contains("sprocket"), "{listed}");
+    let deleted = through_berth(&["delete", "configmap", "web-settings", "client-side"], "");
+    assert!(deleted.contains("\"web-settings\" deleted"), "{deleted}");
+    let left = kube.kubectl(&["-n", &namespace, "get", "configmaps", "-o", "name"]);
+    assert!(!left.contains("web-settings"), "{left}");
+}
+
+struct CustomKind {
+    group: String,
+    plural: String,
+}
+
+/// A CustomResourceDefinition of the test's own (cluster-wide, so its
+/// group is unique to this test), established before it returns.
+fn crd_kind(kube: &KubeCluster) -> CustomKind {
+    let group = format!("{}.berth.test", support::unique::unique("g"));
+    let crd = format!(
+        "apiVersion: apiextensions.k8s.io/v1\nkind: CustomResourceDefinition\nmetadata:\n  \
+         name: gadgets.{group}\nspec:\n  group: {group}\n  scope: Namespaced\n  names:\n    \
+         plural: gadgets\n    singular: gadget\n    kind: Gadget\n  versions:\n  - name: v1\n    \
+         served: true\n    storage: true\n    schema:\n      openAPIV3Schema:\n        type: object\n        \
+         properties:\n          spec:\n            type: object\n            properties:\n              \
+         size: {{type: integer}}\n"
+    );
+    kube.kubectl_with_input(&["apply", "-f", "-"], &crd);
+    kube.kubectl(&[
+        "wait",
+        "--for=condition=Established",
+        "--timeout=30s",
+        &format!("crd/gadgets.{group}"),
+    ]);
+    CustomKind {
+        plural: format!("gadgets.{group}"),
+        group,
+    }
+}
