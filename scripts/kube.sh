@@ -1,8 +1,10 @@
 # shellcheck shell=bash
-# A real Kubernetes control plane for the tests, on loopback: Debian's etcd
-# and kube-apiserver 1.34 (built from Go modules by scripts/build-test-peers),
-# with RBAC, static tokens and service-account keys of its own. Started and
-# stopped by PID files, like scripts/engine.sh's engines.
+# A real Kubernetes control plane for the tests, on loopback: Debian's etcd,
+# kube-apiserver and kube-controller-manager 1.34 (built from Go modules by
+# scripts/build-test-peers), with RBAC, static tokens and service-account
+# keys of its own. The controller manager does what Portainer waits for
+# (service-account token secrets, aggregated roles such as `view`). Started
+# and stopped by PID files, like scripts/engine.sh's engines.
 #
 #   . scripts/kube.sh
 #   kube_start DIR KUBE_BIN_DIR    # writes DIR/{ca.crt,admin-token,address,kubeconfig}
@@ -85,7 +87,8 @@ EOF
     if curl -fsS --cacert "$dir/ca.crt" -H "Authorization: Bearer $token" \
       "https://127.0.0.1:$api_port/readyz" >/dev/null 2>&1; then
       echo "Kubernetes API server at https://127.0.0.1:$api_port" >&2
-      return 0
+      kube_start_controllers "$dir" "$bin"
+      return
     fi
     if ! kill -0 "$(cat "$dir/apiserver.pid")" 2>/dev/null; then
       tail -20 "$dir/apiserver.log" >&2
@@ -101,10 +104,40 @@ EOF
   return 1
 }
 
-# kube_stop DIR: ends the API server, then etcd, by their PIDs.
+# kube_start_controllers DIR KUBE_BIN_DIR: the controller manager, as the
+# administrator, without serving or leader election; ready once it has
+# published the cluster's CA into the default namespace.
+kube_start_controllers() {
+  local dir=$1 bin=$2 i
+  "$bin/kube-controller-manager" \
+    --kubeconfig "$dir/kubeconfig" --leader-elect=false --secure-port 0 \
+    --service-account-private-key-file "$dir/sa.key" --root-ca-file "$dir/ca.crt" \
+    --use-service-account-credentials=false --controllers '*' --profiling=false \
+    >"$dir/controller-manager.log" 2>&1 &
+  echo $! >"$dir/controller-manager.pid"
+  for i in $(seq 1 600); do
+    if "$bin/kubectl" --kubeconfig "$dir/kubeconfig" get configmap kube-root-ca.crt >/dev/null 2>&1; then
+      return 0
+    fi
+    if ! kill -0 "$(cat "$dir/controller-manager.pid")" 2>/dev/null; then
+      tail -20 "$dir/controller-manager.log" >&2
+      echo "the controller manager stopped while starting (log: $dir/controller-manager.log)" >&2
+      kube_stop "$dir"
+      return 1
+    fi
+    sleep 0.1
+  done
+  tail -20 "$dir/controller-manager.log" >&2
+  echo "the controller manager did its first work not within 60 s (log: $dir/controller-manager.log)" >&2
+  kube_stop "$dir"
+  return 1
+}
+
+# kube_stop DIR: ends the controller manager, the API server, then etcd,
+# by their PIDs.
 kube_stop() {
   local dir=$1 name pid i
-  for name in apiserver etcd; do
+  for name in controller-manager apiserver etcd; do
     [ -f "$dir/$name.pid" ] || continue
     pid=$(cat "$dir/$name.pid")
     kill "$pid" 2>/dev/null || true

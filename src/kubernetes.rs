@@ -15,6 +15,8 @@ use berth_domain::kubernetes::{self, SA_TOKEN_HEADER};
 use berth_ports::{Body, KubernetesApi, KubernetesError};
 use http::{HeaderName, Request, Response, Uri};
 
+use tracing::debug;
+
 use crate::proxy;
 
 /// The Kubernetes routes, as the agent calls them (object-safe, so the
@@ -61,6 +63,11 @@ impl<K: KubernetesApi> KubernetesProxy<K> {
         for name in withheld {
             request.headers_mut().remove(name);
         }
+        debug!(
+            path = %api_path,
+            token = credential.source(),
+            "to the Kubernetes API server"
+        );
         proxy::forward(request, |request| async move {
             self.api
                 .forward(request, credential)

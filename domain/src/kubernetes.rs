@@ -62,6 +62,16 @@ pub enum Credential {
     OwnServiceAccount,
 }
 
+impl Credential {
+    /// Whose token it is, in words fit for a log line.
+    pub fn source(&self) -> &'static str {
+        match self {
+            Credential::Caller(_) => "the caller's",
+            Credential::OwnServiceAccount => "the pod's own",
+        }
+    }
+}
+
 /// Tokens are secrets: a `{:?}` of a credential never shows one.
 impl fmt::Debug for Credential {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

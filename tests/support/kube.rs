@@ -87,9 +87,8 @@ impl KubeCluster {
         name
     }
 
-    /// A cluster role that reads everything and changes nothing. (The
-    /// built-in `view` is aggregated by the controller manager, which the
-    /// tests' control plane does not run, so it holds no rules.)
+    /// A cluster role that reads everything and changes nothing (the
+    /// built-in `view` leaves secrets out).
     pub fn reader_role(&self) -> &'static str {
         const READER: &str = "apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\n\
             metadata:\n  name: berth-test-reader\nrules:\n- apiGroups: [\"*\"]\n  \
