@@ -7,7 +7,7 @@
 # and stopped by PID files, like scripts/engine.sh's engines.
 #
 #   . scripts/kube.sh
-#   kube_start DIR KUBE_BIN_DIR    # writes DIR/{ca.crt,admin-token,address,kubeconfig}
+#   kube_start DIR KUBE_BIN_DIR [API_PORT]  # writes DIR/{ca.crt,admin-token,address,kubeconfig}
 #   kube_stop DIR
 #
 # The tests find it through BERTH_TEST_KUBE=DIR.
@@ -50,7 +50,7 @@ kube_start() {
     --initial-cluster "berth-test=http://127.0.0.1:$peer_port" \
     >"$dir/etcd.log" 2>&1 &
   echo $! >"$dir/etcd.pid"
-  api_port=$(kube_free_port)
+  api_port=${3:-$(kube_free_port)}
   # --endpoint-reconciler-type=none: the `kubernetes` service's endpoints
   # would name the loopback address, which the API server itself refuses.
   "$bin/kube-apiserver" \
