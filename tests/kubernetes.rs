@@ -305,55 +305,8 @@ async fn kubectl_works_through_the_proxy() {
     let Some(kube) = cluster() else { return };
     let namespace = kube.namespace("kubectl");
     let account = kube.service_account(&namespace, "cluster-admin", None);
-    let pki = temp_dir("kubectl-pki");
-    let client = pki.join("client");
-    let output = support::berth_process::berth_command()
-        .env_clear()
-        .args(["keys", "client-cert", "--ca-cert"])
-        .arg(kube.dir.join("ca.crt"))
-        .arg("--ca-key")
-        .arg(kube.dir.join("ca.key"))
-        .arg(&client)
-        .output()
-        .unwrap();
-    assert!(output.status.success(), "{output:?}");
-    let ca = kube.dir.join("ca.crt").display().to_string();
-    let (cert, key) = kube.server_certificate(&pki);
-    let berth = kube.berth(
-        &account.dir,
-        &[
-            ("SSL_CERT", &cert),
-            ("SSL_KEY", &key),
-            ("SSL_CACERT", &ca),
-            ("AGENT_CLIENT_CERT_AUTH", "1"),
-        ],
-    );
-    let kubeconfig = pki.join("kubeconfig");
-    std::fs::write(
-        &kubeconfig,
-        format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: berth\n  cluster:\n    \
-             server: https://{addr}/kubernetes\n    certificate-authority: {ca}\n\
-             users:\n- name: portainer\n  user:\n    client-certificate: {dir}/cert.pem\n    \
-             client-key: {dir}/key.pem\ncontexts:\n- name: berth\n  context: {{cluster: berth, \
-             user: portainer, namespace: {namespace}}}\ncurrent-context: berth\n",
-            addr = berth.addr,
-            dir = client.display(),
-        ),
-    )
-    .unwrap();
-    let through_berth = |args: &[&str], input: &str| {
-        let mut command = std::process::Command::new(kube.kubectl_program());
-        command.arg("--kubeconfig").arg(&kubeconfig).args(args);
-        let output = support::piped::run_with_input(&mut command, input);
-        assert!(
-            output.status.success(),
-            "kubectl {args:?} through berth: {}\nberth: {:?}",
-            String::from_utf8_lossy(&output.stderr),
-            berth.log()
-        );
-        String::from_utf8_lossy(&output.stdout).into_owned()
-    };
+    let kubectl = kube.kubectl_through_berth(&account.dir, &namespace);
+    let through_berth = |args: &[&str], input: &str| kubectl.run(args, input);
     let kind = crd_kind(&kube);
     let manifests = format!(
         "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: web-settings\ndata:\n  mode: fast\n---\n\
@@ -424,4 +377,105 @@ fn crd_kind(kube: &KubeCluster) -> CustomKind {
         plural: format!("gadgets.{group}"),
         group,
     }
+}
+
+/// Upgrades through the proxy: kubectl's exec over its websocket protocol
+/// and over SPDY (`KUBECTL_REMOTE_COMMAND_WEBSOCKETS=false`), with stdin
+/// and the command's exit code, and its port-forward, into a pod that runs
+/// on the real node.
+#[tokio::test]
+async fn kubectl_exec_and_port_forward_pass_through_berth() {
+    let Some(kube) = cluster() else { return };
+    kube.require_node();
+    let namespace = kube.namespace("exec");
+    kube.run_pod(
+        &namespace,
+        "box",
+        "nc -ll -p 8080 -e echo served-by-the-pod & sleep 3600",
+    );
+    let account = kube.service_account(&namespace, "cluster-admin", None);
+    let kubectl = kube.kubectl_through_berth(&account.dir, &namespace);
+
+    for websockets in ["true", "false"] {
+        let mut command = kubectl.command(&["exec", "-i", "box", "--", "sh", "-c", "cat; exit 3"]);
+        command.env("KUBECTL_REMOTE_COMMAND_WEBSOCKETS", websockets);
+        let output = support::piped::run_with_input(&mut command, "through berth\n");
+        assert_eq!(
+            String::from_utf8_lossy(&output.stdout),
+            "through berth\n",
+            "websockets={websockets}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert_eq!(output.status.code(), Some(3), "websockets={websockets}");
+    }
+
+    let mut forward = kubectl
+        .command(&["port-forward", "pod/box", "0:8080"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(forward.stdout.take().unwrap());
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut lines, &mut line).unwrap();
+    // "Forwarding from 127.0.0.1:NNNNN -> 8080"
+    let local = line
+        .split_whitespace()
+        .nth(2)
+        .unwrap_or_else(|| panic!("kubectl port-forward said {line:?}"))
+        .to_string();
+    let mut answer = String::new();
+    let mut stream = std::net::TcpStream::connect(&local).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    std::io::Read::read_to_string(&mut stream, &mut answer).unwrap();
+    forward.kill().unwrap();
+    forward.wait().unwrap();
+    assert_eq!(answer, "served-by-the-pod\n");
+}
+
+#[tokio::test]
+async fn followed_logs_stream_line_by_line() {
+    let Some(kube) = cluster() else { return };
+    kube.require_node();
+    let namespace = kube.namespace("logs");
+    kube.run_pod(
+        &namespace,
+        "ticker",
+        "i=0; while true; do i=$((i+1)); echo tick $i; sleep 0.2; done",
+    );
+    let account = kube.service_account(&namespace, kube.reader_role(), None);
+    let berth = kube.berth(&account.dir, &[]);
+    let path = format!("/kubernetes/api/v1/namespaces/{namespace}/pods/ticker/log?follow=true");
+    let response = Target::Berth(berth.addr)
+        .send(request("GET", &path, ""))
+        .await;
+    assert_eq!(response.status(), 200);
+    let mut body = response.into_body();
+    let mut seen = String::new();
+    // Lines written after the request arrive on the open stream.
+    let first = tokio::time::timeout(EVENT_LIMIT, async {
+        while !seen.contains("tick 2\n") {
+            let frame = body.frame().await.expect("the log is open").unwrap();
+            if let Ok(data) = frame.into_data() {
+                seen.push_str(&String::from_utf8_lossy(&data));
+            }
+        }
+        seen.lines().last().unwrap().to_string()
+    })
+    .await
+    .unwrap_or_else(|_| panic!("no lines within {EVENT_LIMIT:?}: {seen}"));
+    let later = first.trim_start_matches("tick ").parse::<u32>().unwrap() + 5;
+    let wanted = format!("tick {later}\n");
+    tokio::time::timeout(EVENT_LIMIT, async {
+        while !seen.contains(&wanted) {
+            let frame = body.frame().await.expect("the log is open").unwrap();
+            if let Ok(data) = frame.into_data() {
+                seen.push_str(&String::from_utf8_lossy(&data));
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("{wanted:?} did not follow within {EVENT_LIMIT:?}: {seen}"));
 }

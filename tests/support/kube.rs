@@ -80,6 +80,43 @@ impl KubeCluster {
         &self.kubectl
     }
 
+    /// Whether a node runs pods (`scripts/kube.sh`'s `node`, as root);
+    /// panics, saying why, when a test needs one and there is none.
+    pub fn require_node(&self) {
+        assert!(
+            self.dir.join("netns").exists(),
+            "this test needs a Kubernetes node: scripts/test starts one when run as root \
+             (scripts/kube.sh's kube_start DIR BIN '' node)"
+        );
+    }
+
+    /// Starts a pod of one busybox container running `script` with `sh -c`
+    /// in `namespace`, and waits until it runs.
+    pub fn run_pod(&self, namespace: &str, name: &str, script: &str) {
+        self.require_node();
+        self.kubectl(&[
+            "-n",
+            namespace,
+            "run",
+            name,
+            "--image=berth-test/busybox:latest",
+            "--image-pull-policy=Never",
+            "--restart=Never",
+            "--",
+            "sh",
+            "-c",
+            script,
+        ]);
+        self.kubectl(&[
+            "-n",
+            namespace,
+            "wait",
+            "--for=condition=Ready",
+            &format!("pod/{name}"),
+            "--timeout=60s",
+        ]);
+    }
+
     /// A new namespace, named after `purpose` and unique to this test.
     pub fn namespace(&self, purpose: &str) -> String {
         let name = unique(&format!("{purpose}-"));
@@ -173,5 +210,84 @@ impl KubeCluster {
         ];
         all.extend_from_slice(env);
         BerthProcess::start(&all)
+    }
+
+    /// berth for kubectl, which cannot sign requests: it authenticates to
+    /// berth with a client certificate (`AGENT_CLIENT_CERT_AUTH=1`, from
+    /// `berth keys client-cert`, signed by the cluster's CA), and berth
+    /// calls the API server on `account`. kubectl's default namespace is
+    /// `namespace`.
+    pub fn kubectl_through_berth(&self, account: &Path, namespace: &str) -> KubectlThroughBerth {
+        let pki = temp_dir("kubectl-pki");
+        let client = pki.join("client");
+        let output = super::berth_process::berth_command()
+            .env_clear()
+            .args(["keys", "client-cert", "--ca-cert"])
+            .arg(self.dir.join("ca.crt"))
+            .arg("--ca-key")
+            .arg(self.dir.join("ca.key"))
+            .arg(&client)
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{output:?}");
+        let ca = self.dir.join("ca.crt").display().to_string();
+        let (cert, key) = self.server_certificate(&pki);
+        let berth = self.berth(
+            account,
+            &[
+                ("SSL_CERT", &cert),
+                ("SSL_KEY", &key),
+                ("SSL_CACERT", &ca),
+                ("AGENT_CLIENT_CERT_AUTH", "1"),
+            ],
+        );
+        let kubeconfig = pki.join("kubeconfig");
+        std::fs::write(
+            &kubeconfig,
+            format!(
+                "apiVersion: v1\nkind: Config\nclusters:\n- name: berth\n  cluster:\n    \
+                 server: https://{addr}/kubernetes\n    certificate-authority: {ca}\n\
+                 users:\n- name: portainer\n  user:\n    client-certificate: {dir}/cert.pem\n    \
+                 client-key: {dir}/key.pem\ncontexts:\n- name: berth\n  context: {{cluster: berth, \
+                 user: portainer, namespace: {namespace}}}\ncurrent-context: berth\n",
+                addr = berth.addr,
+                dir = client.display(),
+            ),
+        )
+        .unwrap();
+        KubectlThroughBerth {
+            berth,
+            kubeconfig,
+            kubectl: self.kubectl.clone(),
+            _pki: pki,
+        }
+    }
+}
+
+/// kubectl whose server is berth's `/kubernetes`.
+pub struct KubectlThroughBerth {
+    pub berth: BerthProcess,
+    kubeconfig: PathBuf,
+    kubectl: PathBuf,
+    _pki: TempDir,
+}
+
+impl KubectlThroughBerth {
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(&self.kubectl);
+        command.arg("--kubeconfig").arg(&self.kubeconfig).args(args);
+        command
+    }
+
+    /// Runs kubectl with `input`; panics unless it succeeds. Its output.
+    pub fn run(&self, args: &[&str], input: &str) -> String {
+        let output = run_with_input(&mut self.command(args), input);
+        assert!(
+            output.status.success(),
+            "kubectl {args:?} through berth: {}\nberth: {:?}",
+            String::from_utf8_lossy(&output.stderr),
+            self.berth.log()
+        );
+        String::from_utf8_lossy(&output.stdout).into_owned()
     }
 }
