@@ -178,9 +178,7 @@ impl<E: DockerEngine, M: Membership, P: PeerAgents, H: HostProbe, F: Files> Agen
             Route::HostInfo => self.host_info().await,
             Route::KubernetesProxy => kubernetes.proxy(request).await,
             Route::KubernetesStack => Err(AgentError::not_implemented("POST /v2/kubernetes/stack")),
-            Route::Websocket(WebsocketKind::Pod) => {
-                Err(AgentError::not_implemented("/websocket/pod"))
-            }
+            Route::Websocket(WebsocketKind::Pod) => kubernetes.pod_console(request).await,
             Route::Agents => Err(AgentError::agents_on_standalone()),
             Route::DockerHub => self.dockerhub_limits(request).await,
             Route::Docker(_) | Route::Websocket(_) | Route::Browse { .. } | Route::ToNode(_) => {

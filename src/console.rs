@@ -50,17 +50,7 @@ pub async fn console<E: DockerEngine>(
             "Invalid identifier",
         ));
     }
-    let key = request
-        .headers()
-        .get(SEC_WEBSOCKET_KEY)
-        .cloned()
-        .ok_or_else(|| {
-            AgentError::bad_request("A websocket upgrade (Sec-WebSocket-Key) is required")
-        })?;
-    let client_upgrade = request
-        .extensions_mut()
-        .remove::<OnUpgrade>()
-        .ok_or_else(|| AgentError::bad_request("This connection cannot be upgraded"))?;
+    let (key, client_upgrade) = client_websocket(&mut request)?;
 
     let mut engine_response = engine
         .forward(hijack_request(kind, &id)?)
@@ -82,6 +72,32 @@ pub async fn console<E: DockerEngine>(
             Err(error) => debug!(%error, "console upgrade did not complete"),
         }
     });
+    Ok(switching_protocols(&key))
+}
+
+/// The client's websocket key and its connection's upgrade handle.
+///
+/// # Errors
+/// 400 when the request is not a websocket upgrade.
+pub(crate) fn client_websocket(
+    request: &mut Request<Body>,
+) -> Result<(HeaderValue, OnUpgrade), AgentError> {
+    let key = request
+        .headers()
+        .get(SEC_WEBSOCKET_KEY)
+        .cloned()
+        .ok_or_else(|| {
+            AgentError::bad_request("A websocket upgrade (Sec-WebSocket-Key) is required")
+        })?;
+    let upgrade = request
+        .extensions_mut()
+        .remove::<OnUpgrade>()
+        .ok_or_else(|| AgentError::bad_request("This connection cannot be upgraded"))?;
+    Ok((key, upgrade))
+}
+
+/// The answer that completes the client's websocket handshake.
+pub(crate) fn switching_protocols(key: &HeaderValue) -> Response<Body> {
     let mut response = Response::new(empty_body());
     *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
     let headers = response.headers_mut();
@@ -92,7 +108,15 @@ pub async fn console<E: DockerEngine>(
         SEC_WEBSOCKET_ACCEPT,
         HeaderValue::from_str(&accept).expect("base64 is a valid header value"),
     );
-    Ok(response)
+    response
+}
+
+/// How a console tells its client it ended on its own.
+pub(crate) fn session_ended() -> Message {
+    Message::Close(Some(CloseFrame {
+        code: CloseCode::Normal,
+        reason: "the session ended".into(),
+    }))
 }
 
 /// The engine request that hijacks the container's or exec's streams.
@@ -169,11 +193,7 @@ where
                 return;
             }
         }
-        let close = CloseFrame {
-            code: CloseCode::Normal,
-            reason: "the session ended".into(),
-        };
-        let _ = to_client.send(Message::Close(Some(close))).await;
+        let _ = to_client.send(session_ended()).await;
     };
     // The console ends when the engine's stream ends (the shell exited) or
     // the client leaves.
@@ -185,7 +205,7 @@ where
 
 /// The longest prefix of `pending` that is whole UTF-8 (invalid bytes
 /// replaced), leaving a character cut at the end for the next read.
-fn take_whole_characters(pending: &mut Vec<u8>) -> String {
+pub(crate) fn take_whole_characters(pending: &mut Vec<u8>) -> String {
     let keep = match std::str::from_utf8(pending) {
         Ok(_) => 0,
         Err(error) if error.error_len().is_none() => pending.len() - error.valid_up_to(),

@@ -1,5 +1,6 @@
 //! The Kubernetes routes of an agent that serves a cluster: `/kubernetes/*`,
-//! a proxy to the cluster's API server (reference §6.6).
+//! a proxy to the cluster's API server (reference §6.6), and
+//! `/websocket/pod` (`pod_console`).
 //!
 //! The domain decides whose token a request carries and what of it goes
 //! on; this module applies that to the request and forwards it through the
@@ -11,19 +12,25 @@ use std::future::Future;
 use std::pin::Pin;
 
 use berth_domain::error::AgentError;
-use berth_domain::kubernetes::{self, SA_TOKEN_HEADER};
+use berth_domain::kubernetes::{self, Credential, SA_TOKEN_HEADER};
 use berth_ports::{Body, KubernetesApi, KubernetesError};
 use http::{HeaderName, Request, Response, Uri};
 
 use tracing::debug;
 
-use crate::proxy;
+use crate::{pod_console, proxy};
 
 /// The Kubernetes routes, as the agent calls them (object-safe, so the
 /// agent holds them without another type parameter).
 pub trait KubernetesRoutes: Send + Sync + 'static {
     /// `/kubernetes/*`.
     fn proxy(
+        &self,
+        request: Request<Body>,
+    ) -> Pin<Box<dyn Future<Output = Result<Response<Body>, AgentError>> + Send + '_>>;
+
+    /// `/websocket/pod`.
+    fn pod_console(
         &self,
         request: Request<Body>,
     ) -> Pin<Box<dyn Future<Output = Result<Response<Body>, AgentError>> + Send + '_>>;
@@ -39,12 +46,7 @@ impl<K: KubernetesApi> KubernetesProxy<K> {
     }
 
     async fn forward(&self, mut request: Request<Body>) -> Result<Response<Body>, AgentError> {
-        let credential = kubernetes::credential(
-            request
-                .headers()
-                .get(SA_TOKEN_HEADER)
-                .map(|value| value.as_bytes()),
-        )?;
+        let credential = credential_of(&request)?;
         let agent_path = request
             .uri()
             .path_and_query()
@@ -85,11 +87,31 @@ impl<K: KubernetesApi> KubernetesRoutes for KubernetesProxy<K> {
     ) -> Pin<Box<dyn Future<Output = Result<Response<Body>, AgentError>> + Send + '_>> {
         Box::pin(self.forward(request))
     }
+
+    fn pod_console(
+        &self,
+        request: Request<Body>,
+    ) -> Pin<Box<dyn Future<Output = Result<Response<Body>, AgentError>> + Send + '_>> {
+        Box::pin(async move {
+            let credential = credential_of(&request)?;
+            pod_console::open(&self.api, credential, request).await
+        })
+    }
+}
+
+/// Whose token the request carries on the API server.
+fn credential_of(request: &Request<Body>) -> Result<Credential, AgentError> {
+    kubernetes::credential(
+        request
+            .headers()
+            .get(SA_TOKEN_HEADER)
+            .map(|value| value.as_bytes()),
+    )
 }
 
 /// The answers clients see when the API server could not be asked; the API
 /// server's own refusals pass through as it wrote them.
-fn api_error(error: KubernetesError) -> AgentError {
+pub(crate) fn api_error(error: KubernetesError) -> AgentError {
     match error {
         KubernetesError::Unreachable { endpoint, cause } => AgentError::new(
             502,

@@ -11,7 +11,8 @@
 //!   tags and joining.
 //! - [`console`]: websocket consoles bridged to the engine's attach and exec.
 //! - [`kubernetes`]: the `/kubernetes` proxy to the API server of the
-//!   cluster berth serves, through the `KubernetesApi` port.
+//!   cluster berth serves, through the `KubernetesApi` port, and
+//!   [`pod_console`], `/websocket/pod`'s console into a pod's container.
 //! - [`edge`]: Edge mode: the key, its page, the API gate, polling and the
 //!   tunnel driver.
 //! - [`responses`]: Portainer-shaped answers and the common headers.
@@ -40,6 +41,7 @@ pub mod kubernetes;
 pub mod logging;
 pub mod metrics;
 pub mod operator;
+pub mod pod_console;
 pub mod proxy;
 pub mod registry_lookup;
 pub mod responses;

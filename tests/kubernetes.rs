@@ -10,12 +10,14 @@ mod support;
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
 use http_body_util::{BodyExt, Full};
 use hyper::Request;
 use serde_json::Value;
 use support::client::{request, unsigned_request, Target};
 use support::kube::{cluster, KubeCluster};
 use support::temp_dir::temp_dir;
+use tokio_tungstenite::tungstenite::Message;
 
 /// How long a watch event may take to come through.
 const EVENT_LIMIT: Duration = Duration::from_secs(20);
@@ -478,4 +480,106 @@ async fn followed_logs_stream_line_by_line() {
     })
     .await
     .unwrap_or_else(|_| panic!("{wanted:?} did not follow within {EVENT_LIMIT:?}: {seen}"));
+}
+
+/// `/websocket/pod`, as Portainer's pod console opens it: a shell in a
+/// pod's container on the real node, a character the container writes in
+/// two parts arriving whole, the console's end when the shell exits, and
+/// refusals (a missing parameter, no such pod, a user whose role does not
+/// reach the pod's namespace) answered before any upgrade, in Portainer's
+/// shape.
+#[tokio::test]
+async fn a_pod_console_is_a_shell_in_the_container() {
+    let Some(kube) = cluster() else { return };
+    kube.require_node();
+    let namespace = kube.namespace("console");
+    kube.run_pod(&namespace, "box", "sleep 3600");
+    let own = kube.service_account(&namespace, "cluster-admin", None);
+    // A user Portainer gave another namespace only.
+    let elsewhere = kube.namespace("elsewhere");
+    let reader = kube.service_account(&namespace, "cluster-admin", Some(&elsewhere));
+    let berth = kube.berth(&own.dir, &[]);
+    let path = format!(
+        "/websocket/pod?namespace={namespace}&podName=box&containerName=box&command=/bin/sh"
+    );
+    let mut console = support::console::open_at(berth.addr, &path, None)
+        .await
+        .unwrap_or_else(|e| panic!("{e}: {:?}", berth.log()));
+    console
+        .send(Message::text("echo answer-$((6 * 7))\n"))
+        .await
+        .unwrap();
+    support::console::read_until(&mut console, "answer-42").await;
+    console
+        .send(Message::text(
+            "printf '\\303'; sleep 0.3; printf '\\251 ok-%s\\n' $((1 + 1))\n",
+        ))
+        .await
+        .unwrap();
+    // The terminal echoes the command; its output is the "ok-2".
+    let text = support::console::read_until(&mut console, "ok-2").await;
+    assert!(text.contains("é ok-2"), "{text:?}");
+    console.send(Message::text("exit\n")).await.unwrap();
+    let ended = tokio::time::timeout(EVENT_LIMIT, async {
+        loop {
+            match console.next().await {
+                Some(Ok(Message::Close(frame))) => return frame.map(|f| u16::from(f.code)),
+                Some(Ok(_)) => continue,
+                other => panic!("the console broke off: {other:?}"),
+            }
+        }
+    })
+    .await
+    .expect("the console ends when the shell exits");
+    assert_eq!(ended, Some(1000));
+
+    let refused = |path: String, headers: Vec<(&'static str, String)>| {
+        let addr = berth.addr;
+        async move {
+            let headers: Vec<(&str, &str)> =
+                headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
+            match support::console::open_with(addr, &path, &headers).await {
+                Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+                    let body: Value =
+                        serde_json::from_slice(response.body().as_deref().unwrap_or_default())
+                            .unwrap();
+                    (response.status().as_u16(), body)
+                }
+                other => panic!("{path}: not refused: {:?}", other.map(|_| ())),
+            }
+        }
+    };
+    let (status, error) = refused(
+        format!("/websocket/pod?namespace={namespace}&podName=box&command=sh"),
+        vec![],
+    )
+    .await;
+    assert_eq!(
+        (status, error["message"].as_str()),
+        (400, Some("Invalid query parameter: containerName"))
+    );
+    let (status, error) = refused(
+        format!("/websocket/pod?namespace={namespace}&podName=nobody&containerName=box&command=sh"),
+        vec![],
+    )
+    .await;
+    assert_eq!(status, 404, "{error}");
+    assert_eq!(
+        error["message"],
+        "Unable to start exec process inside container"
+    );
+    assert!(
+        error["details"].as_str().unwrap().contains("nobody"),
+        "{error}"
+    );
+    let (status, error) = refused(
+        path.clone(),
+        vec![("X-PortainerAgent-SA-Token", reader.token())],
+    )
+    .await;
+    assert_eq!(status, 403, "{error}");
+    assert!(
+        error["details"].as_str().unwrap().contains(&reader.name),
+        "{error}"
+    );
 }

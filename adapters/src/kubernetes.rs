@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use berth_domain::kubernetes::Credential;
 use berth_ports::{Body, KubernetesApi, KubernetesError, PeerAgents, PeerError};
-use http::header::AUTHORIZATION;
+use http::header::{AUTHORIZATION, HOST};
 use http::{HeaderValue, Request, Response};
 use rustls::RootCertStore;
 
@@ -91,6 +91,13 @@ impl KubernetesApi for KubeApiServer {
         })?;
         authorization.set_sensitive(true);
         request.headers_mut().insert(AUTHORIZATION, authorization);
+        // Requests berth makes itself (a pod console's exec) name no host;
+        // HTTP/1.1 requires one.
+        if !request.headers().contains_key(HOST) {
+            let host = HeaderValue::try_from(self.address.to_string())
+                .expect("an address is a valid header value");
+            request.headers_mut().insert(HOST, host);
+        }
         self.client
             .forward(self.address, request)
             .await

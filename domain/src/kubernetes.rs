@@ -7,6 +7,7 @@
 
 use std::fmt;
 
+use crate::browse::query_value;
 use crate::error::AgentError;
 use crate::headers::{PLATFORM_DOCKER, PLATFORM_KUBERNETES};
 use crate::routing::strip_version_prefix;
@@ -130,6 +131,76 @@ pub fn withheld_header(name: &str) -> bool {
             .is_some_and(|prefix| prefix.eq_ignore_ascii_case("x-portaineragent-"))
 }
 
+/// A console into a container of a pod (`/websocket/pod`, reference §6.5).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodExec {
+    pub namespace: String,
+    pub pod: String,
+    pub container: String,
+    /// `command` split on single spaces, as the Go agent splits it.
+    pub command: Vec<String>,
+}
+
+impl PodExec {
+    /// From `/websocket/pod`'s query: `namespace`, `podName`,
+    /// `containerName` and `command`, all required.
+    ///
+    /// # Errors
+    /// `400 "Invalid query parameter: <name>"` for the first one missing
+    /// or empty, as the Go agent answers.
+    pub fn from_query(query: Option<&str>) -> Result<PodExec, AgentError> {
+        let required = |name: &str| {
+            query_value(query, name)
+                .filter(|value| !value.is_empty())
+                .ok_or_else(|| {
+                    AgentError::new(
+                        400,
+                        format!("Invalid query parameter: {name}"),
+                        "Missing query parameter",
+                    )
+                })
+        };
+        Ok(PodExec {
+            namespace: required("namespace")?,
+            pod: required("podName")?,
+            container: required("containerName")?,
+            command: required("command")?
+                .split(' ')
+                .map(str::to_string)
+                .collect(),
+        })
+    }
+
+    /// The API server's exec path for an interactive terminal: stdin,
+    /// stdout, stderr and a TTY, as the Go agent asks for them.
+    pub fn api_server_path(&self) -> String {
+        let mut path = format!(
+            "/api/v1/namespaces/{}/pods/{}/exec?container={}&stdin=true&stdout=true&stderr=true&tty=true",
+            percent_encode(&self.namespace),
+            percent_encode(&self.pod),
+            percent_encode(&self.container),
+        );
+        for word in &self.command {
+            path.push_str("&command=");
+            path.push_str(&percent_encode(word));
+        }
+        path
+    }
+}
+
+/// RFC 3986's unreserved characters pass; every other byte is escaped.
+fn percent_encode(text: &str) -> String {
+    let mut encoded = String::with_capacity(text.len());
+    for byte in text.bytes() {
+        if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
+            encoded.push(byte as char);
+        } else {
+            encoded.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    encoded
+}
+
 /// The answer to a Docker request (the engine's API, its consoles, its
 /// volumes) on an agent that serves a Kubernetes cluster.
 pub fn no_docker_engine() -> AgentError {
@@ -204,6 +275,44 @@ mod tests {
         for (agent, api) in cases {
             assert_eq!(api_server_path(agent).as_deref(), api, "{agent}");
         }
+    }
+
+    #[test]
+    fn a_pod_console_needs_every_parameter_and_escapes_them() {
+        let exec = PodExec::from_query(Some(
+            "namespace=team-a&podName=web-1&containerName=app&command=sh%20-c%20echo+hi%26",
+        ))
+        .unwrap();
+        assert_eq!(exec.command, ["sh", "-c", "echo", "hi&"]);
+        assert_eq!(
+            exec.api_server_path(),
+            "/api/v1/namespaces/team-a/pods/web-1/exec?container=app&stdin=true&stdout=true\
+             &stderr=true&tty=true&command=sh&command=-c&command=echo&command=hi%26"
+        );
+        for (query, missing) in [
+            ("podName=p&containerName=c&command=sh", "namespace"),
+            ("namespace=n&containerName=c&command=sh", "podName"),
+            ("namespace=n&podName=p&command=sh", "containerName"),
+            ("namespace=n&podName=p&containerName=c&command=", "command"),
+        ] {
+            let error = PodExec::from_query(Some(query)).unwrap_err();
+            assert_eq!(error.status(), 400);
+            assert_eq!(
+                error.message(),
+                format!("Invalid query parameter: {missing}")
+            );
+        }
+        let escaped = PodExec {
+            namespace: "a/b".into(),
+            pod: "p q".into(),
+            container: "c?".into(),
+            command: vec!["é".into()],
+        };
+        assert_eq!(
+            escaped.api_server_path(),
+            "/api/v1/namespaces/a%2Fb/pods/p%20q/exec?container=c%3F&stdin=true&stdout=true\
+             &stderr=true&tty=true&command=%C3%A9"
+        );
     }
 
     #[test]

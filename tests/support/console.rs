@@ -36,6 +36,29 @@ pub async fn open_at(
         .map(|(socket, _)| socket)
 }
 
+/// A console at `path` on the agent at `addr`, signed as Portainer signs,
+/// with `headers` added (a Kubernetes user's token, say).
+pub async fn open_with(
+    addr: SocketAddr,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Result<Console, WsError> {
+    let mut request = format!("wss://localhost{path}")
+        .into_client_request()
+        .unwrap();
+    portainer_identity().apply(request.headers_mut());
+    for (name, value) in headers {
+        request.headers_mut().insert(
+            http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+            value.parse().unwrap(),
+        );
+    }
+    let stream = tls_stream(addr).await;
+    tokio_tungstenite::client_async(request, stream)
+        .await
+        .map(|(socket, _)| socket)
+}
+
 /// Reads frames until `marker` has arrived; returns all the text.
 pub async fn read_until(console: &mut Console, marker: &str) -> String {
     let mut received = String::new();
