@@ -176,6 +176,8 @@ kube_end() {
   local dir=$1 name=$2 signal=${3:-TERM} pid i
   [ -f "$dir/$name.pid" ] || return 0
   pid=$(cat "$dir/$name.pid")
+  # Out of this shell's jobs (when it started it): bash reports no kill.
+  disown "$pid" 2>/dev/null || true
   kill -s "$signal" "$pid" 2>/dev/null || true
   for i in $(seq 1 100); do
     kill -0 "$pid" 2>/dev/null || break

@@ -18,7 +18,8 @@ use http::{HeaderName, Request, Response, Uri};
 
 use tracing::debug;
 
-use crate::{pod_console, proxy};
+use crate::pod_console;
+use crate::proxy::{self, Streams};
 
 /// The Kubernetes routes, as the agent calls them (object-safe, so the
 /// agent holds them without another type parameter).
@@ -53,6 +54,11 @@ impl<K: KubernetesApi> KubernetesProxy<K> {
             .map_or("/", |path| path.as_str());
         let api_path = kubernetes::api_server_path(agent_path)
             .ok_or_else(|| AgentError::bad_request("Kubernetes requests go under /kubernetes"))?;
+        let streams = if kubernetes::answers_event_by_event(&api_path) {
+            Streams::AsTheyCome
+        } else {
+            Streams::Joined
+        };
         *request.uri_mut() = api_path
             .parse::<Uri>()
             .map_err(|error| AgentError::bad_request(&format!("unusable path: {error}")))?;
@@ -70,12 +76,16 @@ impl<K: KubernetesApi> KubernetesProxy<K> {
             token = credential.source(),
             "to the Kubernetes API server"
         );
-        proxy::forward(request, |request| async move {
-            self.api
-                .forward(request, credential)
-                .await
-                .map_err(api_error)
-        })
+        proxy::forward_with(
+            request,
+            |request| async move {
+                self.api
+                    .forward(request, credential)
+                    .await
+                    .map_err(api_error)
+            },
+            streams,
+        )
         .await
     }
 }

@@ -46,9 +46,31 @@ pub async fn forward_to_engine<E: DockerEngine>(
 
 /// Forwards `request` with `send` (to the engine or to another agent) and
 /// returns the answer as it streams in; a 101 is spliced.
-pub async fn forward<F, Fut>(
+pub async fn forward<F, Fut>(request: Request<Body>, send: F) -> Result<Response<Body>, AgentError>
+where
+    F: FnOnce(Request<Body>) -> Fut,
+    Fut: Future<Output = Result<Response<Body>, AgentError>>,
+{
+    forward_with(request, send, Streams::Joined).await
+}
+
+/// What the proxy does with the frames of a streamed answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Streams {
+    /// Small frames are joined for a millisecond at most (see `coalesce`):
+    /// the engine writes a log line a frame.
+    Joined,
+    /// Each frame goes out as it came: the Kubernetes API server writes a
+    /// whole watch event (or a followed log's lines) a frame, and the
+    /// client waits for each.
+    AsTheyCome,
+}
+
+/// [`forward`], choosing what becomes of a stream's frames.
+pub async fn forward_with<F, Fut>(
     mut request: Request<Body>,
     send: F,
+    streams: Streams,
 ) -> Result<Response<Body>, AgentError>
 where
     F: FnOnce(Request<Body>) -> Fut,
@@ -78,9 +100,10 @@ where
     strip_hop_by_hop(response.headers_mut(), false);
     // Only a stream of unknown length is joined: an answer with a length
     // is whole already, and copying it would only cost.
-    if http_body::Body::size_hint(response.body())
-        .exact()
-        .is_some()
+    if streams == Streams::AsTheyCome
+        || http_body::Body::size_hint(response.body())
+            .exact()
+            .is_some()
     {
         return Ok(response);
     }

@@ -121,6 +121,20 @@ pub fn api_server_path(path_and_query: &str) -> Option<String> {
     }
 }
 
+/// Whether the API server's answer to `path_and_query` is a stream a
+/// client waits on event by event (a watch, a followed log), whose frames
+/// must go on as they come; other answers end soon, and their frames may be
+/// joined on the way.
+pub fn answers_event_by_event(path_and_query: &str) -> bool {
+    let Some((_, query)) = path_and_query.split_once('?') else {
+        return false;
+    };
+    let on = |name: &str| {
+        query_value(Some(query), name).is_some_and(|value| value == "true" || value == "1")
+    };
+    on("watch") || on("follow")
+}
+
 /// Whether a request header stays behind: the agent protocol's own headers
 /// (the caller's token and Portainer's signature among them) are for berth,
 /// and the caller's `Authorization` is replaced by the credential's.
@@ -313,6 +327,25 @@ mod tests {
             "/api/v1/namespaces/a%2Fb/pods/p%20q/exec?container=c%3F&stdin=true&stdout=true\
              &stderr=true&tty=true&command=%C3%A9"
         );
+    }
+
+    #[test]
+    fn watches_and_followed_logs_go_event_by_event() {
+        for streamed in [
+            "/api/v1/pods?watch=1",
+            "/api/v1/namespaces/a/configmaps?labelSelector=x&watch=true",
+            "/api/v1/namespaces/a/pods/p/log?follow=true&tailLines=10",
+        ] {
+            assert!(answers_event_by_event(streamed), "{streamed}");
+        }
+        for whole in [
+            "/api/v1/pods",
+            "/api/v1/pods?watch=false",
+            "/api/v1/namespaces/a/pods/p/log?follow=false",
+            "/apis?timeout=32s",
+        ] {
+            assert!(!answers_event_by_event(whole), "{whole}");
+        }
     }
 
     #[test]
