@@ -144,15 +144,22 @@ fn hijack_request(kind: WebsocketKind, id: &str) -> Result<Request<Body>, AgentE
 
 /// The engine's own error (404 for a missing container), as a Portainer error.
 async fn engine_refusal(response: Response<Body>) -> AgentError {
+    refusal(response, "Unable to open the console").await
+}
+
+/// A refusal instead of an upgrade (the engine's error, the Kubernetes API
+/// server's `Status`), in Portainer's shape under `message`: its status,
+/// and its own `message` (else its text) as the details.
+pub(crate) async fn refusal(response: Response<Body>, message: &str) -> AgentError {
     let status = response.status().as_u16();
     let body = proxy::read_bounded(response.into_body(), 64 * 1024)
         .await
         .unwrap_or_default();
-    let message = serde_json::from_slice::<serde_json::Value>(&body)
+    let details = serde_json::from_slice::<serde_json::Value>(&body)
         .ok()
         .and_then(|json| json["message"].as_str().map(str::to_string))
         .unwrap_or_else(|| String::from_utf8_lossy(&body).trim().to_string());
-    AgentError::new(status, "Unable to open the console", message)
+    AgentError::new(status, message, details)
 }
 
 /// Both directions until either ends: websocket messages go to the engine

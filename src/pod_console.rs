@@ -24,8 +24,9 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 use tracing::debug;
 
-use crate::console::{client_websocket, session_ended, switching_protocols, take_whole_characters};
-use crate::proxy;
+use crate::console::{
+    client_websocket, refusal, session_ended, switching_protocols, take_whole_characters,
+};
 
 /// The exec protocols berth speaks, the newest first: v5 adds a way to
 /// close stdin alone.
@@ -61,7 +62,7 @@ pub async fn open<K: KubernetesApi>(
         .await
         .map_err(crate::kubernetes::api_error)?;
     if answer.status() != StatusCode::SWITCHING_PROTOCOLS {
-        return Err(exec_refusal(answer).await);
+        return Err(refusal(answer, "Unable to start exec process inside container").await);
     }
     let v5 = answer
         .headers()
@@ -82,24 +83,6 @@ pub async fn open<K: KubernetesApi>(
         }
     });
     Ok(switching_protocols(&key))
-}
-
-/// The API server's refusal (its `Status` message), in Portainer's shape
-/// under the Go agent's message.
-async fn exec_refusal(answer: Response<Body>) -> AgentError {
-    let status = answer.status().as_u16();
-    let body = proxy::read_bounded(answer.into_body(), 64 * 1024)
-        .await
-        .unwrap_or_default();
-    let details = serde_json::from_slice::<serde_json::Value>(&body)
-        .ok()
-        .and_then(|status| status["message"].as_str().map(str::to_string))
-        .unwrap_or_else(|| String::from_utf8_lossy(&body).trim().to_string());
-    AgentError::new(
-        status,
-        "Unable to start exec process inside container",
-        details,
-    )
 }
 
 async fn bridge<C, E>(client: WebSocketStream<C>, exec: WebSocketStream<E>, v5: bool)

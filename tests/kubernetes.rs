@@ -207,25 +207,12 @@ async fn a_watch_streams_each_event_as_it_happens() {
     );
     let mut body = response.into_body();
     let mut seen = String::new();
-    let mut next_event = async |seen: &mut String, name: &str| {
-        let wanted = format!(r#""name":"{name}""#);
-        tokio::time::timeout(EVENT_LIMIT, async {
-            while !seen.contains(&wanted) {
-                let frame = body.frame().await.expect("the watch is open").unwrap();
-                if let Ok(data) = frame.into_data() {
-                    seen.push_str(&String::from_utf8_lossy(&data));
-                }
-            }
-        })
-        .await
-        .unwrap_or_else(|_| panic!("no event for {name} within {EVENT_LIMIT:?}: {seen}"));
-    };
     // The existing object, while the watch stays open...
-    next_event(&mut seen, "first").await;
+    read_until(&mut body, &mut seen, r#""name":"first""#).await;
     assert!(seen.contains(r#""type":"ADDED""#), "{seen}");
     // ...then one made after it started.
     kube.kubectl(&["-n", &namespace, "create", "configmap", "second"]);
-    next_event(&mut seen, "second").await;
+    read_until(&mut body, &mut seen, r#""name":"second""#).await;
 }
 
 #[tokio::test]
@@ -457,29 +444,26 @@ async fn followed_logs_stream_line_by_line() {
     let mut body = response.into_body();
     let mut seen = String::new();
     // Lines written after the request arrive on the open stream.
-    let first = tokio::time::timeout(EVENT_LIMIT, async {
-        while !seen.contains("tick 2\n") {
-            let frame = body.frame().await.expect("the log is open").unwrap();
-            if let Ok(data) = frame.into_data() {
-                seen.push_str(&String::from_utf8_lossy(&data));
-            }
-        }
-        seen.lines().last().unwrap().to_string()
-    })
-    .await
-    .unwrap_or_else(|_| panic!("no lines within {EVENT_LIMIT:?}: {seen}"));
+    read_until(&mut body, &mut seen, "tick 2\n").await;
+    let first = seen.lines().last().unwrap().to_string();
     let later = first.trim_start_matches("tick ").parse::<u32>().unwrap() + 5;
-    let wanted = format!("tick {later}\n");
-    tokio::time::timeout(EVENT_LIMIT, async {
-        while !seen.contains(&wanted) {
-            let frame = body.frame().await.expect("the log is open").unwrap();
+    read_until(&mut body, &mut seen, &format!("tick {later}\n")).await;
+}
+
+/// Reads a streamed answer's frames into `seen` until it holds `wanted`;
+/// panics when the stream ends first or `EVENT_LIMIT` passes.
+async fn read_until(body: &mut hyper::body::Incoming, seen: &mut String, wanted: &str) {
+    let reading = async {
+        while !seen.contains(wanted) {
+            let frame = body.frame().await.expect("the stream is open").unwrap();
             if let Ok(data) = frame.into_data() {
                 seen.push_str(&String::from_utf8_lossy(&data));
             }
         }
-    })
-    .await
-    .unwrap_or_else(|_| panic!("{wanted:?} did not follow within {EVENT_LIMIT:?}: {seen}"));
+    };
+    if tokio::time::timeout(EVENT_LIMIT, reading).await.is_err() {
+        panic!("{wanted:?} did not come within {EVENT_LIMIT:?}: {seen}");
+    }
 }
 
 /// `/websocket/pod`, as Portainer's pod console opens it: a shell in a

@@ -796,6 +796,22 @@ impl Reader<'_> {
         }
     }
 
+    /// The error for a value that cannot stand with the others: the
+    /// option's value as given (empty when unset) and what it must be.
+    fn refused(&self, env: &str, expected: &str) -> OptionError {
+        let spec = Self::spec(env);
+        let (value, source) = self
+            .text(env)
+            .unwrap_or((String::new(), Source::Environment));
+        OptionError {
+            env: spec.env,
+            flag: spec.flag,
+            value,
+            source,
+            expected: expected.to_string(),
+        }
+    }
+
     fn optional_text(&self, env: &str) -> Option<String> {
         self.text(env).map(|(v, _)| v).filter(|v| !v.is_empty())
     }
@@ -993,39 +1009,20 @@ impl Options {
             update_id: r.integer("UPDATE_ID")?,
         };
         if edge.asynchronous && !edge.enabled {
-            let spec = Reader::spec("EDGE_ASYNC");
-            return Err(OptionError {
-                env: spec.env,
-                flag: spec.flag,
-                value: r.required_text("EDGE_ASYNC"),
-                source: r.text("EDGE_ASYNC").map_or(Source::Environment, |(_, s)| s),
-                expected: "EDGE=1 as well: async mode is an Edge mode".to_string(),
-            });
+            return Err(r.refused("EDGE_ASYNC", "EDGE=1 as well: async mode is an Edge mode"));
         }
         if edge.enabled && edge.id.is_none() {
-            let spec = Reader::spec("EDGE_ID");
-            return Err(OptionError {
-                env: spec.env,
-                flag: spec.flag,
-                value: String::new(),
-                source: Source::Environment,
-                expected: "the Edge ID Portainer gave this environment: EDGE=1 needs it"
-                    .to_string(),
-            });
+            return Err(r.refused(
+                "EDGE_ID",
+                "the Edge ID Portainer gave this environment: EDGE=1 needs it",
+            ));
         }
         let podman = r.flag("PODMAN")?;
         if podman && r.optional_text("AGENT_CLUSTER_ADDR").is_some() {
-            let spec = Reader::spec("AGENT_CLUSTER_ADDR");
-            let (value, source) = r
-                .text("AGENT_CLUSTER_ADDR")
-                .unwrap_or((String::new(), Source::Environment));
-            return Err(OptionError {
-                env: spec.env,
-                flag: spec.flag,
-                value,
-                source,
-                expected: "unset with PODMAN=1: Podman hosts are not clustered".to_string(),
-            });
+            return Err(r.refused(
+                "AGENT_CLUSTER_ADDR",
+                "unset with PODMAN=1: Podman hosts are not clustered",
+            ));
         }
         let kubernetes = match r.optional_text("KUBERNETES_SERVICE_HOST") {
             Some(api_host) if !podman => Some(KubernetesOptions {
@@ -1036,14 +1033,10 @@ impl Options {
             _ => None,
         };
         if kubernetes.is_some() && edge.enabled {
-            let spec = Reader::spec("EDGE");
-            return Err(OptionError {
-                env: spec.env,
-                flag: spec.flag,
-                value: r.required_text("EDGE"),
-                source: r.text("EDGE").map_or(Source::Environment, |(_, s)| s),
-                expected: "unset on Kubernetes (KUBERNETES_SERVICE_HOST is set): berth's Edge mode serves Docker hosts so far".to_string(),
-            });
+            return Err(r.refused(
+                "EDGE",
+                "unset on Kubernetes (KUBERNETES_SERVICE_HOST is set): berth's Edge mode serves Docker hosts so far",
+            ));
         }
         let options = Options {
             host: r.ip("AGENT_HOST")?.expect("AGENT_HOST has a default"),
