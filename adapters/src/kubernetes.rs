@@ -5,7 +5,8 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use berth_domain::kubernetes::Credential;
 use berth_ports::{Body, KubernetesApi, KubernetesError, PeerAgents, PeerError};
@@ -24,7 +25,7 @@ pub const CA_FILE: &str = "ca.crt";
 pub struct KubeApiServer {
     client: HttpsPeers,
     address: SocketAddr,
-    token_file: PathBuf,
+    token_file: Arc<TokenFile>,
 }
 
 impl KubeApiServer {
@@ -56,23 +57,54 @@ impl KubeApiServer {
         Ok(KubeApiServer {
             client: HttpsPeers::new(tls, connect_timeout),
             address: SocketAddr::new(ip, port),
-            token_file: service_account_dir.join(TOKEN_FILE),
+            token_file: Arc::new(TokenFile::new(service_account_dir.join(TOKEN_FILE))),
         })
     }
 
-    /// The bearer token for `credential`. The pod's own token is read for
-    /// every request, as Kubernetes rotates it in place.
+    /// The bearer token for `credential`.
     async fn token(&self, credential: Credential) -> Result<String, KubernetesError> {
         match credential {
             Credential::Caller(token) => Ok(token),
-            Credential::OwnServiceAccount => tokio::fs::read_to_string(&self.token_file)
-                .await
-                .map(|token| token.trim().to_string())
-                .map_err(|error| KubernetesError::NoServiceAccountToken {
-                    path: self.token_file.display().to_string(),
-                    cause: error.to_string(),
-                }),
+            Credential::OwnServiceAccount => self.token_file.read(Instant::now()).await,
         }
+    }
+}
+
+/// How long a copy of the pod's token serves before its file is read
+/// again: the kubelet writes a new projected token once 80% of the old
+/// one's life (an hour at least) has passed, so a copy a minute old is
+/// always still valid, and no request waits on the file system.
+const TOKEN_REREAD: Duration = Duration::from_secs(60);
+
+/// The pod's own token, which Kubernetes rotates in place.
+struct TokenFile {
+    path: PathBuf,
+    copy: Mutex<Option<(String, Instant)>>,
+}
+
+impl TokenFile {
+    fn new(path: PathBuf) -> Self {
+        TokenFile {
+            path,
+            copy: Mutex::new(None),
+        }
+    }
+
+    async fn read(&self, now: Instant) -> Result<String, KubernetesError> {
+        if let Some((token, read)) = &*self.copy.lock().expect("not poisoned") {
+            if now.saturating_duration_since(*read) < TOKEN_REREAD {
+                return Ok(token.clone());
+            }
+        }
+        let token = tokio::fs::read_to_string(&self.path)
+            .await
+            .map(|token| token.trim().to_string())
+            .map_err(|error| KubernetesError::NoServiceAccountToken {
+                path: self.path.display().to_string(),
+                cause: error.to_string(),
+            })?;
+        *self.copy.lock().expect("not poisoned") = Some((token.clone(), now));
+        Ok(token)
     }
 }
 
@@ -85,7 +117,7 @@ impl KubernetesApi for KubeApiServer {
         let token = self.token(credential).await?;
         let mut authorization = HeaderValue::try_from(format!("Bearer {token}")).map_err(|_| {
             KubernetesError::NoServiceAccountToken {
-                path: self.token_file.display().to_string(),
+                path: self.token_file.path.display().to_string(),
                 cause: "it holds characters a header cannot carry".to_string(),
             }
         })?;
@@ -115,5 +147,39 @@ impl KubernetesApi for KubeApiServer {
 
     fn endpoint(&self) -> String {
         format!("https://{}", self.address)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_pods_token_is_read_again_once_a_minute() {
+        let dir = std::env::temp_dir().join(format!("berth-token-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(TOKEN_FILE);
+        std::fs::write(&path, "first-token\n").unwrap();
+        let file = TokenFile::new(path.clone());
+        let start = Instant::now();
+        assert_eq!(file.read(start).await.unwrap(), "first-token");
+        std::fs::write(&path, "rotated-token\n").unwrap();
+        assert_eq!(
+            file.read(start + Duration::from_secs(59)).await.unwrap(),
+            "first-token"
+        );
+        assert_eq!(
+            file.read(start + TOKEN_REREAD).await.unwrap(),
+            "rotated-token"
+        );
+        std::fs::remove_file(&path).unwrap();
+        let later = start + TOKEN_REREAD * 3;
+        match file.read(later).await {
+            Err(KubernetesError::NoServiceAccountToken { path: named, .. }) => {
+                assert_eq!(named, path.display().to_string());
+            }
+            other => panic!("{other:?}"),
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
