@@ -177,7 +177,7 @@ impl<E: DockerEngine, M: Membership, P: PeerAgents, H: HostProbe, F: Files> Agen
             Route::Key => edge::key_api(self.edge.as_ref(), request).await,
             Route::HostInfo => self.host_info().await,
             Route::KubernetesProxy => kubernetes.proxy(request).await,
-            Route::KubernetesStack => Err(AgentError::not_implemented("POST /v2/kubernetes/stack")),
+            Route::KubernetesStack => kubernetes.stack(request).await,
             Route::Websocket(WebsocketKind::Pod) => kubernetes.pod_console(request).await,
             Route::Agents => Err(AgentError::agents_on_standalone()),
             Route::DockerHub => self.dockerhub_limits(request).await,

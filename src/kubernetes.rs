@@ -1,6 +1,6 @@
 //! The Kubernetes routes of an agent that serves a cluster: `/kubernetes/*`,
-//! a proxy to the cluster's API server (reference §6.6), and
-//! `/websocket/pod` (`pod_console`).
+//! a proxy to the cluster's API server (reference §6.6), `/websocket/pod`
+//! (`pod_console`) and `/v2/kubernetes/stack` (`kubernetes_stack`).
 //!
 //! The domain decides whose token a request carries and what of it goes
 //! on; this module applies that to the request and forwards it through the
@@ -13,11 +13,12 @@ use std::pin::Pin;
 
 use berth_domain::error::AgentError;
 use berth_domain::kubernetes::{self, Credential, SA_TOKEN_HEADER};
-use berth_ports::{Body, KubernetesApi, KubernetesError};
+use berth_ports::{Body, KubernetesApi, KubernetesError, KubernetesObjects};
 use http::{HeaderName, Request, Response, Uri};
 
 use tracing::debug;
 
+use crate::kubernetes_stack;
 use crate::pod_console;
 use crate::proxy::{self, Streams};
 
@@ -35,15 +36,22 @@ pub trait KubernetesRoutes: Send + Sync + 'static {
         &self,
         request: Request<Body>,
     ) -> Pin<Box<dyn Future<Output = Result<Response<Body>, AgentError>> + Send + '_>>;
+
+    /// `POST /v2/kubernetes/stack`.
+    fn stack(
+        &self,
+        request: Request<Body>,
+    ) -> Pin<Box<dyn Future<Output = Result<Response<Body>, AgentError>> + Send + '_>>;
 }
 
-pub struct KubernetesProxy<K> {
+pub struct KubernetesProxy<K, O> {
     api: K,
+    objects: O,
 }
 
-impl<K: KubernetesApi> KubernetesProxy<K> {
-    pub fn new(api: K) -> Self {
-        KubernetesProxy { api }
+impl<K: KubernetesApi, O: KubernetesObjects> KubernetesProxy<K, O> {
+    pub fn new(api: K, objects: O) -> Self {
+        KubernetesProxy { api, objects }
     }
 
     async fn forward(&self, mut request: Request<Body>) -> Result<Response<Body>, AgentError> {
@@ -90,7 +98,7 @@ impl<K: KubernetesApi> KubernetesProxy<K> {
     }
 }
 
-impl<K: KubernetesApi> KubernetesRoutes for KubernetesProxy<K> {
+impl<K: KubernetesApi, O: KubernetesObjects> KubernetesRoutes for KubernetesProxy<K, O> {
     fn proxy(
         &self,
         request: Request<Body>,
@@ -105,6 +113,16 @@ impl<K: KubernetesApi> KubernetesRoutes for KubernetesProxy<K> {
         Box::pin(async move {
             let credential = credential_of(&request)?;
             pod_console::open(&self.api, credential, request).await
+        })
+    }
+
+    fn stack(
+        &self,
+        request: Request<Body>,
+    ) -> Pin<Box<dyn Future<Output = Result<Response<Body>, AgentError>> + Send + '_>> {
+        Box::pin(async move {
+            let credential = credential_of(&request)?;
+            kubernetes_stack::answer(&self.objects, credential, request).await
         })
     }
 }

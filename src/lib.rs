@@ -38,6 +38,7 @@ pub mod dockerhub;
 pub mod edge;
 pub mod facts;
 pub mod kubernetes;
+pub mod kubernetes_stack;
 pub mod logging;
 pub mod metrics;
 pub mod operator;

@@ -31,6 +31,7 @@ use berth_adapters::host::SysfsHostProbe;
 use berth_adapters::http::tls::{self, TlsIdentity};
 use berth_adapters::http::{probe, HttpServer, ServerLimits};
 use berth_adapters::kubernetes::KubeApiServer;
+use berth_adapters::kubernetes_objects::ClusterObjects;
 use berth_adapters::peers::HttpsPeers;
 use berth_adapters::portainer::{PortainerHttp, PortainerTls};
 use berth_domain::cluster::{agent_tags, Seed};
@@ -410,7 +411,10 @@ async fn run(options: Options) -> Result<(), String> {
         None => agent,
     };
     let agent = match kubernetes {
-        Some(api) => agent.with_kubernetes(KubernetesProxy::new(api)),
+        Some(api) => {
+            let objects = ClusterObjects::new(api.clone());
+            agent.with_kubernetes(KubernetesProxy::new(api, objects))
+        }
         None => agent,
     };
     // Edge agents have their own gate (the Edge key) instead.

@@ -64,9 +64,10 @@ async fn in_a_pod_berth_reports_kubernetes_and_refuses_docker_requests() {
             "{path}: {error}"
         );
     }
-    // Not yet served: said so, not proxied anywhere.
+    // The stack route is berth's own, not the proxy's.
     let (status, error) = json_of(&target, request("POST", "/v2/kubernetes/stack", "{}")).await;
-    assert_eq!(status, 501, "{error}");
+    assert_eq!(status, 400, "{error}");
+    assert_eq!(error["details"], "Missing deployment config");
     // The proxy is signed like every route but /ping.
     let (status, _) = json_of(
         &target,
@@ -565,5 +566,210 @@ async fn a_pod_console_is_a_shell_in_the_container() {
     assert!(
         error["details"].as_str().unwrap().contains(&reader.name),
         "{error}"
+    );
+}
+
+/// `POST /v2/kubernetes/stack` as a client sends it.
+fn stack_request(manifests: &str, namespace: &str) -> Request<Full<Bytes>> {
+    let body = serde_json::json!({ "StackConfig": manifests, "Namespace": namespace });
+    request("POST", "/v2/kubernetes/stack", &body.to_string())
+}
+
+/// A CustomResourceDefinition of a group unique to the test, for a stack.
+fn crd_manifest() -> (String, String) {
+    let group = format!("{}.berth.test", support::unique::unique("s"));
+    let crd = format!(
+        "apiVersion: apiextensions.k8s.io/v1\nkind: CustomResourceDefinition\nmetadata:\n  \
+         name: widgets.{group}\nspec:\n  group: {group}\n  scope: Namespaced\n  names:\n    \
+         plural: widgets\n    singular: widget\n    kind: Widget\n  versions:\n  - name: v1\n    \
+         served: true\n    storage: true\n    schema:\n      openAPIV3Schema:\n        type: object\n        \
+         properties:\n          spec:\n            type: object\n            properties:\n              \
+         size: {{type: integer}}\n"
+    );
+    (group, crd)
+}
+
+/// A stack that makes its own namespace and its own kind (which kubectl
+/// cannot apply in one go), applied server-side under berth's field
+/// manager and reported as kubectl reports; applied again, unchanged;
+/// changed, configured.
+#[tokio::test]
+async fn a_stack_is_applied_server_side_and_reported_as_kubectl_would() {
+    let Some(kube) = cluster() else { return };
+    let home = kube.namespace("stack-home");
+    let account = kube.service_account(&home, "cluster-admin", None);
+    let berth = kube.berth(&account.dir, &[]);
+    let target = Target::Berth(berth.addr);
+    let (group, crd) = crd_manifest();
+    let made = support::unique::unique("made-");
+    let manifests = format!(
+        "{crd}---\napiVersion: v1\nkind: Namespace\nmetadata:\n  name: {made}\n---\n\
+         apiVersion: {group}/v1\nkind: Widget\nmetadata:\n  name: sprocket\n  namespace: {made}\nspec:\n  size: 3\n---\n\
+         apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: settings\n  namespace: {made}\ndata:\n  mode: fast\n---\n\
+         apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\n  namespace: {made}\nspec:\n  \
+         replicas: 0\n  selector:\n    matchLabels: {{app: web}}\n  template:\n    metadata:\n      \
+         labels: {{app: web}}\n    spec:\n      containers:\n      - name: web\n        image: busybox\n"
+    );
+    let (status, answer) = json_of(&target, stack_request(&manifests, "")).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(
+        answer["Output"],
+        format!(
+            "customresourcedefinition.apiextensions.k8s.io/widgets.{group} created\n\
+             namespace/{made} created\nwidget.{group}/sprocket created\n\
+             configmap/settings created\ndeployment.apps/web created\n"
+        )
+    );
+    let size = kube.kubectl(&[
+        "-n",
+        &made,
+        "get",
+        &format!("widgets.{group}"),
+        "sprocket",
+        "-o",
+        "jsonpath={.spec.size}",
+    ]);
+    assert_eq!(size, "3");
+    let managers = kube.kubectl(&[
+        "-n",
+        &made,
+        "get",
+        "configmap",
+        "settings",
+        "-o",
+        "jsonpath={.metadata.managedFields[*].manager}/{.metadata.managedFields[*].operation}",
+    ]);
+    assert_eq!(managers, "berth/Apply");
+
+    let (status, again) = json_of(&target, stack_request(&manifests, "")).await;
+    assert_eq!(status, 200, "{again}");
+    let lines: Vec<&str> = again["Output"].as_str().unwrap().lines().collect();
+    assert_eq!(lines.len(), 5, "{again}");
+    assert!(
+        lines.iter().all(|line| line.ends_with(" unchanged")),
+        "{again}"
+    );
+
+    let changed = manifests.replace("mode: fast", "mode: slow");
+    let (status, answer) = json_of(&target, stack_request(&changed, "")).await;
+    assert_eq!(status, 200, "{answer}");
+    let output = answer["Output"].as_str().unwrap();
+    assert!(
+        output.contains("configmap/settings configured\n"),
+        "{output}"
+    );
+    assert!(
+        output.contains("deployment.apps/web unchanged\n"),
+        "{output}"
+    );
+    kube.kubectl(&["delete", "namespace", &made, "--wait=false"]);
+}
+
+/// An invalid object anywhere in a stack leaves the whole stack unapplied,
+/// and the answer carries the API server's own message; bad payloads and
+/// unknown kinds are refused before the cluster is asked.
+#[tokio::test]
+async fn an_invalid_stack_is_refused_whole_with_the_api_servers_message() {
+    let Some(kube) = cluster() else { return };
+    let namespace = kube.namespace("stack-invalid");
+    let account = kube.service_account(&namespace, "cluster-admin", None);
+    let berth = kube.berth(&account.dir, &[]);
+    let target = Target::Berth(berth.addr);
+    let manifests = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: first\n---\n\
+        apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: broken\nspec:\n  template:\n    \
+        spec:\n      containers: []\n";
+    let (status, error) = json_of(&target, stack_request(manifests, &namespace)).await;
+    assert_eq!(status, 422, "{error}");
+    assert_eq!(error["message"], "Failed deploying");
+    let details = error["details"].as_str().unwrap();
+    assert!(
+        details.contains("Deployment.apps \"broken\" is invalid"),
+        "{details}"
+    );
+    assert!(
+        details.contains("nothing of the stack was applied"),
+        "{details}"
+    );
+    let left = kube.kubectl(&["-n", &namespace, "get", "configmaps", "-o", "name"]);
+    assert!(!left.contains("configmap/first"), "half-applied: {left}");
+
+    let cases = [
+        ("", "Missing deployment config"),
+        ("a: [", "Document 1"),
+        (
+            "kind: ConfigMap\nmetadata: {name: x}\n",
+            "apiVersion not set",
+        ),
+        (
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x, namespace: elsewhere}\n",
+            "the stack's namespace is",
+        ),
+    ];
+    for (manifests, expected) in cases {
+        let (status, error) = json_of(&target, stack_request(manifests, &namespace)).await;
+        assert_eq!(status, 400, "{manifests}: {error}");
+        assert!(
+            error["details"].as_str().unwrap().contains(expected),
+            "{manifests}: {error}"
+        );
+    }
+    let unknown = "apiVersion: nowhere.berth.test/v1\nkind: Gizmo\nmetadata: {name: x}\n";
+    let (status, error) = json_of(&target, stack_request(unknown, &namespace)).await;
+    assert_eq!(status, 400, "{error}");
+    assert!(
+        error["details"]
+            .as_str()
+            .unwrap()
+            .contains("matches for kind \"Gizmo\""),
+        "{error}"
+    );
+    let (status, error) = json_of(&target, request("POST", "/v2/kubernetes/stack", "[")).await;
+    assert_eq!(
+        (status, error["message"].as_str()),
+        (400, Some("Invalid request payload"))
+    );
+}
+
+/// A stack sent with a user's token is applied as that user: where RBAC
+/// lets the user write it is applied; elsewhere the API server's refusal
+/// comes back and nothing is applied; the token is never logged.
+#[tokio::test]
+async fn a_stack_is_applied_with_the_callers_token() {
+    let Some(kube) = cluster() else { return };
+    let portainer = kube.namespace("stack-portainer");
+    let team_a = kube.namespace("stack-a");
+    let team_b = kube.namespace("stack-b");
+    let own = kube.service_account(&portainer, "cluster-admin", None);
+    let user = kube.service_account(&portainer, "edit", Some(&team_a));
+    let token = user.token();
+    let berth = kube.berth(&own.dir, &[]);
+    let target = Target::Berth(berth.addr);
+    let manifests = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: notes\n";
+
+    let (status, answer) = json_of(
+        &target,
+        with_token(stack_request(manifests, &team_a), &token),
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["Output"], "configmap/notes created\n");
+    let (status, refusal) = json_of(
+        &target,
+        with_token(stack_request(manifests, &team_b), &token),
+    )
+    .await;
+    assert_eq!(status, 403, "{refusal}");
+    assert!(
+        refusal["details"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("system:serviceaccount:{portainer}:{}", user.name)),
+        "{refusal}"
+    );
+    let left = kube.kubectl(&["-n", &team_b, "get", "configmaps", "-o", "name"]);
+    assert!(!left.contains("notes"), "{left}");
+    assert!(
+        !berth.log().join("\n").contains(&token),
+        "the caller's token was logged"
     );
 }

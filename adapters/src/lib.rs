@@ -12,6 +12,8 @@
 //!   connection, through a proxy when configured.
 //! - [`kubernetes`]: the `KubernetesApi` port, the cluster's API server
 //!   over verified HTTPS, with the caller's or the pod's token.
+//! - [`kubernetes_objects`]: the `KubernetesObjects` port, kube-rs's
+//!   discovery and server-side apply over that same connection.
 //! - [`key_file`]: the `KeyStore` port, the Edge key under `DATA_PATH`.
 //! - [`dial`]: TCP connections, through an HTTP CONNECT proxy if set.
 //! - [`scheduler`]: the `Scheduler` port with the cron crate.
@@ -37,6 +39,7 @@ pub mod http;
 mod io;
 pub mod key_file;
 pub mod kubernetes;
+pub mod kubernetes_objects;
 pub mod peers;
 pub mod portainer;
 pub mod scheduler;

@@ -18,6 +18,7 @@ pub mod gossip;
 pub mod headers;
 pub mod host;
 pub mod kubernetes;
+pub mod kubernetes_stack;
 pub mod options;
 pub mod routing;
 pub mod signature;

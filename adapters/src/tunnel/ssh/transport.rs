@@ -169,7 +169,7 @@ impl Sealing {
                 body
             }
             Some((gcm, nonce)) => {
-                if length % 16 != 0 {
+                if !length.is_multiple_of(16) {
                     return Err(protocol_error("sealed packet not block-aligned"));
                 }
                 let mut sealed = vec![0u8; length + TAG_LEN];

@@ -1,0 +1,213 @@
+//! The `KubernetesObjects` port with kube-rs: discovery of an object's
+//! resource (CustomResourceDefinitions' kinds included) and server-side
+//! apply, over the `KubernetesApi` port's connection to the API server.
+//! kube's client takes any tower service as its transport, so it uses the
+//! same verified, pooled connection and the same credential handling as the
+//! proxy, and brings no TLS stack of its own.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use berth_domain::kubernetes::Credential;
+use berth_domain::kubernetes_stack::{Manifest, Refusal, FIELD_MANAGER};
+use berth_ports::{Body, BoxError, KubernetesApi, KubernetesError, KubernetesObjects};
+use berth_ports::{Change, ObjectsError};
+use http::{Request, Response};
+use http_body_util::BodyExt;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, DynamicObject, Patch, PatchParams};
+use kube::core::GroupVersionKind;
+use kube::discovery::{self, Scope};
+use kube::Client;
+use tower_service::Service;
+
+/// The longest one object's discovery and apply may take.
+const APPLY_TIMEOUT: Duration = Duration::from_secs(60);
+/// The longest a new CustomResourceDefinition may take to be established.
+const ESTABLISHED_TIMEOUT: Duration = Duration::from_secs(60);
+/// How often an establishing CustomResourceDefinition is looked at.
+const ESTABLISHED_POLL: Duration = Duration::from_millis(200);
+
+#[derive(Clone)]
+pub struct ClusterObjects<K> {
+    api: K,
+}
+
+impl<K: KubernetesApi> ClusterObjects<K> {
+    pub fn new(api: K) -> Self {
+        ClusterObjects { api }
+    }
+
+    /// A kube client whose requests carry `credential`; cheap, so each
+    /// stack request has its own and no caller's token outlives it.
+    fn client(&self, credential: Credential) -> Client {
+        Client::new(
+            Transport {
+                api: self.api.clone(),
+                credential,
+            },
+            berth_domain::kubernetes_stack::DEFAULT_NAMESPACE,
+        )
+    }
+
+    async fn apply_once(
+        &self,
+        manifest: &Manifest,
+        dry_run: bool,
+        credential: Credential,
+    ) -> Result<Change, ObjectsError> {
+        let client = self.client(credential);
+        let kind = GroupVersionKind::gvk(manifest.group(), manifest.version(), &manifest.kind);
+        let (resource, capabilities) =
+            discovery::pinned_kind(&client, &kind)
+                .await
+                .map_err(|error| match error {
+                    kube::Error::Api(status) if status.code == 404 => {
+                        ObjectsError::Refused(Refusal::UnknownKind)
+                    }
+                    kube::Error::Discovery(_) => ObjectsError::Refused(Refusal::UnknownKind),
+                    other => objects_error(other),
+                })?;
+        let mut object = manifest.object.clone();
+        let api: Api<DynamicObject> = match capabilities.scope {
+            Scope::Namespaced => Api::namespaced_with(client, &manifest.namespace, &resource),
+            Scope::Cluster => {
+                if let Some(metadata) = object.get_mut("metadata").and_then(|m| m.as_object_mut()) {
+                    metadata.remove("namespace");
+                }
+                Api::all_with(client, &resource)
+            }
+        };
+        let before = if dry_run {
+            None
+        } else {
+            api.get_opt(&manifest.name)
+                .await
+                .map_err(objects_error)?
+                .map(as_json)
+                .transpose()?
+        };
+        let mut params = PatchParams::apply(FIELD_MANAGER).force();
+        params.dry_run = dry_run;
+        let applied = api
+            .patch(&manifest.name, &params, &Patch::Apply(&object))
+            .await
+            .map_err(objects_error)?;
+        Ok(Change {
+            before,
+            after: as_json(applied)?,
+        })
+    }
+
+    async fn established(&self, name: &str, credential: Credential) -> Result<(), ObjectsError> {
+        let definitions: Api<CustomResourceDefinition> = Api::all(self.client(credential));
+        loop {
+            let definition = definitions.get(name).await.map_err(objects_error)?;
+            let established = definition
+                .status
+                .and_then(|status| status.conditions)
+                .unwrap_or_default()
+                .iter()
+                .any(|condition| condition.type_ == "Established" && condition.status == "True");
+            if established {
+                return Ok(());
+            }
+            tokio::time::sleep(ESTABLISHED_POLL).await;
+        }
+    }
+}
+
+impl<K: KubernetesApi> KubernetesObjects for ClusterObjects<K> {
+    async fn apply(
+        &self,
+        manifest: &Manifest,
+        dry_run: bool,
+        credential: Credential,
+    ) -> Result<Change, ObjectsError> {
+        tokio::time::timeout(
+            APPLY_TIMEOUT,
+            self.apply_once(manifest, dry_run, credential),
+        )
+        .await
+        .unwrap_or_else(|_| {
+            Err(ObjectsError::Timeout {
+                what: format!("applying {}", manifest.label()),
+                after_seconds: APPLY_TIMEOUT.as_secs(),
+            })
+        })
+    }
+
+    async fn wait_established(
+        &self,
+        name: &str,
+        credential: Credential,
+    ) -> Result<(), ObjectsError> {
+        tokio::time::timeout(ESTABLISHED_TIMEOUT, self.established(name, credential))
+            .await
+            .unwrap_or_else(|_| {
+                Err(ObjectsError::Timeout {
+                    what: format!("establishing customresourcedefinition {name}"),
+                    after_seconds: ESTABLISHED_TIMEOUT.as_secs(),
+                })
+            })
+    }
+}
+
+/// The API server's refusals keep their code and message; a failure to ask
+/// it keeps the port's error.
+fn objects_error(error: kube::Error) -> ObjectsError {
+    match error {
+        kube::Error::Api(status) => ObjectsError::Refused(Refusal::Refused {
+            status: status.code,
+            message: status.message,
+        }),
+        kube::Error::Service(error) => match error.downcast::<KubernetesError>() {
+            Ok(error) => ObjectsError::Api(*error),
+            Err(other) => unexpected(other.to_string()),
+        },
+        other => unexpected(other.to_string()),
+    }
+}
+
+fn as_json(object: DynamicObject) -> Result<serde_json::Value, ObjectsError> {
+    serde_json::to_value(object).map_err(|error| unexpected(error.to_string()))
+}
+
+fn unexpected(message: String) -> ObjectsError {
+    ObjectsError::Refused(Refusal::Refused {
+        status: 502,
+        message,
+    })
+}
+
+/// kube's transport: each request through the `KubernetesApi` port, with
+/// the stack request's credential.
+struct Transport<K> {
+    api: K,
+    credential: Credential,
+}
+
+impl<K: KubernetesApi> Service<Request<kube::client::Body>> for Transport<K> {
+    type Response = Response<Body>;
+    type Error = KubernetesError;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<Body>, KubernetesError>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), KubernetesError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request<kube::client::Body>) -> Self::Future {
+        let api = self.api.clone();
+        let credential = self.credential.clone();
+        let (parts, body) = request.into_parts();
+        let body = body
+            .map_err(|error| Box::new(error) as BoxError)
+            .boxed_unsync();
+        Box::pin(async move {
+            api.forward(Request::from_parts(parts, body), credential)
+                .await
+        })
+    }
+}
