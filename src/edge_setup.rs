@@ -12,6 +12,7 @@ use berth::edge::configs::{EdgeConfigs, SyncConfigs};
 use berth::edge::jobs::EdgeJobs;
 use berth::edge::key_page::{self, PAGE_LIFETIME};
 use berth::edge::keys::EdgeKeys;
+use berth::edge::manifests::ManifestDeployer;
 use berth::edge::peer_key::fetch_from_peers;
 use berth::edge::poll::{follow, local_time_zone, PollIdentity, Poller};
 use berth::edge::poll_record::PollRecord;
@@ -27,11 +28,14 @@ use berth_adapters::fs::ConfinedFiles;
 use berth_adapters::host_scripts::HostScripts;
 use berth_adapters::http::ServerLimits;
 use berth_adapters::key_file::KeyFile;
+use berth_adapters::kubernetes::KubeApiServer;
+use berth_adapters::kubernetes_objects::ClusterObjects;
 use berth_adapters::portainer::PortainerHttp;
 use berth_adapters::scheduler::CronScheduler;
 use berth_adapters::tunnel::{ChiselClient, TunnelTimeouts};
 use berth_domain::edge::async_protocol::MetaFields;
 use berth_domain::options::Options;
+use berth_ports::{DeployError, Deployer, Deployment, ProjectState};
 use tokio::sync::mpsc;
 use tracing::{error, warn};
 
@@ -51,7 +55,9 @@ pub struct EdgeMode {
 }
 
 /// Loads the key (or opens the key page) and starts polling once a key is
-/// set. `api` is the bound API address the tunnel's channels reach.
+/// set. `api` is the bound API address the tunnel's channels reach;
+/// `kubernetes`, on a Kubernetes cluster, deploys its Edge stacks.
+#[allow(clippy::too_many_arguments)]
 pub async fn start(
     options: &Options,
     facts: &FactsReceiver,
@@ -60,6 +66,7 @@ pub async fn start(
     limits: ServerLimits,
     cluster: Option<&ProductionCluster>,
     lookup: RegistryLookup,
+    kubernetes: Option<ClusterDeployer>,
 ) -> Result<EdgeMode, String> {
     let store = KeyFile::new(&options.data_path);
     let keys = EdgeKeys::new(store.clone());
@@ -92,7 +99,7 @@ pub async fn start(
     };
     let tunnel_enabled = options.edge.tunnel;
     let asynchronous = options.edge.asynchronous;
-    let work = EdgeWork::from_options(options, facts.clone(), edge_id.clone(), lookup);
+    let work = EdgeWork::from_options(options, facts.clone(), edge_id.clone(), lookup, kubernetes);
     let meta = MetaFields {
         edge_groups: options.edge.groups.clone(),
         tags: options.edge.tags.clone(),
@@ -109,6 +116,7 @@ pub async fn start(
         edge_id,
         update_id: options.edge.update_id,
         time_zone: local_time_zone(),
+        platform: options.platform(),
     };
     let (poll_gauge, poll_facts) = (gauge.clone(), facts.clone());
     let certificate_wait = match (&options.mtls.cert, &options.mtls.key) {
@@ -157,11 +165,58 @@ pub async fn start(
 
 pub use berth::edge::proxy_settings;
 
+/// Edge stacks on a Kubernetes cluster: manifests applied to it.
+pub type ClusterDeployer = ManifestDeployer<ClusterObjects<KubeApiServer>>;
+
+/// Where Edge stacks go: the engine (compose or swarm) or the cluster.
+#[derive(Clone)]
+enum StackDeployer {
+    Engine(CliDeployer),
+    Cluster(ClusterDeployer),
+}
+
+impl Deployer for StackDeployer {
+    async fn validate(&self, deployment: &Deployment) -> Result<(), DeployError> {
+        match self {
+            StackDeployer::Engine(engine) => engine.validate(deployment).await,
+            StackDeployer::Cluster(cluster) => cluster.validate(deployment).await,
+        }
+    }
+
+    async fn pull(&self, deployment: &Deployment) -> Result<(), DeployError> {
+        match self {
+            StackDeployer::Engine(engine) => engine.pull(deployment).await,
+            StackDeployer::Cluster(cluster) => cluster.pull(deployment).await,
+        }
+    }
+
+    async fn deploy(&self, deployment: &Deployment) -> Result<(), DeployError> {
+        match self {
+            StackDeployer::Engine(engine) => engine.deploy(deployment).await,
+            StackDeployer::Cluster(cluster) => cluster.deploy(deployment).await,
+        }
+    }
+
+    async fn state(&self, deployment: &Deployment) -> Result<ProjectState, DeployError> {
+        match self {
+            StackDeployer::Engine(engine) => engine.state(deployment).await,
+            StackDeployer::Cluster(cluster) => cluster.state(deployment).await,
+        }
+    }
+
+    async fn remove(&self, deployment: &Deployment) -> Result<(), DeployError> {
+        match self {
+            StackDeployer::Engine(engine) => engine.remove(deployment).await,
+            StackDeployer::Cluster(cluster) => cluster.remove(deployment).await,
+        }
+    }
+}
+
 /// What Edge work (stacks, jobs, configurations) needs, in either mode.
 struct EdgeWork {
     edge_id: String,
     facts: FactsReceiver,
-    deployer: CliDeployer,
+    deployer: StackDeployer,
     stacks: StackSettings<ConfinedFiles>,
     scripts: HostScripts,
     job_timeout: Duration,
@@ -181,23 +236,12 @@ impl EdgeWork {
         facts: FactsReceiver,
         edge_id: String,
         lookup: RegistryLookup,
+        kubernetes: Option<ClusterDeployer>,
     ) -> Self {
         let files = ConfinedFiles::new(&options.volumes_root, &options.host_root);
-        let deployer = CliDeployer::new(
-            options.assets_path.clone(),
-            options.docker_host.to_string(),
-            STACK_TOOL_TIMEOUT,
-        );
-        let helper_folder = Path::new(&options.data_path).join("docker-credentials");
-        let deployer = match lookup.address {
-            Some(address) => deployer
-                .clone()
-                .with_credential_helper(&helper_folder, HELPER_NAME, ADDRESS_VARIABLE, address)
-                .unwrap_or_else(|error| {
-                    warn!(folder = %helper_folder.display(), %error, "cannot set up the registry credential helper; Edge stacks will pull without registry credentials");
-                    deployer
-                }),
-            None => deployer,
+        let deployer = match kubernetes {
+            Some(cluster) => StackDeployer::Cluster(cluster),
+            None => StackDeployer::Engine(engine_deployer(options, lookup.address)),
         };
         EdgeWork {
             stacks: StackSettings {
@@ -216,7 +260,31 @@ impl EdgeWork {
             files,
         }
     }
+}
 
+/// Compose and `docker stack`, with the registry credential helper when
+/// its lookup listens.
+fn engine_deployer(options: &Options, lookup: Option<SocketAddr>) -> CliDeployer {
+    let deployer = CliDeployer::new(
+        options.assets_path.clone(),
+        options.docker_host.to_string(),
+        STACK_TOOL_TIMEOUT,
+    );
+    let helper_folder = Path::new(&options.data_path).join("docker-credentials");
+    let deployer = match lookup {
+        Some(address) => deployer
+            .clone()
+            .with_credential_helper(&helper_folder, HELPER_NAME, ADDRESS_VARIABLE, address)
+            .unwrap_or_else(|error| {
+                warn!(folder = %helper_folder.display(), %error, "cannot set up the registry credential helper; Edge stacks will pull without registry credentials");
+                deployer
+            }),
+        None => deployer,
+    };
+    deployer
+}
+
+impl EdgeWork {
     fn jobs<R: Reports>(&self, reports: R) -> EdgeJobs<CronScheduler, HostScripts, R> {
         EdgeJobs::new(
             CronScheduler::default(),
@@ -227,14 +295,20 @@ impl EdgeWork {
     }
 
     /// Sync mode: each kind of work follows the poll answers on its own
-    /// task, reporting to Portainer's endpoints.
+    /// task, reporting to Portainer's endpoints. A cluster runs stacks
+    /// only: jobs and configurations are files and scripts on a host,
+    /// which an agent in a pod does not have (Portainer offers them for
+    /// Docker environments).
     fn start_sync(self, api: &PortainerHttp, poller: &Poller<PortainerHttp>) {
-        let jobs = self.jobs(PortainerReports::new(api.clone(), self.edge_id.clone()));
-        tokio::spawn(follow(jobs, poller.answers()));
+        let on_cluster = matches!(self.deployer, StackDeployer::Cluster(_));
+        if !on_cluster {
+            let jobs = self.jobs(PortainerReports::new(api.clone(), self.edge_id.clone()));
+            tokio::spawn(follow(jobs, poller.answers()));
+            let configs = SyncConfigs::new(self.files.clone(), api.clone(), self.edge_id.clone());
+            tokio::spawn(follow(configs, poller.answers()));
+        }
         let stacks = SyncStacks::new(self.deployer, api.clone(), self.stacks);
         tokio::spawn(follow(stacks, poller.answers()));
-        let configs = SyncConfigs::new(self.files, api.clone(), self.edge_id);
-        tokio::spawn(follow(configs, poller.answers()));
     }
 
     /// Async mode: no tunnel, ever; commands hand work to a task per kind,

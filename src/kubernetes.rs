@@ -47,11 +47,17 @@ pub trait KubernetesRoutes: Send + Sync + 'static {
 pub struct KubernetesProxy<K, O> {
     api: K,
     objects: O,
+    /// The pod's namespace, where a stack's objects go that name none.
+    own_namespace: String,
 }
 
 impl<K: KubernetesApi, O: KubernetesObjects> KubernetesProxy<K, O> {
-    pub fn new(api: K, objects: O) -> Self {
-        KubernetesProxy { api, objects }
+    pub fn new(api: K, objects: O, own_namespace: String) -> Self {
+        KubernetesProxy {
+            api,
+            objects,
+            own_namespace,
+        }
     }
 
     async fn forward(&self, mut request: Request<Body>) -> Result<Response<Body>, AgentError> {
@@ -122,7 +128,7 @@ impl<K: KubernetesApi, O: KubernetesObjects> KubernetesRoutes for KubernetesProx
     ) -> Pin<Box<dyn Future<Output = Result<Response<Body>, AgentError>> + Send + '_>> {
         Box::pin(async move {
             let credential = credential_of(&request)?;
-            kubernetes_stack::answer(&self.objects, credential, request).await
+            kubernetes_stack::answer(&self.objects, credential, &self.own_namespace, request).await
         })
     }
 }

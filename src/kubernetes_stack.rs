@@ -27,24 +27,28 @@ use crate::responses;
 /// and a stack of many objects is still far below this.
 const MAX_STACK_BODY: usize = 16 * 1024 * 1024;
 
-/// Answers a stack request with the objects applied as `credential`.
+/// Answers a stack request with the objects applied as `credential`;
+/// objects that name no namespace in a stack that names none go to
+/// `own_namespace`.
 pub async fn answer<O: KubernetesObjects>(
     objects: &O,
     credential: Credential,
+    own_namespace: &str,
     request: Request<Body>,
 ) -> Result<Response<Body>, AgentError> {
     let body = proxy::read_bounded(request.into_body(), MAX_STACK_BODY)
         .await
         .map_err(|why| AgentError::new(400, "Invalid request payload", why))?;
     let request = StackRequest::from_json(&body)?;
-    let manifests = stack::manifests(&request)?;
+    let manifests = stack::manifests(
+        &request.manifests,
+        request.namespace.as_deref(),
+        own_namespace,
+    )?;
     let applied = deploy(objects, &credential, &manifests).await?;
     info!(
         objects = applied.len(),
-        namespace = request
-            .namespace
-            .as_deref()
-            .unwrap_or(stack::DEFAULT_NAMESPACE),
+        namespace = request.namespace.as_deref().unwrap_or(own_namespace),
         token = credential.source(),
         "Kubernetes stack applied"
     );
@@ -202,6 +206,18 @@ mod tests {
             })
         }
 
+        async fn delete(&self, manifest: &Manifest, _: Credential) -> Result<(), ObjectsError> {
+            self.calls
+                .lock()
+                .unwrap()
+                .push(format!("delete {}", manifest.label()));
+            Ok(())
+        }
+
+        async fn exists(&self, _: &Manifest, _: Credential) -> Result<bool, ObjectsError> {
+            Ok(true)
+        }
+
         async fn wait_established(&self, name: &str, _: Credential) -> Result<(), ObjectsError> {
             self.calls.lock().unwrap().push(format!("wait {name}"));
             Ok(())
@@ -209,11 +225,7 @@ mod tests {
     }
 
     fn stack_of(yaml: &str) -> Vec<Manifest> {
-        stack::manifests(&StackRequest {
-            manifests: yaml.to_string(),
-            namespace: None,
-        })
-        .unwrap()
+        stack::manifests(yaml, None, "default").unwrap()
     }
 
     const CRD: &str = "\

@@ -15,6 +15,7 @@ use berth::cluster::Cluster;
 use berth::dockerhub::DockerHubProbe;
 use berth::edge::agent_update;
 use berth::edge::engine_calls::EngineCalls;
+use berth::edge::manifests::ManifestDeployer;
 use berth::kubernetes::KubernetesProxy;
 use berth::metrics::{Metrics, MetricsEndpoint};
 use berth::operator;
@@ -30,7 +31,7 @@ use berth_adapters::gossip::{AnyMembership, GossipConfig};
 use berth_adapters::host::SysfsHostProbe;
 use berth_adapters::http::tls::{self, TlsIdentity};
 use berth_adapters::http::{probe, HttpServer, ServerLimits};
-use berth_adapters::kubernetes::KubeApiServer;
+use berth_adapters::kubernetes::{own_namespace, KubeApiServer};
 use berth_adapters::kubernetes_objects::ClusterObjects;
 use berth_adapters::peers::HttpsPeers;
 use berth_adapters::portainer::{PortainerHttp, PortainerTls};
@@ -226,6 +227,11 @@ async fn run(options: Options) -> Result<(), String> {
             )
         })
         .transpose()?;
+    let own_namespace = options
+        .kubernetes
+        .as_ref()
+        .map(|cluster| own_namespace(Path::new(&cluster.service_account_dir)))
+        .unwrap_or_default();
     // On Kubernetes the engine is never asked: the agent refuses Docker
     // requests there.
     let engine = DockerSocket::new(options.docker_host.clone(), options.timeouts.connect);
@@ -324,6 +330,9 @@ async fn run(options: Options) -> Result<(), String> {
                     credentials: registry_credentials,
                     address: lookup,
                 },
+                kubernetes.as_ref().map(|api| {
+                    ManifestDeployer::new(ClusterObjects::new(api.clone()), own_namespace.clone())
+                }),
             )
             .await?,
         )
@@ -413,7 +422,7 @@ async fn run(options: Options) -> Result<(), String> {
     let agent = match kubernetes {
         Some(api) => {
             let objects = ClusterObjects::new(api.clone());
-            agent.with_kubernetes(KubernetesProxy::new(api, objects))
+            agent.with_kubernetes(KubernetesProxy::new(api, objects, own_namespace))
         }
         None => agent,
     };

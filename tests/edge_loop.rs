@@ -10,6 +10,7 @@ use berth::edge::poll::{PollIdentity, Poller};
 use berth::edge::tunnel::{self, Activity, TunnelGauge, TunnelSettings};
 use berth_domain::edge::credentials::{self, TunnelCredentials};
 use berth_domain::engine::{EngineFacts, SwarmRole};
+use berth_domain::kubernetes::Platform;
 use berth_ports::{
     EdgeAnswer, EdgeCall, KeyStore, KeyStoreError, OpenTunnel, PortainerApi, PortainerError,
     TunnelClient, TunnelError, TunnelSpec,
@@ -171,6 +172,7 @@ async fn start(inactivity: Duration, failing_opens: u32) -> Loop {
         edge_id: EDGE_ID.into(),
         update_id: 0,
         time_zone: "UTC".into(),
+        platform: Platform::Docker,
     };
     tokio::spawn(Poller::new(portainer.clone(), keys, identity, handle, facts).run());
     let sealed = credentials::encrypt(

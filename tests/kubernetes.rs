@@ -773,3 +773,129 @@ async fn a_stack_is_applied_with_the_callers_token() {
         "the caller's token was logged"
     );
 }
+
+/// berth as an Edge agent in a pod (`EDGE=1`), with the tests' imitation of
+/// Portainer answering in CE 2.23's recorded shapes and the real chisel
+/// server: it polls as a Kubernetes agent, applies the Edge stacks it is
+/// given to the real cluster (in the stack's namespace, the payload's ID
+/// 0 ignored for the listed one) and reports each step, reports a stack
+/// the API server refuses with the API server's words, serves the cluster
+/// through the tunnel as Portainer reaches an Edge environment (its
+/// snapshot is taken that way), and removes a stack no longer listed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn as_an_edge_agent_berth_deploys_stacks_to_the_cluster() {
+    use support::edge_world::{
+        codes, edge_key, fetch_ok, loopback, wait_statuses, EdgeWorld, EDGE_ID, WAIT,
+    };
+    use support::portainer_ce;
+
+    let Some(kube) = cluster() else { return };
+    let Some(EdgeWorld {
+        portainer,
+        chisel,
+        data,
+    }) = EdgeWorld::start("kube-edge").await
+    else {
+        return;
+    };
+    let home = kube.namespace("edge-home");
+    let target = kube.namespace("edge-target");
+    let account = kube.service_account(&home, "cluster-admin", None);
+    std::fs::write(account.dir.join("namespace"), &home).unwrap();
+    let manifests = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: edge-settings\ndata:\n  mode: fast\n---\n\
+        apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: edge-web\nspec:\n  replicas: 0\n  \
+        selector:\n    matchLabels: {app: edge-web}\n  template:\n    metadata:\n      labels: {app: edge-web}\n    \
+        spec:\n      containers:\n      - name: web\n        image: busybox\n";
+    let name = format!("kubeedge{}", std::process::id());
+    let mut payload = portainer_ce::stack_payload(&name, manifests);
+    payload["Namespace"] = serde_json::Value::from(target.clone());
+    portainer.set_stack(21, payload);
+    let broken = "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: broken\nspec:\n  template:\n    \
+        spec:\n      containers: []\n";
+    let mut payload = portainer_ce::stack_payload(&format!("{name}broken"), broken);
+    payload["Namespace"] = serde_json::Value::from(target.clone());
+    portainer.set_stack(22, payload);
+    let grant = chisel.tunnels[0].clone();
+    let mut answer = portainer_ce::poll_answer(&[(21, 1), (22, 1)], 0.5);
+    answer["status"] = "REQUIRED".into();
+    answer["port"] = grant.port.into();
+    answer["credentials"] = grant.credentials.clone().into();
+    portainer.set_status(answer);
+    let key = edge_key(&portainer, &chisel, 1);
+    let data_path = data.display().to_string();
+    let berth = kube.berth(
+        &account.dir,
+        &[
+            ("EDGE", "1"),
+            ("EDGE_ID", EDGE_ID),
+            ("EDGE_KEY", &key),
+            ("AGENT_ADVERTISE_ADDR", "127.0.0.1"),
+            ("DATA_PATH", &data_path),
+        ],
+    );
+
+    let polls = portainer
+        .wait_requests("/api/endpoints/1/edge/status", 1, WAIT)
+        .await;
+    assert_eq!(polls[0].headers["portainer-agent-platform"], "2");
+    let statuses = wait_statuses(&portainer, 21, 7).await;
+    assert_eq!(
+        codes(&statuses),
+        [3, 8, 1, 7],
+        "Acknowledged, Deploying, DeploymentReceived, Running"
+    );
+    assert!(portainer.stack_statuses(0).is_empty());
+    let managers = kube.kubectl(&[
+        "-n",
+        &target,
+        "get",
+        "configmap",
+        "edge-settings",
+        "-o",
+        "jsonpath={.metadata.managedFields[*].manager}",
+    ]);
+    assert_eq!(managers, "berth");
+    let refused = wait_statuses(&portainer, 22, 2).await;
+    assert_eq!(codes(&refused), [3, 8, 2], "{refused:?}");
+    assert!(
+        refused[2].1.starts_with("failed to deploy stack: ")
+            && refused[2]
+                .1
+                .contains("Deployment.apps \"broken\" is invalid"),
+        "{refused:?}"
+    );
+
+    // Portainer reaches the cluster through the tunnel, as it snapshots an
+    // Edge environment on Kubernetes.
+    chisel.wait_listening(grant.port, 1, WAIT);
+    let path = format!("/kubernetes/api/v1/namespaces/{target}/configmaps");
+    let (status, body) = fetch_ok(loopback(grant.port), request("GET", &path, "")).await;
+    assert_eq!(status, 200, "{body:?}");
+    let list: Value = serde_json::from_slice(&body).unwrap();
+    assert!(
+        list["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|item| item["metadata"]["name"] == "edge-settings"),
+        "{list}"
+    );
+
+    // No longer listed: removed from the cluster, reported.
+    let mut answer = portainer_ce::poll_answer(&[], 0.5);
+    answer["status"] = "ACTIVE".into();
+    answer["port"] = grant.port.into();
+    portainer.set_status(answer);
+    let statuses = wait_statuses(&portainer, 21, 4).await;
+    assert_eq!(
+        codes(&statuses),
+        [3, 8, 1, 7, 9, 4],
+        "then Removing, Removed"
+    );
+    let left = kube.kubectl(&["-n", &target, "get", "configmaps,deployments", "-o", "name"]);
+    assert!(
+        !left.contains("edge-settings") && !left.contains("edge-web"),
+        "{left}"
+    );
+    drop(berth);
+}

@@ -391,6 +391,7 @@ mod tests {
             entry_file: "docker-compose.yml".into(),
             env: Vec::new(),
             engine: StackEngine::Compose,
+            namespace: None,
         };
         let error = deployer.deploy(&deployment).await.unwrap_err();
         assert!(matches!(error, DeployError::ToolMissing(_)), "{error}");

@@ -20,6 +20,17 @@ use crate::peers::HttpsPeers;
 /// What a pod finds in its service account folder.
 pub const TOKEN_FILE: &str = "token";
 pub const CA_FILE: &str = "ca.crt";
+pub const NAMESPACE_FILE: &str = "namespace";
+
+/// The pod's namespace, from its service account folder, as kubectl in a
+/// pod finds it; `default` when the file is missing or empty.
+pub fn own_namespace(service_account_dir: &Path) -> String {
+    std::fs::read_to_string(service_account_dir.join(NAMESPACE_FILE))
+        .ok()
+        .map(|namespace| namespace.trim().to_string())
+        .filter(|namespace| !namespace.is_empty())
+        .unwrap_or_else(|| berth_domain::kubernetes_stack::DEFAULT_NAMESPACE.to_string())
+}
 
 #[derive(Clone)]
 pub struct KubeApiServer {

@@ -17,7 +17,7 @@ use berth_ports::{Change, ObjectsError};
 use http::{Request, Response};
 use http_body_util::BodyExt;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{Api, DynamicObject, Patch, PatchParams};
+use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams};
 use kube::core::GroupVersionKind;
 use kube::discovery::{self, Scope};
 use kube::Client;
@@ -52,12 +52,13 @@ impl<K: KubernetesApi> ClusterObjects<K> {
         )
     }
 
-    async fn apply_once(
+    /// The API of `manifest`'s resource, in its namespace if the resource
+    /// is namespaced, and the object as it is to be sent there.
+    async fn resource_of(
         &self,
         manifest: &Manifest,
-        dry_run: bool,
         credential: Credential,
-    ) -> Result<Change, ObjectsError> {
+    ) -> Result<(Api<DynamicObject>, serde_json::Value), ObjectsError> {
         let client = self.client(credential);
         let kind = GroupVersionKind::gvk(manifest.group(), manifest.version(), &manifest.kind);
         let (resource, capabilities) =
@@ -80,6 +81,16 @@ impl<K: KubernetesApi> ClusterObjects<K> {
                 Api::all_with(client, &resource)
             }
         };
+        Ok((api, object))
+    }
+
+    async fn apply_once(
+        &self,
+        manifest: &Manifest,
+        dry_run: bool,
+        credential: Credential,
+    ) -> Result<Change, ObjectsError> {
+        let (api, object) = self.resource_of(manifest, credential).await?;
         let before = if dry_run {
             None
         } else {
@@ -126,17 +137,63 @@ impl<K: KubernetesApi> KubernetesObjects for ClusterObjects<K> {
         dry_run: bool,
         credential: Credential,
     ) -> Result<Change, ObjectsError> {
-        tokio::time::timeout(
+        let what = format!("applying {}", manifest.label());
+        within(
             APPLY_TIMEOUT,
+            what,
             self.apply_once(manifest, dry_run, credential),
         )
         .await
-        .unwrap_or_else(|_| {
-            Err(ObjectsError::Timeout {
-                what: format!("applying {}", manifest.label()),
-                after_seconds: APPLY_TIMEOUT.as_secs(),
-            })
-        })
+    }
+
+    async fn delete(
+        &self,
+        manifest: &Manifest,
+        credential: Credential,
+    ) -> Result<(), ObjectsError> {
+        let deleting = async {
+            let api = match self.resource_of(manifest, credential).await {
+                Ok((api, _)) => api,
+                Err(ObjectsError::Refused(Refusal::UnknownKind)) => return Ok(()),
+                Err(error) => return Err(error),
+            };
+            match api
+                .delete(&manifest.name, &DeleteParams::background())
+                .await
+            {
+                Ok(_) => Ok(()),
+                Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
+                Err(error) => Err(objects_error(error)),
+            }
+        };
+        within(
+            APPLY_TIMEOUT,
+            format!("deleting {}", manifest.label()),
+            deleting,
+        )
+        .await
+    }
+
+    async fn exists(
+        &self,
+        manifest: &Manifest,
+        credential: Credential,
+    ) -> Result<bool, ObjectsError> {
+        let looking = async {
+            let api = match self.resource_of(manifest, credential).await {
+                Ok((api, _)) => api,
+                Err(ObjectsError::Refused(Refusal::UnknownKind)) => return Ok(false),
+                Err(error) => return Err(error),
+            };
+            let found = api.get_opt(&manifest.name).await.map_err(objects_error)?;
+            Ok(found.is_some())
+        };
+        within(
+            APPLY_TIMEOUT,
+            format!("looking for {}", manifest.label()),
+            looking,
+        )
+        .await
     }
 
     async fn wait_established(
@@ -144,15 +201,28 @@ impl<K: KubernetesApi> KubernetesObjects for ClusterObjects<K> {
         name: &str,
         credential: Credential,
     ) -> Result<(), ObjectsError> {
-        tokio::time::timeout(ESTABLISHED_TIMEOUT, self.established(name, credential))
-            .await
-            .unwrap_or_else(|_| {
-                Err(ObjectsError::Timeout {
-                    what: format!("establishing customresourcedefinition {name}"),
-                    after_seconds: ESTABLISHED_TIMEOUT.as_secs(),
-                })
-            })
+        let what = format!("establishing customresourcedefinition {name}");
+        within(
+            ESTABLISHED_TIMEOUT,
+            what,
+            self.established(name, credential),
+        )
+        .await
     }
+}
+
+/// `work`, given `limit` at most.
+async fn within<T>(
+    limit: Duration,
+    what: String,
+    work: impl Future<Output = Result<T, ObjectsError>>,
+) -> Result<T, ObjectsError> {
+    tokio::time::timeout(limit, work).await.unwrap_or_else(|_| {
+        Err(ObjectsError::Timeout {
+            what,
+            after_seconds: limit.as_secs(),
+        })
+    })
 }
 
 /// The API server's refusals keep their code and message; a failure to ask

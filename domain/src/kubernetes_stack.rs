@@ -19,7 +19,8 @@ use crate::error::AgentError;
 pub const FIELD_MANAGER: &str = "berth";
 
 /// The namespace of a namespaced object that names none, in a stack that
-/// names none (kubectl's default).
+/// names none, when the pod's own namespace is not known either. (kubectl
+/// in a pod, as the Go agent runs it, takes the pod's namespace.)
 pub const DEFAULT_NAMESPACE: &str = "default";
 
 /// `{"StackConfig": "<yaml>", "Namespace": "<namespace or empty>"}`.
@@ -66,7 +67,7 @@ pub struct Manifest {
     pub kind: String,
     pub name: String,
     /// Where the object goes if its kind is namespaced: its own
-    /// `metadata.namespace`, else the stack's, else `default`.
+    /// `metadata.namespace`, else the stack's, else the agent's own.
     pub namespace: String,
     /// The whole object, `metadata.namespace` set to `namespace`.
     pub object: Value,
@@ -109,14 +110,20 @@ impl Manifest {
     }
 }
 
-/// The objects of `request`'s manifests, in their order: multi-document
-/// YAML (or JSON), each document an object or a `List` of them.
+/// The objects of `yaml`, in their order: multi-document YAML (or JSON),
+/// each document an object or a `List` of them. An object that names no
+/// namespace goes to `stack_namespace`, else to `own_namespace` (the
+/// agent's pod's).
 ///
 /// # Errors
 /// `400 "Invalid request payload"` naming the document when one does not
 /// parse, is not an object, lacks `apiVersion`, `kind` or `metadata.name`,
 /// or names a namespace other than the stack's. Nothing is applied then.
-pub fn manifests(request: &StackRequest) -> Result<Vec<Manifest>, AgentError> {
+pub fn manifests(
+    yaml: &str,
+    stack_namespace: Option<&str>,
+    own_namespace: &str,
+) -> Result<Vec<Manifest>, AgentError> {
     let invalid = |number: usize, why: String| {
         AgentError::new(
             400,
@@ -125,12 +132,12 @@ pub fn manifests(request: &StackRequest) -> Result<Vec<Manifest>, AgentError> {
         )
     };
     let mut found = Vec::new();
-    for (index, document) in yaml_serde::Deserializer::from_str(&request.manifests).enumerate() {
+    for (index, document) in yaml_serde::Deserializer::from_str(yaml).enumerate() {
         let number = index + 1;
         let value =
             Value::deserialize(document).map_err(|error| invalid(number, error.to_string()))?;
         for object in objects_of(value) {
-            let manifest = manifest(object, request.namespace.as_deref())
+            let manifest = manifest(object, stack_namespace, own_namespace)
                 .map_err(|why| invalid(number, why))?;
             found.push(manifest);
         }
@@ -166,7 +173,11 @@ fn objects_of(document: Value) -> Vec<Value> {
     }
 }
 
-fn manifest(mut object: Value, stack_namespace: Option<&str>) -> Result<Manifest, String> {
+fn manifest(
+    mut object: Value,
+    stack_namespace: Option<&str>,
+    own_namespace: &str,
+) -> Result<Manifest, String> {
     let text = |object: &Value, pointer: &str| {
         object
             .pointer(pointer)
@@ -192,8 +203,8 @@ fn manifest(mut object: Value, stack_namespace: Option<&str>) -> Result<Manifest
     let name = text(&object, "/metadata/name").ok_or_else(|| {
         format!("a {kind} without metadata.name (server-side apply needs a name)")
     })?;
-    let own_namespace = text(&object, "/metadata/namespace");
-    let namespace = match (own_namespace, stack_namespace) {
+    let named = text(&object, "/metadata/namespace");
+    let namespace = match (named, stack_namespace) {
         (Some(own), Some(stack)) if own != stack => {
             return Err(format!(
                 "{kind} {name:?} names namespace {own:?}, the stack's namespace is {stack:?}"
@@ -201,7 +212,7 @@ fn manifest(mut object: Value, stack_namespace: Option<&str>) -> Result<Manifest
         }
         (Some(own), _) => own,
         (None, Some(stack)) => stack.to_string(),
-        (None, None) => DEFAULT_NAMESPACE.to_string(),
+        (None, None) => own_namespace.to_string(),
     };
     if let Some(metadata) = object.get_mut("metadata").and_then(Value::as_object_mut) {
         metadata.insert("namespace".into(), Value::String(namespace.clone()));
@@ -350,6 +361,14 @@ mod tests {
         }
     }
 
+    fn manifests_of(request: &StackRequest) -> Result<Vec<Manifest>, AgentError> {
+        manifests(
+            &request.manifests,
+            request.namespace.as_deref(),
+            "agent-home",
+        )
+    }
+
     #[test]
     fn the_payload_is_read_as_the_go_agent_reads_it() {
         let parsed =
@@ -384,7 +403,7 @@ items:
   - {apiVersion: v1, kind: ConfigMap, metadata: {name: a, namespace: team}}
   - {apiVersion: v1, kind: Service, metadata: {name: b}}
 ";
-        let found = manifests(&request(yaml, Some("team"))).unwrap();
+        let found = manifests_of(&request(yaml, Some("team"))).unwrap();
         let labels: Vec<String> = found.iter().map(Manifest::label).collect();
         assert_eq!(labels, ["deployment.apps/web", "configmap/a", "service/b"]);
         assert!(found.iter().all(|manifest| manifest.namespace == "team"));
@@ -394,12 +413,12 @@ items:
     }
 
     #[test]
-    fn an_object_goes_to_its_own_namespace_then_the_stacks_then_default() {
+    fn an_object_goes_to_its_own_namespace_then_the_stacks_then_the_agents() {
         let yaml = "{apiVersion: v1, kind: ConfigMap, metadata: {name: a, namespace: own}}\n---\n{apiVersion: v1, kind: ConfigMap, metadata: {name: b}}";
-        let found = manifests(&request(yaml, None)).unwrap();
+        let found = manifests_of(&request(yaml, None)).unwrap();
         assert_eq!(found[0].namespace, "own");
-        assert_eq!(found[1].namespace, DEFAULT_NAMESPACE);
-        let clash = manifests(&request(yaml, Some("team"))).unwrap_err();
+        assert_eq!(found[1].namespace, "agent-home");
+        let clash = manifests_of(&request(yaml, Some("team"))).unwrap_err();
         assert_eq!(clash.status(), 400);
         assert!(clash.details().contains("\"own\""), "{}", clash.details());
     }
@@ -414,7 +433,7 @@ items:
             ("---\n", "holds no Kubernetes object"),
         ];
         for (yaml, expected) in cases {
-            let refusal = manifests(&request(yaml, None)).unwrap_err();
+            let refusal = manifests_of(&request(yaml, None)).unwrap_err();
             assert_eq!(refusal.status(), 400, "{yaml}");
             assert!(
                 refusal
@@ -443,7 +462,7 @@ spec: {group: stable.example.com, names: {kind: CronTab, plural: crontabs}}
 ---
 {apiVersion: other.example.com/v1, kind: CronTab, metadata: {name: stray}}
 ";
-        let stack = manifests(&request(yaml, None)).unwrap();
+        let stack = manifests_of(&request(yaml, None)).unwrap();
         let not_found = Refusal::Refused {
             status: 404,
             message: "namespaces \"made\" not found".into(),
@@ -492,7 +511,7 @@ spec: {group: stable.example.com, names: {kind: CronTab, plural: crontabs}}
 
     #[test]
     fn a_refusal_says_what_was_refused_why_and_what_was_applied() {
-        let stack = manifests(&request(
+        let stack = manifests_of(&request(
             "{apiVersion: apps/v1, kind: Deployment, metadata: {name: web}}",
             None,
         ))

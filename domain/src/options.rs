@@ -1032,10 +1032,10 @@ impl Options {
             }),
             _ => None,
         };
-        if kubernetes.is_some() && edge.enabled {
+        if kubernetes.is_some() && edge.asynchronous {
             return Err(r.refused(
-                "EDGE",
-                "unset on Kubernetes (KUBERNETES_SERVICE_HOST is set): berth's Edge mode serves Docker hosts so far",
+                "EDGE_ASYNC",
+                "unset on Kubernetes (KUBERNETES_SERVICE_HOST is set): async Edge mode sends the environment's snapshot, which berth makes for Docker hosts only so far; standard Edge mode (EDGE=1) serves a cluster",
             ));
         }
         let options = Options {
@@ -1296,11 +1296,19 @@ mod tests {
             ("EDGE", "1"),
             ("EDGE_ID", "e"),
         ])
+        .unwrap();
+        assert!(edge.edge.enabled && edge.kubernetes.is_some());
+        let asynchronous = check(&[
+            ("KUBERNETES_SERVICE_HOST", "10.96.0.1"),
+            ("EDGE", "1"),
+            ("EDGE_ASYNC", "1"),
+            ("EDGE_ID", "e"),
+        ])
         .unwrap_err()
         .to_string();
         assert!(
-            edge.contains("EDGE") && edge.contains("Kubernetes"),
-            "{edge}"
+            asynchronous.contains("EDGE_ASYNC") && asynchronous.contains("Kubernetes"),
+            "{asynchronous}"
         );
     }
 

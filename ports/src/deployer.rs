@@ -1,5 +1,5 @@
 //! Deploys Edge stacks: docker compose on a standalone engine, `docker
-//! stack` on a swarm manager.
+//! stack` on a swarm manager, manifests on a Kubernetes cluster.
 
 use std::fmt;
 use std::future::Future;
@@ -22,6 +22,8 @@ pub struct Deployment {
     /// Given to the tools' environment (compose interpolation).
     pub env: Vec<(String, String)>,
     pub engine: StackEngine,
+    /// Kubernetes: the namespace of the objects that name none.
+    pub namespace: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -64,6 +64,27 @@ pub trait KubernetesObjects: Clone + Send + Sync + 'static {
         credential: Credential,
     ) -> impl Future<Output = Result<Change, ObjectsError>> + Send;
 
+    /// Deletes `manifest`'s object, its dependents in the background as
+    /// kubectl does; an object (or a kind) already gone is no error.
+    ///
+    /// # Errors
+    /// An [`ObjectsError`].
+    fn delete(
+        &self,
+        manifest: &Manifest,
+        credential: Credential,
+    ) -> impl Future<Output = Result<(), ObjectsError>> + Send;
+
+    /// Whether `manifest`'s object exists (one being deleted still does).
+    ///
+    /// # Errors
+    /// An [`ObjectsError`].
+    fn exists(
+        &self,
+        manifest: &Manifest,
+        credential: Credential,
+    ) -> impl Future<Output = Result<bool, ObjectsError>> + Send;
+
     /// Waits until the CustomResourceDefinition named `name` is
     /// established, so objects of its kind can be applied.
     ///

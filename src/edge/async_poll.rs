@@ -31,7 +31,7 @@ use berth_domain::edge::snapshot::{docker_snapshot, patch_between};
 use berth_domain::edge::stack::StackStatus;
 use berth_domain::edge::status::refusal_text;
 use berth_domain::engine::SwarmRole;
-use berth_domain::headers::{AGENT_VERSION, PLATFORM_DOCKER};
+use berth_domain::headers::AGENT_VERSION;
 use berth_ports::{DockerEngine, EdgeCall, KeyStore, PortainerApi};
 use http::Method;
 use serde_json::Value;
@@ -227,7 +227,10 @@ impl<A: PortainerApi, E: DockerEngine, C: KeyStore> AsyncPoller<A, E, C> {
                 "X-PortainerAgent-Update-ID".into(),
                 self.identity.update_id.to_string(),
             ),
-            ("Portainer-Agent-Platform".into(), PLATFORM_DOCKER.into()),
+            (
+                "Portainer-Agent-Platform".into(),
+                self.identity.platform.wire_value().into(),
+            ),
         ];
         if gzipped {
             headers.push(("Content-Encoding".into(), "gzip".into()));

@@ -99,6 +99,7 @@ async fn remove_normal_stack<D: Deployer>(
         entry_file: "docker-compose.yml".into(),
         env: Vec::new(),
         engine,
+        namespace: None,
     };
     let outcome = deployer
         .remove(&deployment)

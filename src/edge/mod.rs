@@ -6,7 +6,8 @@
 //! - [`key_page`]: the page where a person pastes a key.
 //! - [`poll`]: asks Portainer what it wants, every `checkin` seconds.
 //! - [`jobs`]: the scheduled scripts the poll answers carry.
-//! - [`stacks`]: the Edge stacks the poll answers list.
+//! - [`stacks`]: the Edge stacks the poll answers list; [`manifests`]:
+//!   deploying them on a Kubernetes cluster.
 //! - [`configs`]: Edge configurations, files placed on the host;
 //!   [`host_files`]: writing and removing files under the host root.
 //! - [`reports`]: where Edge work's results go (Portainer, or async mode's
@@ -27,6 +28,7 @@ pub mod host_files;
 pub mod jobs;
 pub mod key_page;
 pub mod keys;
+pub mod manifests;
 pub mod peer_key;
 pub mod poll;
 pub mod poll_record;

@@ -10,7 +10,8 @@ use berth_domain::edge::backoff::Backoff;
 use berth_domain::edge::key::EdgeKey;
 use berth_domain::edge::status::{field, parse_poll_answer, refusal_text, PollAnswer};
 use berth_domain::engine::SwarmRole;
-use berth_domain::headers::{AGENT_VERSION, PLATFORM_DOCKER};
+use berth_domain::headers::AGENT_VERSION;
+use berth_domain::kubernetes::Platform;
 use berth_ports::{EdgeCall, PortainerApi};
 use http::Method;
 use tokio::sync::watch;
@@ -85,6 +86,8 @@ pub struct PollIdentity {
     pub edge_id: String,
     pub update_id: i64,
     pub time_zone: String,
+    /// Portainer types the environment from it on every poll.
+    pub platform: Platform,
 }
 
 /// The `X-PortainerAgent-TimeZone` value as Go's `time.Local` names it.
@@ -225,7 +228,10 @@ impl<A: PortainerApi> Poller<A> {
                 "X-PortainerAgent-TimeZone".into(),
                 self.identity.time_zone.clone(),
             ),
-            ("Portainer-Agent-Platform".into(), PLATFORM_DOCKER.into()),
+            (
+                "Portainer-Agent-Platform".into(),
+                self.identity.platform.wire_value().into(),
+            ),
             (
                 "X-PortainerAgent-Update-ID".into(),
                 self.identity.update_id.to_string(),

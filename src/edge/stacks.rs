@@ -150,6 +150,7 @@ impl<D: Deployer, R: Reports, F: Files> EdgeStacks<D, R, F> {
                 )])
                 .collect(),
             engine: self.engine(),
+            namespace: payload.namespace.clone(),
         }
     }
 

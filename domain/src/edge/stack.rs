@@ -112,6 +112,9 @@ pub struct StackPayload {
     /// (its components, confined) whose `portainer-compose-unpacker/<id>`
     /// holds the files, so relative bind mounts resolve on the host.
     pub host_folder: Option<Vec<String>>,
+    /// Kubernetes: the namespace for the manifests' objects that name
+    /// none; `None` (CE's `UseManifestNamespaces`) leaves them to their own.
+    pub namespace: Option<String>,
 }
 
 impl StackPayload {
@@ -238,6 +241,7 @@ pub fn parse_payload_value(value: &Value) -> Result<StackPayload, PayloadError> 
         retry_deploy: flag("RetryDeploy"),
         credentials,
         host_folder,
+        namespace: Some(text("Namespace").to_string()).filter(|namespace| !namespace.is_empty()),
     })
 }
 
