@@ -218,6 +218,11 @@ kube_node_network() {
   ip -n "$netns" link set "bk$$n" up
   ip -n "$netns" link set lo up
   ip -n "$netns" route add default via 10.250.0.1
+  # Pods reach the API server at 10.250.0.1 (berth run as a pod): the
+  # node forwards their packets, and the answers come back by this route,
+  # which goes when the veth pair does.
+  ip route add 10.251.0.0/24 via 10.250.0.2 dev "bk$$h"
+  ip netns exec "$netns" sysctl -q -w net.ipv4.ip_forward=1
 }
 
 # kube_in_node DIR COMMAND...: runs COMMAND in the node's network namespace
@@ -273,10 +278,13 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
     bin_dir = "/usr/lib/cni"
     conf_dir = "$node/cni"
 TOML
+  # Pods have a route to the node's link only (the API server, the tests'
+  # own servers at 10.250.0.1), none beyond it.
   cat >"$node/cni/10-berth-test.conflist" <<JSON
 {"cniVersion": "0.4.0", "name": "berth-test", "plugins": [
   {"type": "bridge", "bridge": "cni0", "isGateway": true, "ipMasq": false,
    "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.251.0.0/24"}]],
+            "routes": [{"dst": "10.250.0.0/30"}],
             "dataDir": "$node/cni-ipam"}}]}
 JSON
   cat >"$node/kubelet.yaml" <<YAML

@@ -164,10 +164,11 @@ class Portainer:
         return self.ok("PUT", f"/api/edge_groups/{group}",
                        {"Name": name, "Dynamic": False, "Endpoints": endpoints})
 
-    def create_edge_stack(self, name, compose, groups):
+    def create_edge_stack(self, name, content, groups, deployment_type=0):
+        """An Edge stack: compose (0) or Kubernetes manifests (1)."""
         return self.ok("POST", "/api/edge_stacks/create/string",
-                       {"Name": name, "StackFileContent": compose,
-                        "EdgeGroups": groups, "DeploymentType": 0})
+                       {"Name": name, "StackFileContent": content,
+                        "EdgeGroups": groups, "DeploymentType": deployment_type})
 
     def create_edge_job(self, name, script, endpoints):
         return self.ok("POST", "/api/edge_jobs/create/string",

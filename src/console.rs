@@ -3,6 +3,9 @@
 //! stream. The engine is asked first, so a container or exec that does not
 //! exist is an HTTP error before any upgrade, not a silently dead socket.
 
+use std::future::Future;
+use std::time::Duration;
+
 use berth_domain::browse::query_value;
 use berth_domain::error::AgentError;
 use berth_domain::routing::WebsocketKind;
@@ -204,9 +207,28 @@ where
     };
     // The console ends when the engine's stream ends (the shell exited) or
     // the client leaves.
+    until_output_ends(inbound, outbound).await;
+}
+
+/// How long a console whose input side ended waits for the rest of the
+/// output and its end.
+const LAST_OUTPUT: Duration = Duration::from_secs(5);
+
+/// Runs a console's two directions until the output side ends (it sends
+/// the close). When the input side ends first (the client left, or the
+/// program stopped taking input as it exits), what the program still
+/// writes and the normal close go on to the client for a few seconds,
+/// rather than the connection being dropped under them.
+pub(crate) async fn until_output_ends(
+    inbound: impl Future<Output = ()>,
+    outbound: impl Future<Output = ()>,
+) {
+    tokio::pin!(outbound);
     tokio::select! {
-        () = outbound => {}
-        () = inbound => {}
+        () = &mut outbound => {}
+        () = inbound => {
+            let _ = tokio::time::timeout(LAST_OUTPUT, &mut outbound).await;
+        }
     }
 }
 

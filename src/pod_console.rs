@@ -26,6 +26,7 @@ use tracing::debug;
 
 use crate::console::{
     client_websocket, refusal, session_ended, switching_protocols, take_whole_characters,
+    until_output_ends,
 };
 
 /// The exec protocols berth speaks, the newest first: v5 adds a way to
@@ -138,8 +139,5 @@ where
         }
         let _ = to_client.send(session_ended()).await;
     };
-    tokio::select! {
-        () = outbound => {}
-        () = inbound => {}
-    }
+    until_output_ends(inbound, outbound).await;
 }

@@ -899,3 +899,162 @@ async fn as_an_edge_agent_berth_deploys_stacks_to_the_cluster() {
     );
     drop(berth);
 }
+
+/// `deploy/kubernetes/berth-agent.yaml` as a user applies it: berth's own
+/// image (the static release binary, imported into the node's containerd,
+/// since nothing can be pulled) runs as a pod of the real node, on the
+/// manifest's service account, non-root with a read-only root; through a
+/// port-forward to its Service it answers as a Kubernetes agent and
+/// reaches the API server from the pod, with the token and CA Kubernetes
+/// gave the pod.
+#[tokio::test]
+async fn berth_runs_as_a_pod_from_the_deploy_manifest() {
+    let Some(kube) = cluster() else { return };
+    kube.require_node();
+    let Some(binary) = support::berth_process::from_env_or_skip(
+        "BERTH_TEST_STATIC",
+        "the static release binary for the node's image",
+        "run scripts/test, which builds it with scripts/build-release",
+    ) else {
+        return;
+    };
+    kube.import_program_image(std::path::Path::new(&binary), "berth:latest");
+    let manifest = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/deploy/kubernetes/berth-agent.yaml"
+    );
+    let applied = kube.kubectl(&["apply", "-f", manifest]);
+    assert!(
+        applied.contains("deployment.apps/portainer-agent created")
+            || applied.contains("deployment.apps/portainer-agent configured"),
+        "{applied}"
+    );
+    // No kube-proxy runs in the test cluster, so the service address
+    // Kubernetes gives pods (10.96.0.1) leads nowhere: the pod is pointed
+    // at the API server itself, as kube-proxy would take it there.
+    let host = format!("KUBERNETES_SERVICE_HOST={}", kube.address.ip());
+    let port = format!("KUBERNETES_SERVICE_PORT={}", kube.address.port());
+    kube.kubectl(&[
+        "-n",
+        "portainer",
+        "set",
+        "env",
+        "deployment/portainer-agent",
+        &host,
+        &port,
+    ]);
+    let rolled = kube.try_kubectl(
+        &[
+            "-n",
+            "portainer",
+            "rollout",
+            "status",
+            "deployment/portainer-agent",
+            "--timeout=120s",
+        ],
+        "",
+    );
+    if !rolled.status.success() {
+        let pods = kube.try_kubectl(&["-n", "portainer", "describe", "pods"], "");
+        let logs = kube.try_kubectl(
+            &["-n", "portainer", "logs", "deployment/portainer-agent"],
+            "",
+        );
+        panic!(
+            "the agent did not roll out: {}\n{}\n{}",
+            String::from_utf8_lossy(&rolled.stderr),
+            String::from_utf8_lossy(&pods.stdout),
+            String::from_utf8_lossy(&logs.stdout)
+        );
+    }
+    let mut forward = kube
+        .kubectl_command(&[
+            "-n",
+            "portainer",
+            "port-forward",
+            "service/portainer-agent",
+            "0:9001",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(forward.stdout.take().unwrap());
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut lines, &mut line).unwrap();
+    // "Forwarding from 127.0.0.1:NNNNN -> 9001"
+    let local: std::net::SocketAddr = line
+        .split_whitespace()
+        .nth(2)
+        .and_then(|address| address.parse().ok())
+        .unwrap_or_else(|| panic!("kubectl port-forward said {line:?}"));
+    let target = Target::Berth(local);
+
+    let (ping, _) = target
+        .fetch_request(unsigned_request("GET", "/ping", ""))
+        .await;
+    assert_eq!(ping.status(), 204);
+    assert_eq!(ping.headers()["Portainer-Agent-Platform"], "2");
+    let (status, pods) = json_of(
+        &target,
+        request("GET", "/kubernetes/api/v1/namespaces/portainer/pods", ""),
+    )
+    .await;
+    assert_eq!(status, 200, "{pods}");
+    let own = pods["items"][0]["spec"].clone();
+    assert_eq!(
+        own["serviceAccountName"], "portainer-sa-clusteradmin",
+        "{pods}"
+    );
+    let (status, answer) = json_of(
+        &target,
+        stack_request(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: from-the-pod\n",
+            "",
+        ),
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["Output"], "configmap/from-the-pod created\n");
+    // Where a stack's objects go that name no namespace: the pod's own.
+    kube.kubectl(&["-n", "portainer", "get", "configmap", "from-the-pod"]);
+
+    forward.kill().unwrap();
+    let _ = forward.wait();
+
+    // The Edge manifest, its ID and key filled in, replaces it: the pod
+    // polls Portainer (the imitation, on the host's end of the node's
+    // link) with the ConfigMap's Edge ID, as a Kubernetes agent.
+    let portainer = support::portainer_server::TestPortainer::start_on(kube.address.ip()).await;
+    portainer.set_status(support::portainer_ce::poll_answer(&[], 0.5));
+    let key = base64::Engine::encode(
+        &base64::engine::general_purpose::STANDARD_NO_PAD,
+        format!("{}|{}:1|unused|1", portainer.url(), kube.address.ip()),
+    );
+    let edge_manifest = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/deploy/kubernetes/berth-edge-agent.yaml"
+    ))
+    .unwrap()
+    .replace("<the Edge ID Portainer gave>", "berth-pod-edge")
+    .replace("<the Edge key Portainer gave>", &key);
+    kube.kubectl_with_input(&["apply", "-f", "-"], &edge_manifest);
+    kube.kubectl(&[
+        "-n",
+        "portainer",
+        "set",
+        "env",
+        "deployment/portainer-agent",
+        &host,
+        &port,
+    ]);
+    let polls = portainer
+        .wait_requests("/api/endpoints/1/edge/status", 1, Duration::from_secs(120))
+        .await;
+    assert_eq!(
+        polls[0].headers["x-portaineragent-edgeid"],
+        "berth-pod-edge"
+    );
+    assert_eq!(polls[0].headers["portainer-agent-platform"], "2");
+    kube.kubectl_with_input(&["delete", "-f", "-", "--wait=false"], &edge_manifest);
+}

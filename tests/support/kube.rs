@@ -75,6 +75,44 @@ impl KubeCluster {
         run_with_input(&mut command, input)
     }
 
+    /// kubectl as the administrator, to be spawned (a port-forward).
+    pub fn kubectl_command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(&self.kubectl);
+        command.arg("--kubeconfig").arg(self.dir.join("kubeconfig"));
+        command.args(args);
+        command
+    }
+
+    /// Imports `binary` into the node's containerd as the one-file image
+    /// `reference` whose command is `/<file name>` (a statically linked
+    /// program: there is nothing else in the image), as
+    /// `scripts/image-archive.py` writes images for nodes that cannot pull.
+    pub fn import_program_image(&self, binary: &Path, reference: &str) {
+        self.require_node();
+        let root = temp_dir("image-root");
+        let name = binary.file_name().unwrap();
+        std::fs::copy(binary, root.join(name)).unwrap();
+        let archive_dir = temp_dir("image-archive");
+        let archive = archive_dir.join("image.tar");
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/image-archive.py");
+        let command = format!("/{}", name.to_string_lossy());
+        let written = Command::new("python3")
+            .args([script, &root.to_string_lossy(), reference])
+            .arg(&archive)
+            .arg(&command)
+            .output()
+            .unwrap();
+        assert!(written.status.success(), "{written:?}");
+        let imported = Command::new("ctr")
+            .arg("--address")
+            .arg(self.dir.join("node/containerd.sock"))
+            .args(["-n", "k8s.io", "images", "import"])
+            .arg(&archive)
+            .output()
+            .unwrap();
+        assert!(imported.status.success(), "{imported:?}");
+    }
+
     /// The kubectl program, for a kubeconfig of the test's own.
     pub fn kubectl_program(&self) -> &Path {
         &self.kubectl

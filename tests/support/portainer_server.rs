@@ -65,7 +65,13 @@ pub const GLOBAL_ENDPOINT: u64 = 77;
 
 impl TestPortainer {
     pub async fn start() -> TestPortainer {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        TestPortainer::start_on(std::net::Ipv4Addr::LOCALHOST.into()).await
+    }
+
+    /// Listening on `ip` (a test's own address: a pod reaches the host's
+    /// end of the test node's link, not its loopback).
+    pub async fn start_on(ip: std::net::IpAddr) -> TestPortainer {
+        let listener = TcpListener::bind((ip, 0)).await.unwrap();
         let server = TestPortainer {
             addr: listener.local_addr().unwrap(),
             state: Arc::new(Mutex::new(State {
