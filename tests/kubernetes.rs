@@ -344,18 +344,27 @@ struct CustomKind {
     plural: String,
 }
 
-/// A CustomResourceDefinition of the test's own (cluster-wide, so its
-/// group is unique to this test), established before it returns.
-fn crd_kind(kube: &KubeCluster) -> CustomKind {
-    let group = format!("{}.berth.test", support::unique::unique("g"));
+/// A namespaced CustomResourceDefinition of `kind` (with an integer
+/// `spec.size`) in a group unique to the test (definitions are
+/// cluster-wide): its group and its YAML.
+fn crd_manifest(prefix: &str, kind: &str) -> (String, String) {
+    let group = format!("{}.berth.test", support::unique::unique(prefix));
+    let singular = kind.to_lowercase();
     let crd = format!(
         "apiVersion: apiextensions.k8s.io/v1\nkind: CustomResourceDefinition\nmetadata:\n  \
-         name: gadgets.{group}\nspec:\n  group: {group}\n  scope: Namespaced\n  names:\n    \
-         plural: gadgets\n    singular: gadget\n    kind: Gadget\n  versions:\n  - name: v1\n    \
+         name: {singular}s.{group}\nspec:\n  group: {group}\n  scope: Namespaced\n  names:\n    \
+         plural: {singular}s\n    singular: {singular}\n    kind: {kind}\n  versions:\n  - name: v1\n    \
          served: true\n    storage: true\n    schema:\n      openAPIV3Schema:\n        type: object\n        \
          properties:\n          spec:\n            type: object\n            properties:\n              \
          size: {{type: integer}}\n"
     );
+    (group, crd)
+}
+
+/// A CustomResourceDefinition of the test's own (cluster-wide, so its
+/// group is unique to this test), established before it returns.
+fn crd_kind(kube: &KubeCluster) -> CustomKind {
+    let (group, crd) = crd_manifest("g", "Gadget");
     kube.kubectl_with_input(&["apply", "-f", "-"], &crd);
     kube.kubectl(&[
         "wait",
@@ -575,20 +584,6 @@ fn stack_request(manifests: &str, namespace: &str) -> Request<Full<Bytes>> {
     request("POST", "/v2/kubernetes/stack", &body.to_string())
 }
 
-/// A CustomResourceDefinition of a group unique to the test, for a stack.
-fn crd_manifest() -> (String, String) {
-    let group = format!("{}.berth.test", support::unique::unique("s"));
-    let crd = format!(
-        "apiVersion: apiextensions.k8s.io/v1\nkind: CustomResourceDefinition\nmetadata:\n  \
-         name: widgets.{group}\nspec:\n  group: {group}\n  scope: Namespaced\n  names:\n    \
-         plural: widgets\n    singular: widget\n    kind: Widget\n  versions:\n  - name: v1\n    \
-         served: true\n    storage: true\n    schema:\n      openAPIV3Schema:\n        type: object\n        \
-         properties:\n          spec:\n            type: object\n            properties:\n              \
-         size: {{type: integer}}\n"
-    );
-    (group, crd)
-}
-
 /// A stack that makes its own namespace and its own kind (which kubectl
 /// cannot apply in one go), applied server-side under berth's field
 /// manager and reported as kubectl reports; applied again, unchanged;
@@ -600,7 +595,7 @@ async fn a_stack_is_applied_server_side_and_reported_as_kubectl_would() {
     let account = kube.service_account(&home, "cluster-admin", None);
     let berth = kube.berth(&account.dir, &[]);
     let target = Target::Berth(berth.addr);
-    let (group, crd) = crd_manifest();
+    let (group, crd) = crd_manifest("s", "Widget");
     let made = support::unique::unique("made-");
     let manifests = format!(
         "{crd}---\napiVersion: v1\nkind: Namespace\nmetadata:\n  name: {made}\n---\n\
@@ -865,9 +860,24 @@ async fn as_an_edge_agent_berth_deploys_stacks_to_the_cluster() {
         "{refused:?}"
     );
 
-    // Portainer reaches the cluster through the tunnel, as it snapshots an
-    // Edge environment on Kubernetes.
+    // Portainer reaches the cluster through the tunnel: its snapshot of an
+    // Edge environment on Kubernetes asks these three, then its UI reads.
     chisel.wait_listening(grant.port, 1, WAIT);
+    let tunnel = loopback(grant.port);
+    let (status, health) = fetch_ok(tunnel, request("GET", "/kubernetes/healthz", "")).await;
+    assert_eq!((status, &health[..]), (200, &b"ok"[..]));
+    let (status, version) = fetch_ok(tunnel, request("GET", "/kubernetes/version", "")).await;
+    assert_eq!(status, 200);
+    let version: Value = serde_json::from_slice(&version).unwrap();
+    assert_eq!(version["gitVersion"], "v1.34.2");
+    let (status, nodes) = fetch_ok(tunnel, request("GET", "/kubernetes/api/v1/nodes", "")).await;
+    assert_eq!(status, 200);
+    let nodes: Value = serde_json::from_slice(&nodes).unwrap();
+    let known = kube.kubectl(&["get", "nodes", "-o", "name"]);
+    assert_eq!(
+        nodes["items"].as_array().unwrap().len(),
+        known.lines().count()
+    );
     let path = format!("/kubernetes/api/v1/namespaces/{target}/configmaps");
     let (status, body) = fetch_ok(loopback(grant.port), request("GET", &path, "")).await;
     assert_eq!(status, 200, "{body:?}");

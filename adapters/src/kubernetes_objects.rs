@@ -16,8 +16,7 @@ use berth_ports::{Body, BoxError, KubernetesApi, KubernetesError, KubernetesObje
 use berth_ports::{Change, ObjectsError};
 use http::{Request, Response};
 use http_body_util::BodyExt;
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams};
+use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, Patch, PatchParams};
 use kube::core::GroupVersionKind;
 use kube::discovery::{self, Scope};
 use kube::Client;
@@ -84,6 +83,20 @@ impl<K: KubernetesApi> ClusterObjects<K> {
         Ok((api, object))
     }
 
+    /// The API of `manifest`'s resource; none when its kind is gone (a
+    /// definition deleted before its objects): nothing of it is left.
+    async fn api_if_known(
+        &self,
+        manifest: &Manifest,
+        credential: Credential,
+    ) -> Result<Option<Api<DynamicObject>>, ObjectsError> {
+        match self.resource_of(manifest, credential).await {
+            Ok((api, _)) => Ok(Some(api)),
+            Err(ObjectsError::Refused(Refusal::UnknownKind)) => Ok(None),
+            Err(error) => Err(error),
+        }
+    }
+
     async fn apply_once(
         &self,
         manifest: &Manifest,
@@ -113,15 +126,18 @@ impl<K: KubernetesApi> ClusterObjects<K> {
     }
 
     async fn established(&self, name: &str, credential: Credential) -> Result<(), ObjectsError> {
-        let definitions: Api<CustomResourceDefinition> = Api::all(self.client(credential));
+        // Read untyped: k8s-openapi's CustomResourceDefinition, with its
+        // whole schema type, would add half a megabyte to the binary for
+        // one condition.
+        let kind = GroupVersionKind::gvk("apiextensions.k8s.io", "v1", "CustomResourceDefinition");
+        let resource = ApiResource::from_gvk_with_plural(&kind, "customresourcedefinitions");
+        let definitions: Api<DynamicObject> = Api::all_with(self.client(credential), &resource);
         loop {
             let definition = definitions.get(name).await.map_err(objects_error)?;
-            let established = definition
-                .status
-                .and_then(|status| status.conditions)
-                .unwrap_or_default()
-                .iter()
-                .any(|condition| condition.type_ == "Established" && condition.status == "True");
+            let conditions = definition.data["status"]["conditions"].as_array().cloned();
+            let established = conditions.unwrap_or_default().iter().any(|condition| {
+                condition["type"] == "Established" && condition["status"] == "True"
+            });
             if established {
                 return Ok(());
             }
@@ -152,10 +168,8 @@ impl<K: KubernetesApi> KubernetesObjects for ClusterObjects<K> {
         credential: Credential,
     ) -> Result<(), ObjectsError> {
         let deleting = async {
-            let api = match self.resource_of(manifest, credential).await {
-                Ok((api, _)) => api,
-                Err(ObjectsError::Refused(Refusal::UnknownKind)) => return Ok(()),
-                Err(error) => return Err(error),
+            let Some(api) = self.api_if_known(manifest, credential).await? else {
+                return Ok(());
             };
             match api
                 .delete(&manifest.name, &DeleteParams::background())
@@ -180,10 +194,8 @@ impl<K: KubernetesApi> KubernetesObjects for ClusterObjects<K> {
         credential: Credential,
     ) -> Result<bool, ObjectsError> {
         let looking = async {
-            let api = match self.resource_of(manifest, credential).await {
-                Ok((api, _)) => api,
-                Err(ObjectsError::Refused(Refusal::UnknownKind)) => return Ok(false),
-                Err(error) => return Err(error),
+            let Some(api) = self.api_if_known(manifest, credential).await? else {
+                return Ok(false);
             };
             let found = api.get_opt(&manifest.name).await.map_err(objects_error)?;
             Ok(found.is_some())
