@@ -1,14 +1,18 @@
-//! Keeps the engine facts fresh: read at start, then every interval, so a
-//! node promoted, demoted or renamed is seen without a restart.
+//! Keeps the engine facts fresh: read at start, then again whenever the
+//! engine's events say they may have changed (and, for what no event tells,
+//! every safety interval), so a node promoted, demoted or renamed is seen
+//! without a restart, and an idle engine is not polled.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use berth_domain::engine::EngineFacts;
-use berth_ports::DockerEngine;
+use berth_domain::engine::{EngineFacts, FACT_EVENTS_PATH};
+use berth_ports::{empty_body, Body, DockerEngine};
+use http::Request;
+use http_body_util::BodyExt;
 use tokio::sync::watch;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 /// The latest facts; cheap to clone and to read.
 pub type FactsReceiver = watch::Receiver<Arc<EngineFacts>>;
@@ -40,17 +44,18 @@ pub fn fixed(facts: EngineFacts) -> FactsReceiver {
     watch::channel(Arc::new(facts)).1
 }
 
-/// Reads the facts once (bounded by `first_read_timeout`), then refreshes
-/// them every `interval` in a task that ends when every receiver is gone.
+/// Reads the facts once (bounded by `read_timeout`), then keeps them
+/// current in a task that ends when every receiver is gone: after each
+/// event that may change them, and every `safety_interval`.
 pub async fn watch_engine_facts<E: DockerEngine>(
     engine: E,
-    interval: Duration,
-    first_read_timeout: Duration,
+    safety_interval: Duration,
+    read_timeout: Duration,
 ) -> FactsReceiver {
     watch_engine_facts_with(
         engine,
-        interval,
-        first_read_timeout,
+        safety_interval,
+        read_timeout,
         EngineHealth::default(),
     )
     .await
@@ -59,12 +64,12 @@ pub async fn watch_engine_facts<E: DockerEngine>(
 /// [`watch_engine_facts`], keeping `health` current.
 pub async fn watch_engine_facts_with<E: DockerEngine>(
     engine: E,
-    interval: Duration,
-    first_read_timeout: Duration,
+    safety_interval: Duration,
+    read_timeout: Duration,
     health: EngineHealth,
 ) -> FactsReceiver {
     let mut healthy = true;
-    let first = match tokio::time::timeout(first_read_timeout, engine.facts()).await {
+    let first = match tokio::time::timeout(read_timeout, engine.facts()).await {
         Ok(Ok(facts)) => facts,
         Ok(Err(error)) => {
             warn!(%error, "cannot read the engine's facts yet; retrying in the background");
@@ -80,45 +85,124 @@ pub async fn watch_engine_facts_with<E: DockerEngine>(
     log_facts(&first);
     health.set(healthy);
     let (sender, receiver) = watch::channel(Arc::new(first));
-    tokio::spawn(refresh(engine, sender, interval, health));
+    tokio::spawn(refresh(
+        engine,
+        sender,
+        safety_interval,
+        read_timeout,
+        health,
+    ));
     receiver
 }
 
+/// How long to wait before asking again for an events stream the engine
+/// did not give (it was down, or does not stream events): the facts are
+/// then read at this pace, as before there were events to follow.
+const RETRY: Duration = Duration::from_secs(5);
+
+/// Follows the engine's events stream and reads the facts again after each
+/// event that may change them, after the stream ends (the engine restarted:
+/// anything may have changed) and every `safety_interval` (a swarm left,
+/// or a worker promoted, tells its own engine's stream nothing). While no
+/// stream can be had, the facts are read every [`RETRY`] instead.
 async fn refresh<E: DockerEngine>(
     engine: E,
     sender: watch::Sender<Arc<EngineFacts>>,
-    interval: Duration,
+    safety_interval: Duration,
+    read_timeout: Duration,
     health: EngineHealth,
 ) {
+    let mut events = open_events(&engine, read_timeout).await;
     loop {
-        let healthy = health.answers();
+        let wait = match events {
+            Some(_) => safety_interval,
+            None => safety_interval.min(RETRY),
+        };
         tokio::select! {
             () = sender.closed() => return,
-            () = tokio::time::sleep(interval) => {}
-        }
-        let read = tokio::time::timeout(interval, engine.facts()).await;
-        match read {
-            Ok(Ok(facts)) => {
-                if !healthy {
-                    info!("the engine answers again");
-                    health.set(true);
-                }
-                if **sender.borrow() != facts {
-                    log_facts(&facts);
-                    sender.send_replace(Arc::new(facts));
+            () = tokio::time::sleep(wait) => {}
+            more = next_event(&mut events) => {
+                if !more {
+                    debug!("the engine's events stream ended");
+                    events = None;
                 }
             }
-            // Logged once per change of state, not once per try.
-            Ok(Err(error)) if healthy => {
-                warn!(%error, "cannot refresh the engine's facts");
-                health.set(false);
-            }
-            Err(_) if healthy => {
-                warn!(endpoint = %engine.endpoint(), "the engine did not answer GET /info in time");
-                health.set(false);
-            }
-            _ => {}
         }
+        if events.is_none() {
+            events = open_events(&engine, read_timeout).await;
+        }
+        read_into(&engine, &sender, read_timeout, &health).await;
+    }
+}
+
+/// The engine's events stream, filtered to what may change its facts;
+/// `None` when the engine does not answer it with a stream.
+async fn open_events<E: DockerEngine>(engine: &E, timeout: Duration) -> Option<Body> {
+    // The engine port passes the Host header through as given, and
+    // HTTP/1.1 needs one.
+    let request = Request::get(FACT_EVENTS_PATH)
+        .header(http::header::HOST, "docker")
+        .body(empty_body())
+        .expect("a constant request");
+    match tokio::time::timeout(timeout, engine.forward(request)).await {
+        Ok(Ok(answer)) if answer.status().is_success() => Some(answer.into_body()),
+        Ok(Ok(answer)) => {
+            debug!(status = %answer.status(), "the engine gives no events stream");
+            None
+        }
+        Ok(Err(error)) => {
+            debug!(%error, "cannot open the engine's events stream");
+            None
+        }
+        Err(_) => None,
+    }
+}
+
+/// Waits for the next event; `false` when the stream ended or failed.
+/// Never completes without a stream.
+async fn next_event(events: &mut Option<Body>) -> bool {
+    let Some(body) = events else {
+        return std::future::pending().await;
+    };
+    loop {
+        match body.frame().await {
+            Some(Ok(frame)) if frame.data_ref().is_some_and(|data| !data.is_empty()) => {
+                return true
+            }
+            Some(Ok(_)) => {}
+            Some(Err(_)) | None => return false,
+        }
+    }
+}
+
+async fn read_into<E: DockerEngine>(
+    engine: &E,
+    sender: &watch::Sender<Arc<EngineFacts>>,
+    timeout: Duration,
+    health: &EngineHealth,
+) {
+    let healthy = health.answers();
+    match tokio::time::timeout(timeout, engine.facts()).await {
+        Ok(Ok(facts)) => {
+            if !healthy {
+                info!("the engine answers again");
+                health.set(true);
+            }
+            if **sender.borrow() != facts {
+                log_facts(&facts);
+                sender.send_replace(Arc::new(facts));
+            }
+        }
+        // Logged once per change of state, not once per try.
+        Ok(Err(error)) if healthy => {
+            warn!(%error, "cannot refresh the engine's facts");
+            health.set(false);
+        }
+        Err(_) if healthy => {
+            warn!(endpoint = %engine.endpoint(), "the engine did not answer GET /info in time");
+            health.set(false);
+        }
+        _ => {}
     }
 }
 

@@ -387,6 +387,60 @@ async fn engine_facts_are_refreshed_without_a_restart() {
     assert_eq!(**facts.borrow_and_update(), promoted);
 }
 
+/// With an events stream, a change the engine announces is read at once,
+/// long before the safety interval; with the stream open and no event,
+/// the engine is not asked again until that interval; a stream that ends
+/// (the engine restarted) is a reason to read and to subscribe again.
+#[tokio::test(start_paused = true)]
+async fn engine_facts_follow_the_engines_events() {
+    use std::time::Duration;
+    let engine = FakeEngine::default().with_facts(standalone_facts());
+    let events = engine.events_stream();
+    let mut facts = berth::facts::watch_engine_facts(
+        engine.clone(),
+        Duration::from_secs(600),
+        Duration::from_secs(5),
+    )
+    .await;
+    let subscribed = |engine: &FakeEngine| {
+        engine
+            .seen()
+            .iter()
+            .filter(|seen| seen.uri == berth_domain::engine::FACT_EVENTS_PATH)
+            .count()
+    };
+    tokio::time::sleep(Duration::from_secs(300)).await;
+    assert_eq!(subscribed(&engine), 1, "one events stream, held open");
+    assert!(!facts.has_changed().unwrap());
+
+    let promoted = EngineFacts {
+        role: SwarmRole::Manager { leader: true },
+        node_id: "node-id".into(),
+        ..standalone_facts()
+    };
+    engine.set_facts(promoted.clone());
+    events
+        .send(r#"{"Type":"node","Action":"update"}"#.into())
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(1), facts.changed())
+        .await
+        .expect("read as the event came")
+        .unwrap();
+    assert_eq!(**facts.borrow_and_update(), promoted);
+
+    // The stream ends: read again and subscribe again.
+    engine.set_facts(standalone_facts());
+    let again = engine.events_stream();
+    drop(events);
+    tokio::time::timeout(Duration::from_secs(1), facts.changed())
+        .await
+        .expect("read as the stream ended")
+        .unwrap();
+    assert_eq!(**facts.borrow_and_update(), standalone_facts());
+    assert_eq!(subscribed(&engine), 2);
+    drop(again);
+}
+
 #[tokio::test(start_paused = true)]
 async fn an_engine_down_at_start_is_retried() {
     use std::time::Duration;

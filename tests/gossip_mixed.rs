@@ -49,7 +49,6 @@ fn start_berth(engine: &OwnEngine, seed_port: u16, extra: &[(&str, &str)]) -> Ag
         ("AGENT_ADVERTISE_ADDR", "127.0.0.1"),
         ("AGENT_CLUSTER_PROBE_INTERVAL", "200ms"),
         ("AGENT_CLUSTER_PROBE_TIMEOUT", "100ms"),
-        ("AGENT_FACTS_INTERVAL", "1s"),
         ("METRICS_ADDR", metrics_text.as_str()),
     ];
     env.extend_from_slice(extra);
@@ -198,7 +197,9 @@ async fn berth_and_go_serf_form_one_cluster(binary: String) {
         .await;
     eprintln!("figure: a Go tag change reached berth in {took:?}");
 
-    // berth's tags follow its engine: a swarm now, and its leader.
+    // berth's tags follow its engine: a swarm now, and its leader. The
+    // facts' safety read is a minute away (the default): the engine's
+    // events stream is what tells berth, well within SETTLE.
     engine_a.docker(&["swarm", "init", "--advertise-addr", "127.0.0.1"]);
     let took = wait_go(&mut go2, "berth a's swarm tags", |members| {
         berth_member(members, "berth-gossip-a").is_some_and(|a| {

@@ -279,8 +279,8 @@ pub const OPTION_SPECS: &[OptionSpec] = &[
         "AGENT_FACTS_INTERVAL",
         "facts-interval",
         K::Duration,
-        Some("5s"),
-        "How often engine facts (node name, swarm role) are refreshed (berth)",
+        Some("60s"),
+        "How often engine facts (node name, swarm role) are read again besides after the engine's events that may change them (berth)",
     ),
     spec(
         "AGENT_MAX_CONNECTIONS",

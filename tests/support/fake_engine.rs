@@ -26,6 +26,7 @@ pub struct FakeEngine {
     facts: Arc<Mutex<Option<EngineFacts>>>,
     unreachable: bool,
     seen: Arc<Mutex<Vec<SeenRequest>>>,
+    events: Arc<Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<bytes::Bytes>>>>,
 }
 
 impl FakeEngine {
@@ -59,6 +60,14 @@ impl FakeEngine {
         *self.facts.lock().unwrap() = Some(facts);
     }
 
+    /// The next request for the facts' events stream is answered with a
+    /// stream of what is sent here, ending when the sender is dropped.
+    pub fn events_stream(&self) -> tokio::sync::mpsc::UnboundedSender<bytes::Bytes> {
+        let (sender, receiver) = tokio::sync::mpsc::unbounded_channel();
+        *self.events.lock().unwrap() = Some(receiver);
+        sender
+    }
+
     pub fn seen(&self) -> Vec<SeenRequest> {
         self.seen.lock().unwrap().clone()
     }
@@ -86,6 +95,17 @@ impl DockerEngine for FakeEngine {
             headers: parts.headers.clone(),
             body,
         });
+        if uri == berth_domain::engine::FACT_EVENTS_PATH {
+            if let Some(receiver) = self.events.lock().unwrap().take() {
+                let frames = futures_util::stream::unfold(receiver, |mut receiver| async move {
+                    let event = receiver.recv().await?;
+                    Some((Ok(http_body::Frame::data(event)), receiver))
+                });
+                return Ok(Response::new(
+                    http_body_util::StreamBody::new(frames).boxed_unsync(),
+                ));
+            }
+        }
         let key = (parts.method.to_string(), uri.clone());
         let Some(answer) = self.answers.get(&key) else {
             let mut response = Response::new(full_body(format!(

@@ -1,48 +1,25 @@
 //! Engine facts through bollard: `GET /info`, and `GET /nodes/<id>` on a
 //! manager to learn whether it leads.
 
-use std::time::Duration;
-
 use berth_domain::engine::{EngineFacts, SwarmRole};
-use berth_domain::options::DockerHost;
 use berth_ports::EngineError;
-use bollard::models::{LocalNodeState, Node, SystemInfo};
-use bollard::{ClientVersion, Docker};
+use bollard::models::{ContainerInspectResponse, LocalNodeState, Node, SystemInfo};
+
+use super::DockerSocket;
 
 /// API 1.41 (engine 20.10) has every field berth reads, and newer engines
 /// still serve it.
-const FACTS_API_VERSION: ClientVersion = ClientVersion {
-    major_version: 1,
-    minor_version: 41,
-};
+const FACTS_API: &str = "/v1.41";
 
-pub(super) async fn read_facts(
-    host: &DockerHost,
-    timeout: Duration,
-) -> Result<EngineFacts, EngineError> {
-    let endpoint = host.to_string();
-    let unreachable = |cause: String| EngineError::Unreachable {
-        endpoint: endpoint.clone(),
-        cause,
-    };
-    // Facts are read seldom, so a client per read costs little and copes
-    // with a socket that appears after start.
-    let seconds = timeout.as_secs().max(1);
-    let docker = match host {
-        DockerHost::Unix { path } => Docker::connect_with_unix(path, seconds, &FACTS_API_VERSION),
-        DockerHost::Tcp { .. } => Docker::connect_with_http(&endpoint, seconds, &FACTS_API_VERSION),
-    }
-    .map_err(|error| unreachable(error.to_string()))?;
-    let info = docker
-        .info()
-        .await
-        .map_err(|error| unreachable(error.to_string()))?;
+/// Read over the socket's own pooled connections, as every request is:
+/// no client of its own, and a socket that appears after start is found.
+pub(super) async fn read_facts(socket: &DockerSocket) -> Result<EngineFacts, EngineError> {
+    let info: SystemInfo = socket.get_json(&format!("{FACTS_API}/info")).await?;
     let node = match swarm_manager_node_id(&info) {
         Some(node_id) => Some(
-            docker
-                .inspect_node(&node_id)
-                .await
-                .map_err(|error| unreachable(error.to_string()))?,
+            socket
+                .get_json::<Node>(&format!("{FACTS_API}/nodes/{node_id}"))
+                .await?,
         ),
         None => None,
     };
@@ -96,24 +73,9 @@ pub struct OwnContainer {
 
 /// Inspects the container named `hostname` (a container's default host
 /// name is its ID). `None` when berth does not run in a container.
-pub(super) async fn own_container(
-    host: &DockerHost,
-    timeout: Duration,
-    hostname: &str,
-) -> Option<OwnContainer> {
-    let seconds = timeout.as_secs().max(1);
-    let docker = match host {
-        DockerHost::Unix { path } => Docker::connect_with_unix(path, seconds, &FACTS_API_VERSION),
-        DockerHost::Tcp { .. } => {
-            Docker::connect_with_http(&host.to_string(), seconds, &FACTS_API_VERSION)
-        }
-    }
-    .ok()?;
-    let container = docker
-        .inspect_container(
-            hostname,
-            None::<bollard::query_parameters::InspectContainerOptions>,
-        )
+pub(super) async fn own_container(socket: &DockerSocket, hostname: &str) -> Option<OwnContainer> {
+    let container: ContainerInspectResponse = socket
+        .get_json(&format!("{FACTS_API}/containers/{hostname}/json"))
         .await
         .ok()?;
     let service_name = container

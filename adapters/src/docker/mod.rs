@@ -19,6 +19,10 @@ use connector::EngineConnector;
 use crate::io::{is_timeout, root_cause};
 pub use facts::{facts_from_info, OwnContainer};
 
+/// The most of an engine answer read whole for its facts: `GET /info` is a
+/// few kilobytes, an inspect tens.
+const MAX_FACTS_ANSWER: usize = 4 << 20;
+
 /// A pooled HTTP/1.1 client to one Docker engine. Cloning shares the pool:
 /// build it once and hand out clones.
 #[derive(Clone)]
@@ -71,7 +75,44 @@ impl DockerSocket {
 
     /// Inspects the container berth runs in, found by its host name.
     pub async fn own_container(&self, hostname: &str) -> Option<OwnContainer> {
-        facts::own_container(&self.host, self.connect_timeout, hostname).await
+        facts::own_container(self, hostname).await
+    }
+
+    /// A small JSON answer of the engine's (its facts, an inspect), read
+    /// whole up to [`MAX_FACTS_ANSWER`]; any status but 200 is an error.
+    async fn get_json<T: serde::de::DeserializeOwned>(&self, path: &str) -> Result<T, EngineError> {
+        let protocol = |cause: String| EngineError::Protocol {
+            endpoint: self.endpoint(),
+            cause,
+        };
+        // The pool leaves the Host header to the caller (see `new`), and
+        // HTTP/1.1 needs one.
+        let request = Request::get(path)
+            .header(http::header::HOST, "docker")
+            .body(berth_ports::empty_body())
+            .map_err(|error| protocol(error.to_string()))?;
+        let answer = self.forward(request).await?;
+        let status = answer.status();
+        let mut stream = answer.into_body();
+        let mut body = Vec::new();
+        while let Some(frame) = stream.frame().await {
+            let frame = frame.map_err(|error| protocol(format!("GET {path}: {error}")))?;
+            if let Some(data) = frame.data_ref() {
+                if body.len() + data.len() > MAX_FACTS_ANSWER {
+                    return Err(protocol(format!(
+                        "GET {path}: more than {MAX_FACTS_ANSWER} bytes"
+                    )));
+                }
+                body.extend_from_slice(data);
+            }
+        }
+        if status != http::StatusCode::OK {
+            return Err(protocol(format!(
+                "GET {path} answered {status}: {}",
+                String::from_utf8_lossy(&body)
+            )));
+        }
+        serde_json::from_slice(&body).map_err(|error| protocol(format!("GET {path}: {error}")))
     }
 
     fn classify(&self, error: hyper_util::client::legacy::Error) -> EngineError {
@@ -108,7 +149,7 @@ impl DockerEngine for DockerSocket {
     }
 
     async fn facts(&self) -> Result<EngineFacts, EngineError> {
-        facts::read_facts(&self.host, self.connect_timeout).await
+        facts::read_facts(self).await
     }
 
     fn endpoint(&self) -> String {
