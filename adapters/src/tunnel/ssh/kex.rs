@@ -4,8 +4,8 @@
 
 use std::fmt;
 
+use aws_lc_rs::signature::{UnparsedPublicKey, ECDSA_P256_SHA256_FIXED};
 use curve25519_dalek::montgomery::MontgomeryPoint;
-use p256::ecdsa::signature::Verifier;
 use sha2::{Digest, Sha256};
 
 use super::transport::{key_len, CIPHERS};
@@ -244,15 +244,20 @@ fn verify_host_signature(
             if key.text()? != "nistp256" {
                 return Err(KexError::BadHostKey("not a P-256 key".into()));
             }
-            let verifying = p256::ecdsa::VerifyingKey::from_sec1_bytes(key.string()?)
-                .map_err(|e| KexError::BadHostKey(e.to_string()))?;
+            // SSH sends the point uncompressed (RFC 5656 §3.1); AWS-LC
+            // checks that it is on the curve as it verifies.
+            let point = key.string()?;
+            if point.len() != 65 || point[0] != 4 {
+                return Err(KexError::BadHostKey(
+                    "not an uncompressed P-256 point".into(),
+                ));
+            }
             let mut scalars = Decoder::new(blob);
-            let r = fixed_scalar(scalars.string()?)?;
-            let s = fixed_scalar(scalars.string()?)?;
-            let signature =
-                p256::ecdsa::Signature::from_scalars(r, s).map_err(|_| KexError::BadSignature)?;
-            verifying
-                .verify(hash, &signature)
+            let mut fixed = [0u8; 64];
+            fixed[..32].copy_from_slice(&fixed_scalar(scalars.string()?)?);
+            fixed[32..].copy_from_slice(&fixed_scalar(scalars.string()?)?);
+            UnparsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, point)
+                .verify(hash, &fixed)
                 .map_err(|_| KexError::BadSignature)
         }
         "ssh-ed25519" => {
