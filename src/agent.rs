@@ -11,9 +11,10 @@ use berth_domain::error::AgentError;
 use berth_domain::headers::{REQUEST_HOP, REQUEST_MANAGER_OPERATION, REQUEST_TARGET};
 use berth_domain::kubernetes::{self, Platform};
 use berth_domain::routing::{self, DockerDispatch, LocalView, RequestHead, Route, WebsocketKind};
+use berth_domain::signature::overlap;
 use berth_ports::{
-    Body, DockerEngine, Files, HostProbe, Membership, PeerAgents, RequestHandler,
-    VerifiedClientCertificate,
+    Body, ConnectionStanding, DockerEngine, Files, HostProbe, Membership, PeerAgents,
+    RequestHandler, VerifiedClientCertificate,
 };
 use http::{HeaderMap, Method, Request, Response};
 use tracing::{debug, warn};
@@ -269,14 +270,58 @@ impl<E: DockerEngine, M: Membership, P: PeerAgents, H: HostProbe, F: Files> Agen
                 .get::<VerifiedClientCertificate>()
                 .is_some();
         if route != Route::Ping && !peer_key_request && !certified {
-            if let Err(refused) = self.signatures.authorize(request.headers()) {
-                return (Some(route), Err(refused));
+            let standing = request
+                .extensions()
+                .get::<ConnectionStanding>()
+                .cloned()
+                .unwrap_or_default();
+            let pending = match self.signatures.begin(request.headers()) {
+                Ok(pending) => pending,
+                Err(refused) => {
+                    standing.record(false);
+                    return (Some(route), Err(refused));
+                }
+            };
+            if let Some(pending) = pending {
+                let overlap = overlap::may_forward_while_verifying(
+                    request.method().as_str(),
+                    request.headers().contains_key(http::header::UPGRADE),
+                    self.goes_to_local_engine(&route),
+                    standing.get(),
+                );
+                if overlap {
+                    let outcome = self
+                        .signatures
+                        .verify_alongside(pending, self.dispatch(route.clone(), &facts, request))
+                        .await;
+                    standing.record(outcome.is_ok());
+                    return (Some(route), outcome.and_then(|answer| answer));
+                }
+                let verified = pending.verify();
+                let passed = self.signatures.finish(*pending, verified);
+                standing.record(passed.is_ok());
+                if let Err(refused) = passed {
+                    return (Some(route), Err(refused));
+                }
+            } else {
+                standing.record(true);
             }
         }
         (
             Some(route.clone()),
             self.dispatch(route, &facts, request).await,
         )
+    }
+
+    /// Whether `route` sends the request to this node's engine alone, as
+    /// `dispatch` does.
+    fn goes_to_local_engine(&self, route: &Route) -> bool {
+        self.kubernetes.is_none()
+            && match route {
+                Route::Docker(DockerDispatch::Local) => true,
+                Route::Docker(_) => self.cluster.is_none(),
+                _ => false,
+            }
     }
 }
 

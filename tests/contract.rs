@@ -12,8 +12,9 @@ use berth::Agent;
 use berth_adapters::docker::facts_from_info;
 use berth_adapters::fs::ConfinedFiles;
 use berth_domain::engine::{EngineFacts, SwarmRole};
+use berth_domain::signature::overlap::Standing;
 use berth_domain::signature::SignaturePolicy;
-use berth_ports::{full_body, Body, RequestHandler};
+use berth_ports::{full_body, Body, ConnectionStanding, RequestHandler};
 use bollard::models::{Node, SystemInfo};
 use http::{Request, Response};
 use http_body_util::BodyExt;
@@ -458,6 +459,61 @@ async fn an_engine_down_at_start_is_retried() {
         .expect("a retry within the interval")
         .unwrap();
     assert_eq!(facts.borrow().node_name, standalone_facts().node_name);
+}
+
+/// A signature is verified beside the engine's work (the engine asked
+/// before the signature is known good) only for reads, on a connection
+/// that has shown a good signature and never a bad one; a bad signature
+/// gets its 403 either way, and the engine's answer to it is dropped.
+#[tokio::test]
+async fn engine_work_overlaps_verification_only_on_a_proven_connection() {
+    let engine = FakeEngine::default();
+    let agent = agent(engine.clone());
+    let asked = |engine: &FakeEngine| engine.seen().len();
+    let send = |standing: &ConnectionStanding, method: &str, vector: &str| {
+        let vector = signature_vector(vector);
+        let request = Request::builder()
+            .method(method)
+            .uri("/containers/json")
+            .header("x-portaineragent-publickey", vector.public_key)
+            .header("x-portaineragent-signature", vector.signature)
+            .extension(standing.clone())
+            .body(full_body(""))
+            .unwrap();
+        let agent = agent.clone();
+        async move { agent.handle(request, peer()).await.status().as_u16() }
+    };
+
+    // A connection that starts with a bad signature: the engine is never
+    // asked before a signature verified, not even after a good one.
+    let failed = ConnectionStanding::default();
+    assert_eq!(send(&failed, "GET", "p256-a-wrong-message").await, 403);
+    assert_eq!(asked(&engine), 0);
+    assert_ne!(send(&failed, "GET", "p256-a-good").await, 403);
+    assert_eq!(asked(&engine), 1);
+    assert_eq!(send(&failed, "GET", "p256-a-secret").await, 403);
+    assert_eq!(asked(&engine), 1, "{:?}", failed.get());
+
+    // A proven connection: a change with a bad signature never reaches the
+    // engine.
+    let proven = ConnectionStanding::default();
+    assert_ne!(send(&proven, "GET", "p256-a-good").await, 403);
+    assert_eq!(proven.get(), Standing::Proven);
+    assert_eq!(asked(&engine), 2);
+    assert_eq!(send(&proven, "POST", "p256-a-wrong-message").await, 403);
+    assert_eq!(asked(&engine), 2);
+
+    // A read with a bad signature on a proven connection went to the engine
+    // beside its verification, and was refused; the connection is then
+    // trusted no more.
+    let overlapped = ConnectionStanding::default();
+    assert_ne!(send(&overlapped, "GET", "p256-a-good").await, 403);
+    assert_eq!(asked(&engine), 3);
+    assert_eq!(send(&overlapped, "GET", "p256-a-secret").await, 403);
+    assert_eq!(asked(&engine), 4, "overlapped with the verification");
+    assert_eq!(overlapped.get(), Standing::Failed);
+    assert_eq!(send(&overlapped, "GET", "p256-a-wrong-message").await, 403);
+    assert_eq!(asked(&engine), 4);
 }
 
 fn signed_by(name: &str) -> [(&'static str, String); 2] {

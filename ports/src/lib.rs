@@ -34,7 +34,7 @@ pub use kubernetes_objects::{Change, KubernetesObjects, ObjectsError};
 pub use membership::{Membership, MembershipError};
 pub use peer_agents::{PeerAgents, PeerError};
 pub use portainer_api::{EdgeAnswer, EdgeCall, PortainerApi, PortainerError};
-pub use request_handler::{RequestHandler, VerifiedClientCertificate};
+pub use request_handler::{ConnectionStanding, RequestHandler, VerifiedClientCertificate};
 pub use scheduler::{JobRun, Scheduler, SchedulerError};
 pub use script_host::{ScriptError, ScriptHost, ScriptOutcome};
 pub use tunnel_client::{OpenTunnel, TunnelClient, TunnelError, TunnelSpec};

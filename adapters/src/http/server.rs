@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use berth_ports::{full_body, Body, RequestHandler, VerifiedClientCertificate};
+use berth_ports::{full_body, Body, ConnectionStanding, RequestHandler, VerifiedClientCertificate};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
@@ -311,8 +311,10 @@ impl Connection {
     {
         let service_activity = Arc::clone(&activity);
         let limit = self.limits.max_header_bytes;
+        let standing = ConnectionStanding::default();
         let service = service_fn(move |request: Request<Incoming>| {
             let handler = handler.clone();
+            let standing = standing.clone();
             let in_flight = service_activity.request_started();
             async move {
                 if header_block_len(&request) > limit {
@@ -325,6 +327,7 @@ impl Connection {
                 if certified {
                     request.extensions_mut().insert(VerifiedClientCertificate);
                 }
+                request.extensions_mut().insert(standing);
                 let response = handler.handle(request, peer).await;
                 let response = response.map(|body| TrackedBody::new(body, in_flight));
                 Ok::<_, Infallible>(response)

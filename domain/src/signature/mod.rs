@@ -9,6 +9,7 @@
 
 pub mod cache;
 mod keys;
+pub mod overlap;
 mod policy;
 pub mod signing;
 
