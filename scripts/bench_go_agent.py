@@ -29,6 +29,8 @@ import subprocess
 import tempfile
 import time
 
+from portainer_session import stop_process
+
 TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -128,13 +130,7 @@ class Agent:
                 (first_200 - started) * 1000)
 
     def stop(self):
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process)
         self.process = None
 
     @property

@@ -21,6 +21,18 @@ ADMIN = "admin"
 PASSWORD = "berth-check-password"
 
 
+def stop_process(process, timeout=20):
+    """Ends a process this script started: SIGTERM, then SIGKILL after
+    `timeout` seconds; nothing when it already ended."""
+    if process and process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
 def build(source, out, package, name):
     """`go build` of `package` in the source tree `source`, into `out/name`;
     rebuilt only when the tree's go.sum or the binary is missing or newer."""
@@ -125,13 +137,7 @@ class Portainer:
         self.token = login.json()["jwt"]
 
     def stop(self):
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process)
 
     def api(self, method, path, body=None, auth=True, headers=None, timeout=30):
         headers = dict(headers or {})
