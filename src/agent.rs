@@ -23,6 +23,7 @@ use crate::cluster::Cluster;
 use crate::dockerhub::LimitsProbe;
 use crate::edge::{self, EdgeGate};
 use crate::facts::FactsReceiver;
+use crate::in_flight::InFlight;
 use crate::kubernetes::KubernetesRoutes;
 use crate::metrics::{route_class, Metrics};
 use crate::signature::SignatureGuard;
@@ -47,6 +48,7 @@ pub struct Agent<E, M, P, H, F> {
     /// Set when berth serves a Kubernetes cluster: then it has no Docker
     /// engine, and says so to Docker requests.
     kubernetes: Option<Arc<dyn KubernetesRoutes>>,
+    in_flight: InFlight,
 }
 
 /// A `POST /v2/dockerhub` body is a few credentials.
@@ -73,6 +75,7 @@ impl<E: DockerEngine, M: Membership, P: PeerAgents, H: HostProbe, F: Files> Agen
             dockerhub: None,
             certificates_authorise: false,
             kubernetes: None,
+            in_flight: InFlight::default(),
         }
     }
 
@@ -283,12 +286,14 @@ impl<E: DockerEngine, M: Membership, P: PeerAgents, H: HostProbe, F: Files> Agen
                 }
             };
             if let Some(pending) = pending {
-                let overlap = overlap::may_forward_while_verifying(
-                    request.method().as_str(),
-                    request.headers().contains_key(http::header::UPGRADE),
-                    self.goes_to_local_engine(&route),
-                    standing.get(),
-                );
+                let overlap = overlap::may_forward_while_verifying(overlap::Candidate {
+                    method: request.method().as_str(),
+                    upgrade: request.headers().contains_key(http::header::UPGRADE),
+                    to_local_engine: self.goes_to_local_engine(&route),
+                    standing: standing.get(),
+                    in_flight: self.in_flight.now(),
+                    cores: self.in_flight.cores(),
+                });
                 if overlap {
                     let outcome = self
                         .signatures
@@ -350,7 +355,9 @@ impl<E: DockerEngine, M: Membership, P: PeerAgents, H: HostProbe, F: Files> Requ
         let started = Instant::now();
         let method = request.method().clone();
         let path = request.uri().path().to_string();
+        let in_flight = self.in_flight.enter();
         let (route, outcome) = self.answer(request).await;
+        drop(in_flight);
         let mut response = outcome.unwrap_or_else(|error| {
             if error.status() >= 500 {
                 warn!(%method, %path, status = error.status(), message = error.message(), cause = error.details(), "request failed");

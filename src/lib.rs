@@ -37,6 +37,7 @@ pub mod credential_helper;
 pub mod dockerhub;
 pub mod edge;
 pub mod facts;
+pub mod in_flight;
 pub mod kubernetes;
 pub mod kubernetes_stack;
 pub mod logging;

@@ -12,7 +12,6 @@ use berth_domain::headers::{REQUEST_PUBLIC_KEY, REQUEST_SIGNATURE};
 use berth_domain::signature::{Check, Credentials, PendingVerification, SignaturePolicy};
 use http::HeaderMap;
 use std::future::Future;
-use tokio::sync::Semaphore;
 use tracing::info;
 
 /// How many verified signatures are remembered. Each entry is 32 bytes.
@@ -21,17 +20,12 @@ pub const CACHE_CAPACITY: usize = 4096;
 #[derive(Clone)]
 pub struct SignatureGuard {
     policy: Arc<Mutex<SignaturePolicy>>,
-    /// Verifications running beside their request's engine work
-    /// ([`SignatureGuard::verify_alongside`]): one per core.
-    alongside: Arc<Semaphore>,
 }
 
 impl SignatureGuard {
     pub fn new(policy: SignaturePolicy) -> Self {
-        let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
         SignatureGuard {
             policy: Arc::new(Mutex::new(policy)),
-            alongside: Arc::new(Semaphore::new(cores)),
         }
     }
 
@@ -115,8 +109,6 @@ impl SignatureGuard {
 
     /// Runs `work` while `pending` is verified on a thread of its own, and
     /// gives its output only once the signature verified (else drops it).
-    /// At most one verification per core runs this way; beyond that the
-    /// signature is verified first and `work` only then, as for any request.
     ///
     /// # Errors
     /// The 403 Portainer expects when the signature does not verify.
@@ -125,14 +117,8 @@ impl SignatureGuard {
         pending: Box<PendingVerification>,
         work: impl Future<Output = T>,
     ) -> Result<T, AgentError> {
-        let Ok(permit) = Arc::clone(&self.alongside).try_acquire_owned() else {
-            let verified = pending.verify();
-            self.finish(*pending, verified)?;
-            return Ok(work.await);
-        };
         let verifying = tokio::task::spawn_blocking(move || {
             let verified = pending.verify();
-            drop(permit);
             (pending, verified)
         });
         let (verification, output) = tokio::join!(verifying, work);

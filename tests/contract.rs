@@ -463,8 +463,9 @@ async fn an_engine_down_at_start_is_retried() {
 
 /// A signature is verified beside the engine's work (the engine asked
 /// before the signature is known good) only for reads, on a connection
-/// that has shown a good signature and never a bad one; a bad signature
-/// gets its 403 either way, and the engine's answer to it is dropped.
+/// that has shown a good signature and never a bad one, while a core is
+/// spare (one request at a time here); a bad signature gets its 403 either
+/// way, and the engine's answer to it is dropped.
 #[tokio::test]
 async fn engine_work_overlaps_verification_only_on_a_proven_connection() {
     let engine = FakeEngine::default();
@@ -510,10 +511,17 @@ async fn engine_work_overlaps_verification_only_on_a_proven_connection() {
     assert_ne!(send(&overlapped, "GET", "p256-a-good").await, 403);
     assert_eq!(asked(&engine), 3);
     assert_eq!(send(&overlapped, "GET", "p256-a-secret").await, 403);
-    assert_eq!(asked(&engine), 4, "overlapped with the verification");
+    // With one core there is never a spare one to verify on.
+    let spare_core = std::thread::available_parallelism().unwrap().get() > 1;
+    let overlaps = usize::from(spare_core);
+    assert_eq!(
+        asked(&engine),
+        3 + overlaps,
+        "overlapped with the verification"
+    );
     assert_eq!(overlapped.get(), Standing::Failed);
     assert_eq!(send(&overlapped, "GET", "p256-a-wrong-message").await, 403);
-    assert_eq!(asked(&engine), 4);
+    assert_eq!(asked(&engine), 3 + overlaps);
 }
 
 fn signed_by(name: &str) -> [(&'static str, String); 2] {
