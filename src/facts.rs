@@ -101,10 +101,11 @@ pub async fn watch_engine_facts_with<E: DockerEngine>(
 const RETRY: Duration = Duration::from_secs(5);
 
 /// Follows the engine's events stream and reads the facts again after each
-/// event that may change them, after the stream ends (the engine restarted:
+/// event that may change them, as the stream ends (the engine restarted:
 /// anything may have changed) and every `safety_interval` (a swarm left,
 /// or a worker promoted, tells its own engine's stream nothing). While no
-/// stream can be had, the facts are read every [`RETRY`] instead.
+/// stream can be had, the facts are read, and a stream asked for, every
+/// [`RETRY`] instead.
 async fn refresh<E: DockerEngine>(
     engine: E,
     sender: watch::Sender<Arc<EngineFacts>>,
@@ -118,6 +119,7 @@ async fn refresh<E: DockerEngine>(
             Some(_) => safety_interval,
             None => safety_interval.min(RETRY),
         };
+        let mut ended = false;
         tokio::select! {
             () = sender.closed() => return,
             () = tokio::time::sleep(wait) => {}
@@ -125,10 +127,14 @@ async fn refresh<E: DockerEngine>(
                 if !more {
                     debug!("the engine's events stream ended");
                     events = None;
+                    ended = true;
                 }
             }
         }
-        if events.is_none() {
+        // A stream that just ended is asked for again only after RETRY: an
+        // engine (or a proxy before it) that ends every stream at once must
+        // not be asked in a loop.
+        if events.is_none() && !ended {
             events = open_events(&engine, read_timeout).await;
         }
         read_into(&engine, &sender, read_timeout, &health).await;

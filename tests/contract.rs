@@ -429,7 +429,8 @@ async fn engine_facts_follow_the_engines_events() {
         .unwrap();
     assert_eq!(**facts.borrow_and_update(), promoted);
 
-    // The stream ends: read again and subscribe again.
+    // The stream ends: read at once, and subscribe again a little later
+    // (not in a loop, should the engine end every stream at once).
     engine.set_facts(standalone_facts());
     let again = engine.events_stream();
     drop(events);
@@ -438,8 +439,19 @@ async fn engine_facts_follow_the_engines_events() {
         .expect("read as the stream ended")
         .unwrap();
     assert_eq!(**facts.borrow_and_update(), standalone_facts());
+    assert_eq!(subscribed(&engine), 1);
+    tokio::time::sleep(Duration::from_secs(6)).await;
     assert_eq!(subscribed(&engine), 2);
-    drop(again);
+    // The new stream is followed as the first was.
+    engine.set_facts(promoted.clone());
+    again
+        .send(r#"{"Type":"node","Action":"update"}"#.into())
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(1), facts.changed())
+        .await
+        .expect("read as the event came")
+        .unwrap();
+    assert_eq!(**facts.borrow_and_update(), promoted);
 }
 
 #[tokio::test(start_paused = true)]
