@@ -419,15 +419,7 @@ async fn engine_facts_follow_the_engines_events() {
         node_id: "node-id".into(),
         ..standalone_facts()
     };
-    engine.set_facts(promoted.clone());
-    events
-        .send(r#"{"Type":"node","Action":"update"}"#.into())
-        .unwrap();
-    tokio::time::timeout(Duration::from_secs(1), facts.changed())
-        .await
-        .expect("read as the event came")
-        .unwrap();
-    assert_eq!(**facts.borrow_and_update(), promoted);
+    announced(&engine, &events, &mut facts, &promoted).await;
 
     // The stream ends: read at once, and subscribe again a little later
     // (not in a loop, should the engine end every stream at once).
@@ -443,15 +435,26 @@ async fn engine_facts_follow_the_engines_events() {
     tokio::time::sleep(Duration::from_secs(6)).await;
     assert_eq!(subscribed(&engine), 2);
     // The new stream is followed as the first was.
-    engine.set_facts(promoted.clone());
-    again
+    announced(&engine, &again, &mut facts, &promoted).await;
+}
+
+/// `changed` becomes the engine's facts and a node event says so on
+/// `events`: berth reads them as the event comes.
+async fn announced(
+    engine: &FakeEngine,
+    events: &tokio::sync::mpsc::UnboundedSender<bytes::Bytes>,
+    facts: &mut berth::facts::FactsReceiver,
+    changed: &EngineFacts,
+) {
+    engine.set_facts(changed.clone());
+    events
         .send(r#"{"Type":"node","Action":"update"}"#.into())
         .unwrap();
-    tokio::time::timeout(Duration::from_secs(1), facts.changed())
+    tokio::time::timeout(std::time::Duration::from_secs(1), facts.changed())
         .await
         .expect("read as the event came")
         .unwrap();
-    assert_eq!(**facts.borrow_and_update(), promoted);
+    assert_eq!(**facts.borrow_and_update(), *changed);
 }
 
 #[tokio::test(start_paused = true)]
