@@ -197,7 +197,7 @@ impl<E: DockerEngine, M: Membership, P: PeerAgents, H: HostProbe, F: Files> Agen
             .dockerhub
             .as_ref()
             .ok_or_else(|| AgentError::not_implemented("The DockerHub probe"))?;
-        let body = proxy::read_bounded(request.into_body(), MAX_DOCKERHUB_BODY)
+        let body = berth_ports::read_bounded(request.into_body(), MAX_DOCKERHUB_BODY)
             .await
             .map_err(|why| AgentError::new(400, "Invalid request payload", why))?;
         Ok(responses::json(&probe.limits(&body).await?))

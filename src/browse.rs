@@ -13,7 +13,7 @@ use http::header::{
 };
 use http::{Request, Response, StatusCode};
 
-use crate::{proxy, responses};
+use crate::responses;
 
 /// The largest rename payload berth reads: two paths.
 const MAX_RENAME_BODY: usize = 64 * 1024;
@@ -183,7 +183,7 @@ async fn rename_payload(
     request: Request<Body>,
 ) -> Result<(ConfinedPath, ConfinedPath), AgentError> {
     let invalid = |details: &str| AgentError::new(400, "Invalid request payload", details);
-    let body = proxy::read_bounded(request.into_body(), MAX_RENAME_BODY)
+    let body = berth_ports::read_bounded(request.into_body(), MAX_RENAME_BODY)
         .await
         .map_err(|error| invalid(&error))?;
     let payload: RenamePayload =

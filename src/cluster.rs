@@ -290,7 +290,7 @@ impl<M: Membership, P: PeerAgents> Cluster<M, P> {
             Err(why) => return NodeAnswer::Failed(why),
         };
         let status = response.status().as_u16();
-        match proxy::read_bounded(response.into_body(), MAX_LIST_BYTES).await {
+        match berth_ports::read_bounded(response.into_body(), MAX_LIST_BYTES).await {
             Ok(body) => NodeAnswer::Answered { status, body },
             Err(why) => NodeAnswer::Failed(why),
         }

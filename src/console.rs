@@ -155,7 +155,7 @@ async fn engine_refusal(response: Response<Body>) -> AgentError {
 /// and its own `message` (else its text) as the details.
 pub(crate) async fn refusal(response: Response<Body>, message: &str) -> AgentError {
     let status = response.status().as_u16();
-    let body = proxy::read_bounded(response.into_body(), 64 * 1024)
+    let body = berth_ports::read_bounded(response.into_body(), 64 * 1024)
         .await
         .unwrap_or_default();
     let details = serde_json::from_slice::<serde_json::Value>(&body)

@@ -20,7 +20,6 @@ use serde_json::json;
 use tracing::info;
 
 use crate::kubernetes::api_error;
-use crate::proxy;
 use crate::responses;
 
 /// The largest stack accepted: the API server keeps an object to 1.5 MB,
@@ -36,7 +35,7 @@ pub async fn answer<O: KubernetesObjects>(
     own_namespace: &str,
     request: Request<Body>,
 ) -> Result<Response<Body>, AgentError> {
-    let body = proxy::read_bounded(request.into_body(), MAX_STACK_BODY)
+    let body = berth_ports::read_bounded(request.into_body(), MAX_STACK_BODY)
         .await
         .map_err(|why| AgentError::new(400, "Invalid request payload", why))?;
     let request = StackRequest::from_json(&body)?;

@@ -110,27 +110,6 @@ where
     Ok(response.map(|body| Coalesced::new(body).boxed_unsync()))
 }
 
-/// Reads a whole body, refusing one larger than `limit`. (Not
-/// `http_body_util::Limited`: its boxed error makes the handler's future
-/// fail the `Send` check.)
-///
-/// # Errors
-/// Why the body could not be read, in words.
-pub async fn read_bounded(mut body: Body, limit: usize) -> Result<Vec<u8>, String> {
-    use http_body_util::BodyExt;
-    let mut bytes = Vec::new();
-    while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|error| format!("the body broke off: {error}"))?;
-        if let Ok(data) = frame.into_data() {
-            if bytes.len() + data.len() > limit {
-                return Err(format!("the body is larger than {limit} bytes"));
-            }
-            bytes.extend_from_slice(&data);
-        }
-    }
-    Ok(bytes)
-}
-
 /// Maps the engine port's failures to the answers clients see.
 pub fn engine_error(error: EngineError) -> AgentError {
     match error {

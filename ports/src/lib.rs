@@ -22,7 +22,7 @@ pub mod scheduler;
 pub mod script_host;
 pub mod tunnel_client;
 
-pub use body::{empty_body, full_body, Body, BoxError};
+pub use body::{empty_body, full_body, read_bounded, Body, BoxError};
 pub use clock::Clock;
 pub use deployer::{DeployError, Deployer, Deployment, ProjectState, StackEngine};
 pub use docker_engine::{DockerEngine, EngineError};

@@ -14,7 +14,7 @@ use futures_util::StreamExt;
 use http::{Method, Request, Response};
 use serde_json::Value;
 
-use crate::proxy::read_bounded;
+use berth_ports::read_bounded;
 
 /// One engine answer may be this large (the container list of a big host).
 const MAX_ANSWER: usize = 64 * 1024 * 1024;

@@ -14,7 +14,7 @@ use http::{Method, Request, Response, StatusCode};
 use tracing::{info, warn};
 
 use super::keys::{AssociateError, EdgeKeys};
-use crate::proxy::read_bounded;
+use berth_ports::read_bounded;
 
 const PAGE: &str = include_str!("key_page.html");
 /// How long the page waits for a key, as the Go agent.

@@ -45,8 +45,8 @@ use berth_domain::options::Options;
 use berth_ports::Body;
 use http::{Method, Request, Response};
 
-use crate::proxy::read_bounded;
 use crate::responses;
+use berth_ports::read_bounded;
 use keys::EdgeKeys;
 use tunnel::Activity;
 

@@ -15,7 +15,7 @@ use tracing::{debug, info};
 
 use super::keys::{AssociateError, EdgeKeys};
 use crate::cluster::Cluster;
-use crate::proxy::read_bounded;
+use berth_ports::read_bounded;
 
 /// How long one peer may take to answer, as the reference's 3 s.
 const PEER_TIMEOUT: Duration = Duration::from_secs(3);

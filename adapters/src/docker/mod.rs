@@ -93,19 +93,9 @@ impl DockerSocket {
             .map_err(|error| protocol(error.to_string()))?;
         let answer = self.forward(request).await?;
         let status = answer.status();
-        let mut stream = answer.into_body();
-        let mut body = Vec::new();
-        while let Some(frame) = stream.frame().await {
-            let frame = frame.map_err(|error| protocol(format!("GET {path}: {error}")))?;
-            if let Some(data) = frame.data_ref() {
-                if body.len() + data.len() > MAX_FACTS_ANSWER {
-                    return Err(protocol(format!(
-                        "GET {path}: more than {MAX_FACTS_ANSWER} bytes"
-                    )));
-                }
-                body.extend_from_slice(data);
-            }
-        }
+        let body = berth_ports::read_bounded(answer.into_body(), MAX_FACTS_ANSWER)
+            .await
+            .map_err(|why| protocol(format!("GET {path}: {why}")))?;
         if status != http::StatusCode::OK {
             return Err(protocol(format!(
                 "GET {path} answered {status}: {}",
