@@ -4,7 +4,10 @@
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 
-use berth_domain::host::{is_listed_block_device, parse_pci_id, HostInfo, PciDevice, PhysicalDisk};
+use std::io::{BufRead, BufReader, Read};
+
+use berth_domain::host::{is_listed_block_device, parse_pci_id, HostInfo, PhysicalDisk, UNKNOWN};
+use berth_domain::pci_names::NameLookup;
 use berth_ports::{HostProbe, HostProbeError};
 
 /// The first IPv4 address of this machine that is not a loopback one: the
@@ -44,7 +47,8 @@ pub fn local_addresses() -> Vec<IpAddr> {
 }
 
 /// The `HostProbe` port over sysfs under the host's root mount (`/host` in
-/// the container), with names from the PCI ID database built into berth.
+/// the container), with names from the host's own PCI ID database (as the
+/// Go agent takes them).
 #[derive(Debug, Clone)]
 pub struct SysfsHostProbe {
     root: PathBuf,
@@ -93,13 +97,18 @@ fn entries(folder: &Path) -> Vec<(String, PathBuf)> {
 }
 
 fn read_host_info(root: &Path) -> HostInfo {
-    let pci_devices = entries(&root.join("sys/bus/pci/devices"))
+    let ids: Vec<(Option<u16>, Option<u16>)> = entries(&root.join("sys/bus/pci/devices"))
         .into_iter()
         .map(|(_, device)| {
             let vendor_id = read_trimmed(&device.join("vendor")).and_then(|id| parse_pci_id(&id));
             let device_id = read_trimmed(&device.join("device")).and_then(|id| parse_pci_id(&id));
-            pci_names(vendor_id, device_id)
+            (vendor_id, device_id)
         })
+        .collect();
+    let names = pci_names(root, &ids);
+    let pci_devices = ids
+        .iter()
+        .map(|(vendor, device)| names.names(*vendor, *device))
         .collect();
     let physical_disks = entries(&root.join("sys/block"))
         .into_iter()
@@ -118,29 +127,90 @@ fn read_host_info(root: &Path) -> HostInfo {
     }
 }
 
-const UNKNOWN: &str = "unknown";
+/// Where hosts keep the PCI ID database, under their root, in the order
+/// the Go agent's library looks (hwdata first, then pciutils' copy).
+const PCI_DATABASES: [&str; 4] = [
+    "usr/share/hwdata/pci.ids",
+    "usr/share/misc/pci.ids",
+    "usr/share/hwdata/pci.ids.gz",
+    "usr/share/misc/pci.ids.gz",
+];
 
-fn pci_names(vendor_id: Option<u16>, device_id: Option<u16>) -> PciDevice {
-    if let (Some(vendor), Some(device)) = (vendor_id, device_id) {
-        if let Some(known) = pci_ids::Device::from_vid_pid(vendor, device) {
-            return PciDevice {
-                vendor: known.vendor().name().to_string(),
-                name: known.name().to_string(),
-            };
-        }
+/// A line longer than this is no line of the database (its longest is
+/// under 200 bytes); it is skipped, not gathered.
+const MAX_PCI_LINE: u64 = 4096;
+
+/// The names of these devices from the first database the host has, read
+/// a line at a time and only until everything asked about is named; none
+/// (every name `unknown`) when the host has no database.
+fn pci_names(root: &Path, ids: &[(Option<u16>, Option<u16>)]) -> NameLookup {
+    let mut lookup = NameLookup::for_devices(ids);
+    if !lookup.wants_more() {
+        return lookup;
     }
-    let vendor = vendor_id
-        .and_then(|id| pci_ids::Vendors::iter().find(|v| v.id() == id))
-        .map_or(UNKNOWN, |v| v.name());
-    PciDevice {
-        vendor: vendor.to_string(),
-        name: UNKNOWN.to_string(),
+    for database in PCI_DATABASES {
+        let path = root.join(database);
+        let Ok(file) = std::fs::File::open(&path) else {
+            continue;
+        };
+        let reader: Box<dyn Read> = if database.ends_with(".gz") {
+            Box::new(flate2::read::GzDecoder::new(file))
+        } else {
+            Box::new(file)
+        };
+        if let Err(error) = feed_lines(BufReader::new(reader), &mut lookup) {
+            // What was read before the fault still names devices.
+            tracing::debug!(path = %path.display(), %error, "the PCI ID database could not be read to its end");
+        }
+        return lookup;
+    }
+    tracing::debug!(root = %root.display(), "no PCI ID database on the host: PCI devices are unnamed");
+    lookup
+}
+
+fn feed_lines(mut reader: impl BufRead, lookup: &mut NameLookup) -> std::io::Result<()> {
+    let mut line = Vec::with_capacity(256);
+    while lookup.wants_more() {
+        line.clear();
+        let read = reader
+            .by_ref()
+            .take(MAX_PCI_LINE)
+            .read_until(b'\n', &mut line)?;
+        if read == 0 {
+            return Ok(());
+        }
+        if line.last() != Some(&b'\n') && read as u64 == MAX_PCI_LINE {
+            skip_rest_of_line(&mut reader)?;
+            continue;
+        }
+        lookup.feed(&String::from_utf8_lossy(&line));
+    }
+    Ok(())
+}
+
+fn skip_rest_of_line(reader: &mut impl BufRead) -> std::io::Result<()> {
+    loop {
+        let buffer = reader.fill_buf()?;
+        if buffer.is_empty() {
+            return Ok(());
+        }
+        match buffer.iter().position(|&byte| byte == b'\n') {
+            Some(end) => {
+                reader.consume(end + 1);
+                return Ok(());
+            }
+            None => {
+                let length = buffer.len();
+                reader.consume(length);
+            }
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use berth_domain::host::PciDevice;
 
     const FIXTURE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../fixtures/sysfs");
 
@@ -186,6 +256,120 @@ mod tests {
         let info = SysfsHostProbe::new(&empty).host_info().await.unwrap();
         assert_eq!(info, HostInfo::default());
         std::fs::remove_dir_all(empty).unwrap();
+    }
+
+    /// A folder for one test, removed when dropped.
+    struct Scratch(PathBuf);
+
+    impl Scratch {
+        fn new(name: &str) -> Self {
+            let path = std::env::temp_dir().join(format!("berth-{name}-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&path);
+            std::fs::create_dir_all(path.join("sys/bus/pci/devices/0000:00:02.0")).unwrap();
+            std::fs::write(
+                path.join("sys/bus/pci/devices/0000:00:02.0/vendor"),
+                "0x8086\n",
+            )
+            .unwrap();
+            std::fs::write(
+                path.join("sys/bus/pci/devices/0000:00:02.0/device"),
+                "0x100e\n",
+            )
+            .unwrap();
+            Scratch(path)
+        }
+
+        fn database(&self, at: &str, bytes: &[u8]) {
+            let path = self.0.join(at);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, bytes).unwrap();
+        }
+
+        async fn first_device(&self) -> PciDevice {
+            let info = SysfsHostProbe::new(&self.0).host_info().await.unwrap();
+            info.pci_devices[0].clone()
+        }
+    }
+
+    impl Drop for Scratch {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    const INTEL: &str = "8086  Intel Corporation\n\t100e  82540EM Gigabit Ethernet Controller\n";
+
+    #[tokio::test]
+    async fn hwdata_s_database_comes_before_pciutils_copy() {
+        let host = Scratch::new("pci-hwdata");
+        host.database("usr/share/misc/pci.ids", b"8086  From misc\n");
+        host.database("usr/share/hwdata/pci.ids", b"8086  From hwdata\n");
+        assert_eq!(host.first_device().await.vendor, "From hwdata");
+    }
+
+    #[tokio::test]
+    async fn a_gzipped_database_is_read() {
+        use std::io::Write;
+        let host = Scratch::new("pci-gz");
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(INTEL.as_bytes()).unwrap();
+        host.database("usr/share/hwdata/pci.ids.gz", &gz.finish().unwrap());
+        assert_eq!(
+            host.first_device().await,
+            PciDevice {
+                vendor: "Intel Corporation".into(),
+                name: "82540EM Gigabit Ethernet Controller".into()
+            }
+        );
+    }
+
+    #[tokio::test]
+    async fn without_a_database_devices_are_listed_unnamed() {
+        let host = Scratch::new("pci-none");
+        assert_eq!(
+            host.first_device().await,
+            PciDevice {
+                vendor: UNKNOWN.into(),
+                name: UNKNOWN.into()
+            }
+        );
+    }
+
+    #[tokio::test]
+    async fn a_broken_database_names_what_came_before_the_fault() {
+        let host = Scratch::new("pci-broken");
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        // Its device is not in the text, so the reading goes on to the fault.
+        std::io::Write::write_all(&mut gz, b"8086  Intel Corporation\n\t100f  Other\n").unwrap();
+        let whole = gz.finish().unwrap();
+        // Cut inside the gzip trailer: the text is whole, the check fails.
+        let cut = &whole[..whole.len() - 4];
+        let mut lookup = NameLookup::for_devices(&[(Some(0x8086), Some(0x100e))]);
+        let gz = flate2::read::GzDecoder::new(cut);
+        assert!(feed_lines(BufReader::new(gz), &mut lookup).is_err());
+        host.database("usr/share/misc/pci.ids.gz", cut);
+        assert_eq!(
+            host.first_device().await,
+            PciDevice {
+                vendor: "Intel Corporation".into(),
+                name: UNKNOWN.into()
+            }
+        );
+    }
+
+    #[tokio::test]
+    async fn an_overlong_line_is_skipped_not_gathered() {
+        let host = Scratch::new("pci-long");
+        let mut text = vec![b'#'; 3 * MAX_PCI_LINE as usize];
+        // The long line's tail must not be read as a line of its own.
+        text.extend_from_slice(b"8086  Tail of a long line\n");
+        text.extend_from_slice(INTEL.as_bytes());
+        host.database("usr/share/misc/pci.ids", &text);
+        assert_eq!(
+            host.first_device().await.name,
+            "82540EM Gigabit Ethernet Controller"
+        );
+        assert_eq!(host.first_device().await.vendor, "Intel Corporation");
     }
 
     #[tokio::test]

@@ -1,5 +1,8 @@
 //! What `GET /host/info` reports about the machine (reference §6.2).
 
+/// What a name the machine does not tell is reported as.
+pub const UNKNOWN: &str = "unknown";
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PciDevice {
     /// The vendor's name from the PCI ID database, or `unknown`.

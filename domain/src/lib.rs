@@ -20,5 +20,6 @@ pub mod host;
 pub mod kubernetes;
 pub mod kubernetes_stack;
 pub mod options;
+pub mod pci_names;
 pub mod routing;
 pub mod signature;
