@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """The driver of scripts/bench-go-agent: berth and the Go agent in front of
 one engine, in paired rounds, each figure printed as berth / Go agent (and
-the lists also against the engine's own rate, direct, in the same round).
+the lists also against the engine's own rate, direct, and through nginx
+with and without TLS, in the same round).
 
 Run by scripts/bench-go-agent, which builds both agents, starts the engine
 and makes the signature pool; not meant to be run alone.
@@ -46,10 +47,13 @@ def cpu_ms(pid):
     return (int(fields[11]) + int(fields[12])) * 1000 / TICKS
 
 
-def rss_kib(pid):
+def memory_kib(pid, field="VmRSS"):
+    """A resident-set figure of /proc/PID/status: VmRSS, or its parts
+    RssAnon (the process's own memory) and RssFile (mapped files' pages,
+    its binary's mostly: clean, shared, reclaimable)."""
     with open(f"/proc/{pid}/status") as status:
         for line in status:
-            if line.startswith("VmRSS:"):
+            if line.startswith(f"{field}:"):
                 return int(line.split()[1])
     return 0
 
@@ -185,7 +189,9 @@ def measure_agent(agent, args, signatures, context):
         agent.start(signatures, context)
     # The idle resident set once start-up's work has settled.
     time.sleep(2)
-    figures["rss_idle_kib"] = rss_kib(agent.pid)
+    for key, field in (("rss_idle_kib", "VmRSS"), ("rss_anon_idle_kib", "RssAnon"),
+                       ("rss_file_idle_kib", "RssFile")):
+        figures[key] = memory_kib(agent.pid, field)
     for connections in (1, 32):
         before = cpu_ms(agent.pid)
         rate, total = wrk(agent.url("/_ping"), connections, args.seconds, args.fresh_lua)
@@ -195,7 +201,7 @@ def measure_agent(agent, args, signatures, context):
     peak = [0]
 
     def sample():
-        peak[0] = max(peak[0], rss_kib(agent.pid))
+        peak[0] = max(peak[0], memory_kib(agent.pid))
 
     for connections in (1, 32):
         rate, _ = wrk(agent.url("/containers/json?all=1"), connections, args.seconds,
@@ -207,8 +213,16 @@ def measure_agent(agent, args, signatures, context):
 
 
 def measure_direct(args):
-    url = f"http://127.0.0.1:{args.engine_port}/containers/json?all=1"
-    return {f"list_{c}_rps": wrk(url, c, args.seconds, args.fresh_lua)[0] for c in (1, 32)}
+    """The list from the engine itself, and through nginx in front of its
+    socket (a proxy that checks nothing): without TLS the second hop's
+    cost alone, with TLS what any TLS proxy pays."""
+    figures = {}
+    for name, base in (("direct", f"http://127.0.0.1:{args.engine_port}"),
+                       ("nginx_plain", f"http://127.0.0.1:{args.nginx_plain_port}"),
+                       ("nginx_tls", f"https://127.0.0.1:{args.nginx_tls_port}")):
+        figures[name] = {f"list_{c}_rps": wrk(f"{base}/containers/json?all=1", c, args.seconds,
+                                              args.fresh_lua)[0] for c in (1, 32)}
+    return figures
 
 
 def idle_window(args, agent, signatures, context):
@@ -236,6 +250,8 @@ ROWS = [
     ("list_1_rps", "container list, 1 connection: requests/s", True),
     ("list_32_rps", "container list, 32 connections: requests/s", True),
     ("rss_idle_kib", "resident set idle, KiB", False),
+    ("rss_anon_idle_kib", "of which the process's own (RssAnon), KiB", False),
+    ("rss_file_idle_kib", "of which mapped files' pages (RssFile), KiB", False),
     ("rss_list_peak_kib", "resident set, peak of the 32-connection list, KiB", False),
     ("start_accepting_ms", "start to the port accepting, ms", False),
     ("first_handshake_ms", "the first TLS handshake, ms", False),
@@ -255,6 +271,8 @@ def main():
     parser.add_argument("--engine-socket", required=True)
     parser.add_argument("--engine-port", type=int, required=True)
     parser.add_argument("--dockerd-pid", type=int, required=True)
+    parser.add_argument("--nginx-tls-port", type=int, required=True)
+    parser.add_argument("--nginx-plain-port", type=int, required=True)
     parser.add_argument("--pool", required=True)
     parser.add_argument("--key", required=True)
     parser.add_argument("--fresh-lua", required=True)
@@ -281,7 +299,7 @@ def main():
             result = {"load_average": load_average(), "order": order}
             for name in order:
                 result[name] = measure_agent(agents[name], args, signatures, context)
-            result["direct"] = measure_direct(args)
+            result.update(measure_direct(args))
             rounds.append(result)
             print(f"round {number + 1}/{args.rounds} done (load {result['load_average']:.2f})",
                   flush=True)
@@ -309,13 +327,14 @@ def main():
         print(f"| {label} | {statistics.median(berth):.1f} | {statistics.median(go):.1f} | "
               f"{spread(ratios)} |")
     print()
-    print("| the list against the engine direct | berth / direct | Go / direct |")
-    print("|---|---|---|")
+    print("| the list against the engine direct | berth / direct | Go / direct "
+          "| nginx, TLS / direct | nginx, no TLS / direct |")
+    print("|---|---|---|---|---|")
     for connections in (1, 32):
         key = f"list_{connections}_rps"
-        print(f"| {connections} connection{'s' if connections > 1 else ''} | "
-              f"{spread([r['berth'][key] / r['direct'][key] for r in rounds])} | "
-              f"{spread([r['go'][key] / r['direct'][key] for r in rounds])} |")
+        print(f"| {connections} connection{'s' if connections > 1 else ''} | " + " | ".join(
+            spread([r[name][key] / r["direct"][key] for r in rounds])
+            for name in ("berth", "go", "nginx_tls", "nginx_plain")) + " |")
     print()
     engine_alone = idle["none"]["engine_ms_per_min"]
     print(f"Idle, {args.idle} s each, CPU ms a minute (engine alone: {engine_alone:.1f}):")
