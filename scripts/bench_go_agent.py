@@ -14,8 +14,9 @@ resident set idle, `/_ping` with a fresh Portainer signature on every
 request at 1 and 32 connections (requests/s, and the agent's CPU per
 request from /proc), the container list at 1 and 32 connections (and its
 peak resident set at 32). Then, once per run, each agent alone and the
-engine alone idle for the idle window: the agent's CPU, and the engine's
-beyond what it spends with no agent. Nothing leaves loopback; only the
+engine alone idle for the idle window: the agent's CPU, the engine's beyond
+what it spends with no agent, and the requests the agent sent the engine
+(counted by a relay in front of the engine's socket). Nothing leaves loopback; only the
 processes this script started are stopped, by their own handles.
 """
 
@@ -28,7 +29,9 @@ import ssl
 import statistics
 import subprocess
 import tempfile
+import threading
 import time
+from collections import Counter
 
 from portainer_session import stop_process
 
@@ -85,13 +88,15 @@ class Agent:
         self.process = None
         self.port = None
 
-    def start(self, signatures, context):
-        """Starts the agent; returns (accepting ms, first handshake ms,
-        first signed 200 ms), each from the start."""
+    def start(self, signatures, context, engine_socket=None):
+        """Starts the agent (in front of `engine_socket`, by default the
+        engine's own); returns (accepting ms, first handshake ms, first
+        signed 200 ms), each from the start."""
+        engine_socket = engine_socket or self.engine_socket
         self.port = free_port()
         data = tempfile.mkdtemp(prefix="data.", dir=self.folder)
         env = {"PATH": os.environ.get("PATH", ""),
-               "DOCKER_HOST": f"unix://{self.engine_socket}",
+               "DOCKER_HOST": f"unix://{engine_socket}",
                "AGENT_HOST": "127.0.0.1", "AGENT_PORT": str(self.port),
                "AGENT_CLUSTER_PORT": str(free_port()), "DATA_PATH": data,
                "AGENT_CREDENTIALS_ADDR": "127.0.0.1:0", "LOG_LEVEL": "WARN"}
@@ -103,7 +108,7 @@ class Agent:
         # agent, so the PID is the agent's).
         command = ["unshare", "--mount", "--propagation", "private", "sh", "-c",
                    'mount -t tmpfs tmpfs /run && ln -s "$0" /run/docker.sock && exec "$1"',
-                   self.engine_socket, self.binary]
+                   engine_socket, self.binary]
         self.process = subprocess.Popen(command, env=env, stdout=log,
                                         stderr=subprocess.STDOUT, cwd=self.folder)
         deadline = started + 30
@@ -225,11 +230,64 @@ def measure_direct(args):
     return figures
 
 
+REQUEST_LINE = re.compile(rb"(GET|HEAD|POST|PUT|DELETE) (/[^ ?]*)[^ ]* HTTP/1\.[01]\r\n")
+
+
+class CountingRelay:
+    """A socket in front of the engine's that counts the requests passing
+    through it (method and path): what an idle agent asks of the engine,
+    named, where the engine's CPU only says how much. Bytes are passed
+    as they come."""
+
+    def __init__(self, path, engine_socket):
+        self.requests = Counter()
+        self.engine_socket = engine_socket
+        self.listener = socket.socket(socket.AF_UNIX)
+        self.listener.bind(path)
+        self.listener.listen(16)
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            engine = socket.socket(socket.AF_UNIX)
+            engine.connect(self.engine_socket)
+            threading.Thread(target=self._pass, args=(client, engine, True), daemon=True).start()
+            threading.Thread(target=self._pass, args=(engine, client, False), daemon=True).start()
+
+    def _pass(self, source, sink, count):
+        try:
+            while chunk := source.recv(65536):
+                if count:
+                    # Idle requests are small: each arrives in one piece.
+                    for method, path in REQUEST_LINE.findall(chunk):
+                        self.requests[f"{method.decode()} {path.decode()}"] += 1
+                sink.sendall(chunk)
+        except OSError:
+            pass
+        finally:
+            for end in (source, sink):
+                try:
+                    end.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def close(self):
+        self.listener.close()
+
+
 def idle_window(args, agent, signatures, context):
-    """The agent's and the engine's CPU over the idle window (ms a minute);
-    no agent when `agent` is None."""
+    """The agent's and the engine's CPU over the idle window (ms a minute),
+    and the requests the agent sent the engine in it; no agent when
+    `agent` is None."""
+    relay = None
     if agent:
-        agent.start(signatures, context)
+        relay_path = os.path.join(args.folder, f"idle-{agent.name}.sock")
+        relay = CountingRelay(relay_path, agent.engine_socket)
+        agent.start(signatures, context, engine_socket=relay_path)
         time.sleep(2)
     engine_before = cpu_ms(args.dockerd_pid)
     agent_before = cpu_ms(agent.pid) if agent else 0
@@ -238,7 +296,9 @@ def idle_window(args, agent, signatures, context):
     figures = {"engine_ms_per_min": (cpu_ms(args.dockerd_pid) - engine_before) / minutes}
     if agent:
         figures["agent_ms_per_min"] = (cpu_ms(agent.pid) - agent_before) / minutes
+        figures["engine_requests"] = dict(relay.requests)
         agent.stop()
+        relay.close()
     return figures
 
 
@@ -345,6 +405,14 @@ def main():
         figures = idle[name]
         print(f"| {name} | {figures['agent_ms_per_min']:.1f} | {figures['engine_ms_per_min']:.1f} | "
               f"{figures['engine_ms_per_min'] - engine_alone:+.1f} |")
+    print()
+    print(f"Requests each agent sent the engine from its start through the idle window "
+          f"({args.idle} s; a stream held open counts once):")
+    print()
+    for name in ("berth", "go"):
+        asked = idle[name]["engine_requests"]
+        print(f"- {name}: " + (", ".join(f"{request} ×{count}" for request, count
+                                          in sorted(asked.items())) or "none"))
 
 
 if __name__ == "__main__":
