@@ -10,10 +10,11 @@ and makes the signature pool; not meant to be run alone.
 In a round each agent is started in turn (the order reversed every other
 round), alone in front of the engine, and measured: start to the port
 accepting, the first TLS handshake, start to the first signed 200, the
-resident set idle, `/_ping` with a fresh Portainer signature on every
-request at 1 and 32 connections (requests/s, and the agent's CPU per
-request from /proc), the container list at 1 and 32 connections (and its
-peak resident set at 32). Then, once per run, each agent alone and the
+resident set idle (and its parts: the process's own memory, mapped files'
+pages), `/_ping` with a fresh Portainer signature on every request at 1
+and 32 connections (requests/s; at 32, the CPU per request of the agent
+and of the engine from /proc, and of wrk), the container list at 1 and 32
+connections (and its peak resident set at 32). Then, once per run, each agent alone and the
 engine alone idle for the idle window: the agent's CPU, the engine's beyond
 what it spends with no agent, and the requests the agent sent the engine
 (counted by a relay in front of the engine's socket). Nothing leaves loopback; only the
@@ -24,6 +25,7 @@ import argparse
 import json
 import os
 import re
+import resource
 import socket
 import ssl
 import statistics
@@ -59,6 +61,12 @@ def memory_kib(pid, field="VmRSS"):
             if line.startswith(f"{field}:"):
                 return int(line.split()[1])
     return 0
+
+
+def children_cpu_ms():
+    """The CPU of this script's children that have ended (wrk's runs)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return (usage.ru_utime + usage.ru_stime) * 1000
 
 
 def load_average():
@@ -199,10 +207,17 @@ def measure_agent(agent, args, signatures, context):
         figures[key] = memory_kib(agent.pid, field)
     for connections in (1, 32):
         before = cpu_ms(agent.pid)
+        engine_before = cpu_ms(args.dockerd_pid)
+        wrk_before = children_cpu_ms()
         rate, total = wrk(agent.url("/_ping"), connections, args.seconds, args.fresh_lua)
         figures[f"ping_{connections}_rps"] = rate
         if connections == 32:
+            # Two cores, shared by the agent, the engine and wrk: the rate
+            # follows the three's CPU per request together.
             figures["ping_cpu_us_per_request"] = (cpu_ms(agent.pid) - before) * 1000 / total
+            figures["ping_engine_cpu_us_per_request"] = \
+                (cpu_ms(args.dockerd_pid) - engine_before) * 1000 / total
+            figures["ping_wrk_cpu_us_per_request"] = (children_cpu_ms() - wrk_before) * 1000 / total
     peak = [0]
 
     def sample():
@@ -307,6 +322,8 @@ ROWS = [
     ("ping_1_rps", "`/_ping`, fresh signatures, 1 connection: requests/s", True),
     ("ping_32_rps", "`/_ping`, fresh signatures, 32 connections: requests/s", True),
     ("ping_cpu_us_per_request", "agent CPU per `/_ping` (32 connections), µs", False),
+    ("ping_engine_cpu_us_per_request", "the engine's CPU per `/_ping` (32 connections), µs", False),
+    ("ping_wrk_cpu_us_per_request", "wrk's CPU per `/_ping` (32 connections), µs", False),
     ("list_1_rps", "container list, 1 connection: requests/s", True),
     ("list_32_rps", "container list, 32 connections: requests/s", True),
     ("rss_idle_kib", "resident set idle, KiB", False),
@@ -386,6 +403,19 @@ def main():
         ratios = [b / g for b, g in zip(berth, go) if g]
         print(f"| {label} | {statistics.median(berth):.1f} | {statistics.median(go):.1f} | "
               f"{spread(ratios)} |")
+    print()
+    # With every core busy, requests/s is the cores over the CPU of a
+    # request, the agent's, the engine's and wrk's together.
+    whole = {name: statistics.median(r[name]["ping_cpu_us_per_request"]
+                                     + r[name]["ping_engine_cpu_us_per_request"]
+                                     + r[name]["ping_wrk_cpu_us_per_request"] for r in rounds)
+             for name in ("berth", "go")}
+    shared = statistics.median(r["berth"]["ping_engine_cpu_us_per_request"]
+                               + r["berth"]["ping_wrk_cpu_us_per_request"] for r in rounds)
+    print(f"`/_ping` at 32 connections, CPU of a request, agent + engine + wrk: berth "
+          f"{whole['berth']:.1f} µs, Go agent {whole['go']:.1f} µs: ratio bound "
+          f"{whole['go'] / whole['berth']:.2f}; 2.5× the Go agent would need berth's own CPU "
+          f"at most {whole['go'] / 2.5 - shared:.1f} µs a request")
     print()
     print("| the list against the engine direct | berth / direct | Go / direct "
           "| nginx, TLS / direct | nginx, no TLS / direct |")
