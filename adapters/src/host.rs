@@ -1,10 +1,9 @@
 //! Facts about the machine itself: its addresses, and the `HostProbe` port
 //! over sysfs.
 
+use std::io::{BufRead, BufReader, Read};
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
-
-use std::io::{BufRead, BufReader, Read};
 
 use berth_domain::host::{is_listed_block_device, parse_pci_id, HostInfo, PhysicalDisk, UNKNOWN};
 use berth_domain::pci_names::NameLookup;
@@ -180,31 +179,12 @@ fn feed_lines(mut reader: impl BufRead, lookup: &mut NameLookup) -> std::io::Res
             return Ok(());
         }
         if line.last() != Some(&b'\n') && read as u64 == MAX_PCI_LINE {
-            skip_rest_of_line(&mut reader)?;
+            reader.skip_until(b'\n')?;
             continue;
         }
         lookup.feed(&String::from_utf8_lossy(&line));
     }
     Ok(())
-}
-
-fn skip_rest_of_line(reader: &mut impl BufRead) -> std::io::Result<()> {
-    loop {
-        let buffer = reader.fill_buf()?;
-        if buffer.is_empty() {
-            return Ok(());
-        }
-        match buffer.iter().position(|&byte| byte == b'\n') {
-            Some(end) => {
-                reader.consume(end + 1);
-                return Ok(());
-            }
-            None => {
-                let length = buffer.len();
-                reader.consume(length);
-            }
-        }
-    }
 }
 
 #[cfg(test)]

@@ -68,6 +68,7 @@ fn id_and_name(text: &str) -> Option<(u16, &str)> {
 pub struct NameLookup {
     /// Each vendor asked about, with the devices asked about under it.
     wanted: BTreeMap<u16, BTreeSet<u16>>,
+    wanted_devices: usize,
     vendors: BTreeMap<u16, String>,
     devices: BTreeMap<(u16, u16), String>,
     /// The vendor whose device lines are being read, if one asked about.
@@ -88,6 +89,7 @@ impl NameLookup {
         }
         NameLookup {
             done: wanted.is_empty(),
+            wanted_devices: wanted.values().map(BTreeSet::len).sum(),
             wanted,
             ..NameLookup::default()
         }
@@ -120,9 +122,7 @@ impl NameLookup {
             Line::Classes => self.done = true,
             Line::Other => {}
         }
-        if self.vendors.len() == self.wanted.len()
-            && self.devices.len() == self.wanted.values().map(BTreeSet::len).sum::<usize>()
-        {
+        if self.vendors.len() == self.wanted.len() && self.devices.len() == self.wanted_devices {
             self.done = true;
         }
     }
