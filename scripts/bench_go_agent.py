@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """The driver of scripts/bench-go-agent: berth and the Go agent in front of
 one engine, in paired rounds, each figure printed as berth / Go agent (and
-the lists also against the engine's own rate, direct, and through nginx
-with and without TLS, in the same round).
+the lists and `/_ping` at one connection also against the engine's own
+rate, direct, and through nginx with and without TLS, in the same round).
 
 Run by scripts/bench-go-agent, which builds both agents, starts the engine
 and makes the signature pool; not meant to be run alone.
@@ -233,15 +233,17 @@ def measure_agent(agent, args, signatures, context):
 
 
 def measure_direct(args):
-    """The list from the engine itself, and through nginx in front of its
-    socket (a proxy that checks nothing): without TLS the second hop's
-    cost alone, with TLS what any TLS proxy pays."""
+    """The list (and `/_ping` at one connection) from the engine itself,
+    and through nginx in front of its socket (a proxy that checks
+    nothing): without TLS the second hop's cost alone, with TLS what any
+    TLS proxy pays."""
     figures = {}
     for name, base in (("direct", f"http://127.0.0.1:{args.engine_port}"),
                        ("nginx_plain", f"http://127.0.0.1:{args.nginx_plain_port}"),
                        ("nginx_tls", f"https://127.0.0.1:{args.nginx_tls_port}")):
         figures[name] = {f"list_{c}_rps": wrk(f"{base}/containers/json?all=1", c, args.seconds,
                                               args.fresh_lua)[0] for c in (1, 32)}
+        figures[name]["ping_1_rps"] = wrk(f"{base}/_ping", 1, args.seconds, args.fresh_lua)[0]
     return figures
 
 
@@ -416,6 +418,13 @@ def main():
           f"{whole['berth']:.1f} µs, Go agent {whole['go']:.1f} µs: ratio bound "
           f"{whole['go'] / whole['berth']:.2f}; 2.5× the Go agent would need berth's own CPU "
           f"at most {whole['go'] / 2.5 - shared:.1f} µs a request")
+    print()
+    print("| `/_ping` at 1 connection against the engine direct | berth / direct | Go / direct "
+          "| nginx, TLS / direct | nginx, no TLS / direct |")
+    print("|---|---|---|---|---|")
+    print("| fresh signatures (nginx checks none) | " + " | ".join(
+        spread([r[name]["ping_1_rps"] / r["direct"]["ping_1_rps"] for r in rounds])
+        for name in ("berth", "go", "nginx_tls", "nginx_plain")) + " |")
     print()
     print("| the list against the engine direct | berth / direct | Go / direct "
           "| nginx, TLS / direct | nginx, no TLS / direct |")
